@@ -1,0 +1,1 @@
+"""content-positioning: shared infrastructure (settings, the local broker, topics, the CLI)."""

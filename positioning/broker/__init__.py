@@ -1,0 +1,1 @@
+"""The local development Kafka broker, run from the Apache Kafka jars."""

@@ -1,0 +1,250 @@
+"""A single-node Apache Kafka broker in KRaft mode, run from the jars.
+
+Layout under ``<home>/kafka/``: ``server.properties``, ``data/`` (the log
+dirs and the KRaft metadata), ``broker.log`` and ``broker.pid``. The process
+runs in its own session so that it outlives the command that started it and
+so that ``stop`` can signal the whole group.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from positioning.broker import jars
+from positioning.broker.probe import answers_metadata, port_in_use
+from positioning.settings import Settings
+
+
+class BrokerError(RuntimeError):
+    """The local broker could not be started or stopped; the message says why."""
+
+
+@dataclass(frozen=True)
+class BrokerStatus:
+    running: bool
+    pid: int | None
+    address: str
+
+    def describe(self) -> str:
+        if self.running:
+            return f"kafka running (pid {self.pid}) on {self.address}"
+        return f"kafka stopped ({self.address})"
+
+
+def _random_cluster_id() -> str:
+    """A Kafka Uuid: 16 random bytes, url-safe base64 without padding."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped) counts as dead.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+class LocalBroker:
+    """Start, stop and inspect the development broker described by settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.dir = settings.kafka_dir.resolve()
+        self.host, self.port = settings.kafka_host_port
+        self.controller_port = settings.kafka_controller_port or self.port + 1
+
+    # -- files -------------------------------------------------------------
+    @property
+    def pid_file(self) -> Path:
+        return self.dir / "broker.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.dir / "broker.log"
+
+    @property
+    def config_file(self) -> Path:
+        return self.dir / "server.properties"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.dir / "data"
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def server_properties(self) -> str:
+        """The broker's configuration; docker-compose.kafka.yml mirrors it."""
+        h, p, c = self.host, self.port, self.controller_port
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@{h}:{c}",
+            "listeners": f"PLAINTEXT://{h}:{p},CONTROLLER://{h}:{c}",
+            "advertised.listeners": f"PLAINTEXT://{h}:{p}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(self.data_dir),
+            "num.partitions": "6",
+            "auto.create.topics.enable": "false",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "6",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "6",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            # A restarted broker re-registers once its old session expires:
+            # keep that short so a warm start takes seconds, not ten.
+            "broker.heartbeat.interval.ms": "500",
+            "broker.session.timeout.ms": "2500",
+            # Compaction that is visible in a development session.
+            "log.cleaner.min.cleanable.ratio": "0.1",
+            "log.segment.bytes": str(64 * 1024 * 1024),
+        }
+        return "".join(f"{k}={v}\n" for k, v in props.items())
+
+    # -- state ---------------------------------------------------------------
+    def _read_pid(self) -> int | None:
+        try:
+            return int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def _is_our_broker(self, pid: int) -> bool:
+        """The pid is alive and is a kafka.Kafka started with our config file."""
+        if not _pid_alive(pid):
+            return False
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        return b"kafka.Kafka" in cmdline and str(self.config_file).encode() in cmdline
+
+    def status(self) -> BrokerStatus:
+        pid = self._read_pid()
+        running = pid is not None and self._is_our_broker(pid)
+        return BrokerStatus(running=running, pid=pid if running else None, address=self.address)
+
+    # -- lifecycle -----------------------------------------------------------
+    def start(self) -> tuple[BrokerStatus, bool]:
+        """Start the broker and wait until it answers metadata requests.
+
+        Returns the status and whether this call started it (False: it was
+        already running, and nothing was done).
+        """
+        current = self.status()
+        if current.running:
+            return current, False
+        stale = self.pid_file.exists()
+        if stale:
+            self.pid_file.unlink()  # the process it names is gone
+        # A broker killed a moment ago may still be releasing its sockets.
+        grace = time.monotonic() + (5.0 if stale else 0.0)
+        for port in (self.port, self.controller_port):
+            while port_in_use(self.host, port) and time.monotonic() < grace:
+                time.sleep(0.1)
+            if port_in_use(self.host, port):
+                raise BrokerError(
+                    f"port {self.host}:{port} is already in use by another program; "
+                    "stop it or set POSITIONING_KAFKA_LISTEN to another address"
+                )
+        java = shutil.which("java")
+        if java is None:
+            raise BrokerError("java is not on PATH: install a JDK 17+ (apt-get install default-jdk)")
+        classpath = jars.classpath(self.settings.kafka_home)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(self.server_properties())
+        jvm = [
+            java, f"-Xmx{self.settings.kafka_heap}", f"-Xms{self.settings.kafka_heap}",
+            "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={jars.packaged_file('log4j2.properties')}",
+            f"-Dkafka.logs.dir={self.dir}", "-cp", classpath,
+        ]
+        if not (self.data_dir / "meta.properties").exists():
+            self._format(jvm)
+        with open(self.log_file, "ab") as log:
+            proc = subprocess.Popen(
+                [*jvm, "kafka.Kafka", str(self.config_file)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.pid_file.write_text(f"{proc.pid}\n")
+        self._wait_ready(proc)
+        return self.status(), True
+
+    def _format(self, jvm: list[str]) -> None:
+        cmd = [*jvm, "kafka.tools.StorageTool", "format", "--ignore-formatted",
+               "-t", _random_cluster_id(), "-c", str(self.config_file)]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise BrokerError(f"formatting the KRaft storage failed:\n{result.stdout}{result.stderr}")
+
+    def _wait_ready(self, proc: subprocess.Popen[bytes]) -> None:
+        deadline = time.monotonic() + self.settings.kafka_start_timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                self.pid_file.unlink(missing_ok=True)
+                raise BrokerError(
+                    f"the broker exited with code {proc.returncode}; end of {self.log_file}:\n"
+                    + self.log_tail()
+                )
+            # A TCP probe first: the metadata client logs loudly while refused.
+            if port_in_use(self.host, self.port) and answers_metadata(self.address, timeout_s=2.0):
+                return
+            time.sleep(0.2)
+        self.stop()
+        raise BrokerError(
+            f"the broker did not answer within {self.settings.kafka_start_timeout_s:.0f}s; "
+            f"end of {self.log_file}:\n" + self.log_tail()
+        )
+
+    def stop(self, timeout_s: float = 30.0) -> bool:
+        """SIGTERM, wait, then SIGKILL if needed. Returns whether one was running."""
+        pid = self._read_pid()
+        if pid is None or not self._is_our_broker(pid):
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        self._signal(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and _pid_alive(pid):
+            time.sleep(0.1)
+        if _pid_alive(pid):
+            self._signal(pid, signal.SIGKILL)
+            while _pid_alive(pid):
+                time.sleep(0.05)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    @staticmethod
+    def _signal(pid: int, sig: signal.Signals) -> None:
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            os.kill(pid, sig)
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"

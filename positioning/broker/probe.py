@@ -1,0 +1,39 @@
+"""Asking a Kafka cluster whether it answers metadata requests."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+
+from aiokafka.admin import AIOKafkaAdminClient
+
+log = logging.getLogger(__name__)
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """True if something accepts TCP connections on host:port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+async def cluster_brokers(bootstrap_servers: str, timeout_s: float = 5.0) -> int:
+    """Number of brokers the cluster reports; raises if it does not answer."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, request_timeout_ms=int(timeout_s * 1000)
+    )
+    try:
+        await asyncio.wait_for(admin.start(), timeout_s)
+        cluster = await asyncio.wait_for(admin.describe_cluster(), timeout_s)
+        return len(cluster["brokers"])
+    finally:
+        await admin.close()
+
+
+def answers_metadata(bootstrap_servers: str, timeout_s: float = 5.0) -> bool:
+    try:
+        return asyncio.run(cluster_brokers(bootstrap_servers, timeout_s)) > 0
+    except Exception as exc:  # any failure means "not answering yet"; say which
+        log.debug("metadata probe of %s failed: %r", bootstrap_servers, exc)
+        return False

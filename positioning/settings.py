@@ -1,0 +1,172 @@
+"""The one place configuration comes from: environment variables with sane defaults.
+
+Every component receives a ``Settings`` instance; nothing reads ``os.environ``
+anywhere else. The README's configuration table mirrors ``ENV_VARS`` below.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+DEV_TICKET_SECRET = "dev:insecure-development-secret-change-me"
+
+
+def _split_hostport(value: str, default_port: int) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host:
+        return value, default_port
+    return host, int(port)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """All knobs of the system, read once from the environment."""
+
+    # Where local state lives: broker data, edge databases, logs, reports.
+    home: Path = Path(".positioning")
+    # Kafka: when set, components use this cluster and `up` starts no broker.
+    kafka_bootstrap_servers: str | None = None
+    # The local development broker (`positioning kafka start`).
+    kafka_listen: str = "127.0.0.1:9092"
+    kafka_controller_port: int | None = None  # default: listen port + 1
+    kafka_heap: str = "512m"
+    kafka_home: Path | None = None  # an unpacked Kafka distribution to use instead of Maven
+    kafka_start_timeout_s: float = 90.0
+    # Topics.
+    logins_topic: str = "logins"
+    offers_topic: str = "offers"
+    dlq_topic: str = "logins.dlq"
+    partitions: int = 6
+    replication_factor: int = 1
+    # Tickets: "kid:secret[,kid:secret...]"; the first key signs, all verify.
+    ticket_secret: str = DEV_TICKET_SECRET
+    ticket_ttl_s: int = 900
+    # Origin.
+    origin_host: str = "127.0.0.1"
+    origin_port: int = 8000
+    trusted_proxies: tuple[str, ...] = ()
+    login_timeout_s: float = 5.0
+    # Offer engine.
+    model_latency_ms: float = 0.0
+    # Worker.
+    worker_web_port: int = 6066
+    worker_concurrency: int = 64
+    # Edge.
+    edge_host: str = "127.0.0.1"
+    edge_max_wait_s: float = 30.0
+    edge_max_waiters: int = 10_000
+    edge_ready_lag: int = 0
+    edge_sse_lifetime_s: float = 30.0
+    cors_origins: tuple[str, ...] = ("*",)
+
+    extra: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """Where clients connect: the configured cluster or the local broker."""
+        return self.kafka_bootstrap_servers or self.kafka_listen
+
+    @property
+    def uses_external_kafka(self) -> bool:
+        return bool(self.kafka_bootstrap_servers)
+
+    @property
+    def kafka_host_port(self) -> tuple[str, int]:
+        return _split_hostport(self.kafka_listen, 9092)
+
+    @property
+    def kafka_dir(self) -> Path:
+        return self.home / "kafka"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.home / "logs"
+
+    def edge_data_dir(self, region: str) -> Path:
+        return self.home / "edge" / region
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (used by tests and `up`)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        return Settings(**values)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, (var, parse) in ENV_VARS.items():
+            raw = env.get(var)
+            if raw is not None and raw != "":
+                try:
+                    values[name] = parse(raw)
+                except ValueError as exc:
+                    raise ValueError(f"{var}={raw!r} is not valid: {exc}") from exc
+        return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """Environment variables that reproduce these settings in a child process."""
+        out: dict[str, str] = {}
+        for name, (var, _) in ENV_VARS.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, tuple):
+                out[var] = ",".join(value)
+            else:
+                out[var] = str(value)
+        return out
+
+
+def _csv(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _non_negative_float(raw: str) -> float:
+    value = float(raw)
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+# field name -> (environment variable, parser). Documented in the README.
+ENV_VARS: dict[str, tuple[str, Any]] = {
+    "home": ("POSITIONING_HOME", Path),
+    "kafka_bootstrap_servers": ("KAFKA_BOOTSTRAP_SERVERS", str),
+    "kafka_listen": ("POSITIONING_KAFKA_LISTEN", str),
+    "kafka_controller_port": ("POSITIONING_KAFKA_CONTROLLER_PORT", _positive_int),
+    "kafka_heap": ("POSITIONING_KAFKA_HEAP", str),
+    "kafka_home": ("KAFKA_HOME", Path),
+    "kafka_start_timeout_s": ("POSITIONING_KAFKA_START_TIMEOUT", _non_negative_float),
+    "logins_topic": ("POSITIONING_LOGINS_TOPIC", str),
+    "offers_topic": ("POSITIONING_OFFERS_TOPIC", str),
+    "dlq_topic": ("POSITIONING_DLQ_TOPIC", str),
+    "partitions": ("POSITIONING_PARTITIONS", _positive_int),
+    "replication_factor": ("POSITIONING_REPLICATION_FACTOR", _positive_int),
+    "ticket_secret": ("POSITIONING_TICKET_SECRET", str),
+    "ticket_ttl_s": ("POSITIONING_TICKET_TTL", _positive_int),
+    "origin_host": ("POSITIONING_ORIGIN_HOST", str),
+    "origin_port": ("POSITIONING_ORIGIN_PORT", _positive_int),
+    "trusted_proxies": ("POSITIONING_TRUSTED_PROXIES", _csv),
+    "login_timeout_s": ("POSITIONING_LOGIN_TIMEOUT", _non_negative_float),
+    "model_latency_ms": ("POSITIONING_MODEL_LATENCY_MS", _non_negative_float),
+    "worker_web_port": ("POSITIONING_WORKER_WEB_PORT", _positive_int),
+    "worker_concurrency": ("POSITIONING_WORKER_CONCURRENCY", _positive_int),
+    "edge_host": ("POSITIONING_EDGE_HOST", str),
+    "edge_max_wait_s": ("POSITIONING_EDGE_MAX_WAIT", _non_negative_float),
+    "edge_max_waiters": ("POSITIONING_EDGE_MAX_WAITERS", _positive_int),
+    "edge_ready_lag": ("POSITIONING_EDGE_READY_LAG", int),
+    "edge_sse_lifetime_s": ("POSITIONING_EDGE_SSE_LIFETIME", _non_negative_float),
+    "cors_origins": ("POSITIONING_CORS_ORIGINS", _csv),
+}

@@ -1,0 +1,71 @@
+"""Shared fixtures: a real Kafka broker for the whole test session.
+
+The broker is the project's own local broker (the same code path as
+``positioning kafka start``) on free ports in a temporary folder, or the
+cluster named by ``KAFKA_BOOTSTRAP_SERVERS``. It is stopped at the end of the
+session even when tests fail.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from positioning.broker.local import LocalBroker
+from positioning.settings import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def free_port_pair() -> int:
+    """A port p with p and p+1 both free (broker and controller listeners)."""
+    for _ in range(50):
+        port = free_port()
+        try:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", port + 1))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no pair of free ports found")
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Bootstrap servers of a running broker for the whole session."""
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        yield external
+        return
+    home = tmp_path_factory.mktemp("kafka-home")
+    settings = Settings(home=home, kafka_listen=f"127.0.0.1:{free_port_pair()}")
+    broker = LocalBroker(settings)
+    broker.start()
+    try:
+        yield broker.address
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def base_settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
+    """Settings with unique topic names, so tests never see each other's data."""
+    suffix = uuid.uuid4().hex[:8]
+    return Settings(
+        home=tmp_path / "home",
+        kafka_bootstrap_servers=kafka_bootstrap,
+        logins_topic=f"logins-{suffix}",
+        offers_topic=f"offers-{suffix}",
+        dlq_topic=f"logins.dlq-{suffix}",
+        partitions=3,
+        ticket_secret="test:" + "k" * 32,
+    )
