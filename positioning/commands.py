@@ -1,9 +1,74 @@
-"""Sub-commands that run the components: origin, worker, edge, up/down, produce, story, bench."""
+"""Sub-commands that run the components: origin, worker, edge, produce (and the stack tools).
+
+Each imports its component only when run, so one command never pays for
+another's dependencies.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import sys
+
+from positioning.settings import Settings
+
+
+def _serve(app: object, host: str, port: int) -> int:
+    import uvicorn
+
+    config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False,
+                            loop="uvloop", http="httptools", lifespan="on")
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else 1
+
+
+def _origin(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.origin.app import create_app
+
+    port = args.port or settings.origin_port
+    return _serve(create_app(settings), settings.origin_host, port)
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from faust import Worker
+
+    from pipeline.worker import create_app
+    from positioning.topics import TopicMismatch, ensure_topics
+
+    try:
+        asyncio.run(ensure_topics(settings))
+    except TopicMismatch as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    app = create_app(settings)
+    worker = Worker(app, loglevel="info", redirect_stdouts=False)
+    worker.execute_from_commandline()
+    return 0
+
+
+def _produce(args: argparse.Namespace, settings: Settings) -> int:
+    from loadtest.produce import produce
+
+    summary = asyncio.run(produce(settings, args.count, args.rate, users=args.users,
+                                  seed=args.seed, progress=not args.quiet))
+    print(summary.render())
+    return 0 if summary.failed == 0 else 1
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the component sub-commands to the ``positioning`` parser."""
+    origin = sub.add_parser("origin", help="run the origin (login API, sync baseline, web client)")
+    origin.add_argument("--port", type=int, default=None, help="default: POSITIONING_ORIGIN_PORT (8000)")
+    origin.set_defaults(run=_origin)
+
+    worker = sub.add_parser("worker", help="run the Faust offer worker in the foreground")
+    worker.set_defaults(run=_worker)
+
+    produce = sub.add_parser("produce", help="produce synthetic logins onto the logins topic")
+    produce.add_argument("--count", type=int, default=1000)
+    produce.add_argument("--rate", type=float, default=0.0, help="logins per second; 0 = flat out")
+    produce.add_argument("--users", type=int, default=None, help="distinct users (default count/3)")
+    produce.add_argument("--seed", type=int, default=1)
+    produce.add_argument("--quiet", action="store_true", help="no progress bar")
+    produce.set_defaults(run=_produce)

@@ -53,7 +53,10 @@ class Settings:
     # Offer engine.
     model_latency_ms: float = 0.0
     # Worker.
+    worker_id: str = "positioning-worker"
     worker_web_port: int = 6066
+    expiry_sweep_s: float = 10.0
+    tombstone_horizon_s: int = 24 * 3600
     worker_concurrency: int = 64
     # Edge.
     edge_host: str = "127.0.0.1"
@@ -161,7 +164,10 @@ ENV_VARS: dict[str, tuple[str, Any]] = {
     "trusted_proxies": ("POSITIONING_TRUSTED_PROXIES", _csv),
     "login_timeout_s": ("POSITIONING_LOGIN_TIMEOUT", _non_negative_float),
     "model_latency_ms": ("POSITIONING_MODEL_LATENCY_MS", _non_negative_float),
-    "worker_web_port": ("POSITIONING_WORKER_WEB_PORT", _positive_int),
+    "worker_id": ("POSITIONING_WORKER_ID", str),
+    "worker_web_port": ("POSITIONING_WORKER_WEB_PORT", int),
+    "expiry_sweep_s": ("POSITIONING_EXPIRY_SWEEP", _non_negative_float),
+    "tombstone_horizon_s": ("POSITIONING_TOMBSTONE_HORIZON", _positive_int),
     "worker_concurrency": ("POSITIONING_WORKER_CONCURRENCY", _positive_int),
     "edge_host": ("POSITIONING_EDGE_HOST", str),
     "edge_max_wait_s": ("POSITIONING_EDGE_MAX_WAIT", _non_negative_float),

@@ -59,13 +59,22 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture
 def base_settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
     """Settings with unique topic names, so tests never see each other's data."""
+    return unique_settings(kafka_bootstrap, tmp_path / "home")
+
+
+def unique_settings(kafka_bootstrap: str, home: Path, **changes: object) -> Settings:
+    """Settings with topics, worker group and state of their own."""
     suffix = uuid.uuid4().hex[:8]
-    return Settings(
-        home=tmp_path / "home",
+    base = Settings(
+        home=home,
         kafka_bootstrap_servers=kafka_bootstrap,
         logins_topic=f"logins-{suffix}",
         offers_topic=f"offers-{suffix}",
         dlq_topic=f"logins.dlq-{suffix}",
+        worker_id=f"worker-{suffix}",
+        worker_web_port=0,
         partitions=3,
         ticket_secret="test:" + "k" * 32,
+        expiry_sweep_s=1.0,
     )
+    return base.replace(**changes)

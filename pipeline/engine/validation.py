@@ -1,0 +1,37 @@
+"""What the engine accepts as a login; anything else is dead-lettered, not guessed at."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any
+
+USER_ID = re.compile(r"^[A-Za-z0-9._@+-]{1,128}$")
+
+
+class LoginRejected(ValueError):
+    """A decodable login that the engine refuses to compute an offer for."""
+
+
+def validate_user_id(user_id: object) -> str:
+    if not isinstance(user_id, str) or not USER_ID.match(user_id):
+        raise LoginRejected("user_id must be 1-128 characters of letters, digits and ._@+-")
+    return user_id
+
+
+def validate_ip(ip: object) -> str:
+    if not isinstance(ip, str):
+        raise LoginRejected("ip must be a string")
+    try:
+        return str(ipaddress.ip_address(ip))
+    except ValueError as exc:
+        raise LoginRejected(f"ip {ip[:64]!r} is not an IPv4 or IPv6 address") from exc
+
+
+def validate_login(login: dict[str, Any]) -> None:
+    validate_user_id(login["user_id"])
+    validate_ip(login["ip"])
+    if not login["ticket_id"]:
+        raise LoginRejected("ticket_id is empty")
+    if login["expires_at"] <= login["login_accepted_at"]:
+        raise LoginRejected("expires_at is not after login_accepted_at")

@@ -1,0 +1,153 @@
+"""The origin's HTTP app: ``POST /login``, ``POST /offers/sync``, the web client.
+
+``POST /login`` answers 202 with a ticket only after Kafka acknowledged the
+login event; the offer itself is computed by the worker and read from an
+edge. ``POST /offers/sync`` is the old way, computing the offer inside the
+request with the same engine, kept as the baseline the story compares with.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from importlib import resources
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from pipeline.engine.offers import compute_offer, simulate_model_latency
+from pipeline.engine.state import new_user_view
+from pipeline.origin.openapi import openapi_document
+from pipeline.origin.publisher import LoginPublisher, PublisherUnavailable
+from pipeline.origin.requests import BadRequest, client_address, parse_login, read_json_body
+from pipeline.tickets import TicketSigner, signer_from_settings
+from positioning.settings import DEV_TICKET_SECRET, Settings
+from schemas.codec import login_codec
+
+log = logging.getLogger(__name__)
+
+NO_STORE = {"Cache-Control": "private, no-store"}
+
+
+class OriginMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.logins = Counter("origin_logins_total", "Logins by outcome", ["outcome"],
+                              registry=self.registry)
+        self.login_seconds = Histogram(
+            "origin_login_seconds", "Time to accept a login (Kafka ack included)",
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=self.registry)
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def create_app(settings: Settings, signer: TicketSigner | None = None) -> Starlette:
+    signer = signer or signer_from_settings(settings.ticket_secret, settings.ticket_ttl_s,
+                                            DEV_TICKET_SECRET)
+    publisher = LoginPublisher(settings.bootstrap_servers, settings.logins_topic,
+                               timeout_s=settings.login_timeout_s)
+    metrics = OriginMetrics()
+    codec = login_codec()
+
+    def error(exc: BadRequest) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status, headers=NO_STORE)
+
+    async def login(request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            body = await read_json_body(request)
+            req = parse_login(body, client_address(request, settings.trusted_proxies),
+                              request.headers.get("user-agent"))
+        except BadRequest as exc:
+            metrics.logins.labels("rejected").inc()
+            return error(exc)
+        ticket = signer.issue()
+        event = {
+            "ticket_id": ticket.ticket_id,
+            "user_id": req.user_id,
+            "ip": req.ip,
+            "user_agent": req.user_agent,
+            "login_accepted_at": now_us(),
+            "expires_at": ticket.expires_at_us,
+        }
+        try:
+            await publisher.publish(req.user_id.encode(), codec.encode(event))
+        except PublisherUnavailable as exc:
+            metrics.logins.labels("unavailable").inc()
+            log.warning("login not accepted: %s", exc)
+            return JSONResponse({"error": "the event log is unavailable; retry shortly"},
+                                status_code=503, headers={"Retry-After": "1", **NO_STORE})
+        metrics.logins.labels("accepted").inc()
+        metrics.login_seconds.observe(time.perf_counter() - started)
+        return JSONResponse(
+            {"ticket": ticket.token, "ticket_id": ticket.ticket_id,
+             "expires_at": ticket.expires_at_us, "login_accepted_at": event["login_accepted_at"]},
+            status_code=202, headers=NO_STORE)
+
+    async def offer_sync(request: Request) -> Response:
+        try:
+            body = await read_json_body(request)
+            req = parse_login(body, client_address(request, settings.trusted_proxies),
+                              request.headers.get("user-agent"))
+        except BadRequest as exc:
+            return error(exc)
+        ticket = signer.issue()
+        login_event = {"ticket_id": ticket.ticket_id, "user_id": req.user_id, "ip": req.ip,
+                       "user_agent": req.user_agent, "login_accepted_at": now_us(),
+                       "expires_at": ticket.expires_at_us}
+        await simulate_model_latency(settings.model_latency_ms)
+        offer = compute_offer(login_event, new_user_view(), created_at=now_us())
+        return JSONResponse(offer, headers=NO_STORE)
+
+    async def index(request: Request) -> Response:
+        page = resources.files("pipeline.origin").joinpath("static", "index.html").read_text()
+        return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(openapi_document())
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "kafka": "connected" if publisher.ready else "connecting"})
+
+    async def readyz(request: Request) -> Response:
+        ok = publisher.ready
+        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        await publisher.start()
+        try:
+            yield {}
+        finally:
+            await publisher.stop()
+
+    routes = [
+        Route("/", index),
+        Route("/login", login, methods=["POST"]),
+        Route("/offers/sync", offer_sync, methods=["POST"]),
+        Route("/openapi.json", openapi),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics_endpoint),
+    ]
+    middleware = [Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
+                             allow_methods=["GET", "POST"], allow_headers=["content-type"])]
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    app.state.publisher = publisher
+    app.state.signer = signer
+    return app

@@ -1,0 +1,69 @@
+"""The OpenAPI 3.1 description of the origin's API, served at ``/openapi.json``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_LOGIN_BODY = {
+    "type": "object",
+    "required": ["user_id"],
+    "additionalProperties": False,
+    "properties": {
+        "user_id": {"type": "string", "pattern": "^[A-Za-z0-9._@+-]{1,128}$"},
+        "ip": {"type": "string", "description": "IPv4 or IPv6; defaults to the client address"},
+    },
+}
+_ERROR = {"type": "object", "required": ["error"],
+          "properties": {"error": {"type": "string"}, "field": {"type": "string"}}}
+_JSON_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+
+
+def openapi_document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "content-positioning origin", "version": "1"},
+        "paths": {
+            "/login": {"post": {
+                "summary": "Log a user in; the offer is positioned at the edges",
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/LoginRequest"}}}},
+                "responses": {
+                    "202": {"description": "Accepted by Kafka (acks=all); fetch the offer at an edge",
+                            "content": {"application/json": {"schema": {
+                                "$ref": "#/components/schemas/LoginAccepted"}}}},
+                    "400": {"description": "Body is not a JSON object", "content": _JSON_ERROR},
+                    "413": {"description": "Body over 4 KiB", "content": _JSON_ERROR},
+                    "422": {"description": "A field is invalid; `field` names it",
+                            "content": _JSON_ERROR},
+                    "503": {"description": "Kafka unavailable; see Retry-After",
+                            "content": _JSON_ERROR},
+                }}},
+            "/offers/sync": {"post": {
+                "summary": "Compute the offer inside the request (the baseline)",
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/LoginRequest"}}}},
+                "responses": {
+                    "200": {"description": "The offer", "content": {"application/json": {
+                        "schema": {"type": "object"}}}},
+                    "400": {"description": "Bad body", "content": _JSON_ERROR},
+                    "413": {"description": "Body over 4 KiB", "content": _JSON_ERROR},
+                    "422": {"description": "A field is invalid", "content": _JSON_ERROR},
+                }}},
+            "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "ok"}}}},
+            "/readyz": {"get": {"summary": "Connected to Kafka",
+                                "responses": {"200": {"description": "ready"},
+                                              "503": {"description": "not yet"}}}},
+        },
+        "components": {"schemas": {
+            "LoginRequest": _LOGIN_BODY,
+            "LoginAccepted": {"type": "object",
+                              "required": ["ticket", "ticket_id", "expires_at"],
+                              "properties": {
+                                  "ticket": {"type": "string"},
+                                  "ticket_id": {"type": "string"},
+                                  "expires_at": {"type": "integer",
+                                                 "description": "µs since the Unix epoch"},
+                                  "login_accepted_at": {"type": "integer"}}},
+            "Error": _ERROR,
+        }},
+    }

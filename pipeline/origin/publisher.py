@@ -1,0 +1,92 @@
+"""Publishing login events to Kafka, acknowledged by every in-sync replica.
+
+One idempotent producer (acks=all) is shared by all requests. Each request
+awaits only its own record's acknowledgement; records of concurrent requests
+are batched together by the producer (``linger_ms``), and nothing ever
+flushes the producer for everyone. If the broker is unreachable the
+publisher keeps trying to connect in the background and callers get
+``PublisherUnavailable`` at once, which the origin turns into a 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+log = logging.getLogger(__name__)
+
+
+class PublisherUnavailable(RuntimeError):
+    """Kafka did not acknowledge the record (down, or too slow)."""
+
+
+class LoginPublisher:
+    def __init__(self, bootstrap_servers: str, topic: str, timeout_s: float,
+                 linger_ms: int = 1) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = topic
+        self.timeout_s = timeout_s
+        self.linger_ms = linger_ms
+        self._producer: AIOKafkaProducer | None = None
+        self._connector: asyncio.Task[None] | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self._producer is not None
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap_servers,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=self.linger_ms,
+            # A batch the broker does not take within this expires with an
+            # error, so no record waits longer than the caller's patience.
+            request_timeout_ms=max(int(self.timeout_s * 1000), 1000),
+        )
+
+    async def start(self) -> None:
+        """Connect now if possible, else keep trying in the background."""
+        self._connector = asyncio.create_task(self._connect_forever())
+        try:
+            await asyncio.wait_for(asyncio.shield(self._connector), timeout=self.timeout_s)
+        except asyncio.TimeoutError:
+            log.error("Kafka at %s is not reachable yet; logins get 503 until it is",
+                      self.bootstrap_servers)
+
+    async def _connect_forever(self) -> None:
+        delay = 0.2
+        while True:
+            producer = self._new_producer()
+            try:
+                await producer.start()
+            except KafkaError as exc:
+                await producer.stop()
+                log.warning("connecting to Kafka failed (%r); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self._producer = producer
+            log.info("connected to Kafka at %s", self.bootstrap_servers)
+            return
+
+    async def stop(self) -> None:
+        if self._connector is not None and not self._connector.done():
+            self._connector.cancel()
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    async def publish(self, key: bytes, value: bytes) -> None:
+        """Return once the broker acknowledged the record; else PublisherUnavailable."""
+        producer = self._producer
+        if producer is None:
+            raise PublisherUnavailable("not connected to Kafka")
+        try:
+            delivery = await producer.send(self.topic, value=value, key=key)
+            await asyncio.wait_for(delivery, timeout=self.timeout_s)
+        except (KafkaError, asyncio.TimeoutError) as exc:
+            raise PublisherUnavailable(f"Kafka did not acknowledge the login: {exc!r}") from exc

@@ -1,0 +1,99 @@
+"""Reading and validating the origin's request bodies, and finding the client address."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+
+from pipeline.engine.validation import LoginRejected, validate_ip, validate_user_id
+
+MAX_BODY_BYTES = 4096
+
+
+class BadRequest(Exception):
+    """A client error with its HTTP status and, where it applies, the field at fault."""
+
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"error": self.message}
+        if self.field is not None:
+            out["field"] = self.field
+        return out
+
+
+@dataclass(frozen=True)
+class LoginRequest:
+    user_id: str
+    ip: str
+    user_agent: str | None
+
+
+async def read_json_body(request: Request) -> dict[str, Any]:
+    """The JSON object in the body, at most MAX_BODY_BYTES, or BadRequest."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > MAX_BODY_BYTES:
+                raise BadRequest(413, f"body larger than {MAX_BODY_BYTES} bytes")
+        except ValueError as exc:
+            raise BadRequest(400, "content-length is not a number") from exc
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise BadRequest(413, f"body larger than {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    try:
+        data = json.loads(b"".join(chunks))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(400, f"body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise BadRequest(400, "body must be a JSON object")
+    return data
+
+
+def client_address(request: Request, trusted_proxies: tuple[str, ...]) -> str:
+    """The peer address, or the nearest untrusted X-Forwarded-For hop behind trusted proxies."""
+    peer = request.client.host if request.client else "127.0.0.1"
+    if peer not in trusted_proxies:
+        return peer
+    forwarded = request.headers.get("x-forwarded-for", "")
+    hops = [h.strip() for h in forwarded.split(",") if h.strip()]
+    for hop in reversed(hops):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            return peer  # a garbled header: trust only what we saw
+        if hop not in trusted_proxies:
+            return hop
+    return peer
+
+
+def parse_login(data: dict[str, Any], fallback_ip: str, user_agent: str | None) -> LoginRequest:
+    unknown = sorted(set(data) - {"user_id", "ip"})
+    if unknown:
+        raise BadRequest(422, f"unknown field {unknown[0]!r}", unknown[0])
+    if "user_id" not in data:
+        raise BadRequest(422, "user_id is required", "user_id")
+    try:
+        user_id = validate_user_id(data["user_id"])
+    except LoginRejected as exc:
+        raise BadRequest(422, str(exc), "user_id") from exc
+    ip = data.get("ip")
+    if ip is None:
+        ip = fallback_ip
+    try:
+        ip = validate_ip(ip)
+    except LoginRejected as exc:
+        raise BadRequest(422, str(exc), "ip") from exc
+    return LoginRequest(user_id=user_id, ip=ip, user_agent=(user_agent or None) and user_agent[:256])

@@ -1,0 +1,167 @@
+"""Opaque, signed tickets: what the user holds between login and offer.
+
+A ticket is ``<kid>.<payload>.<mac>`` (base64url, no padding). The payload is
+a version byte, 16 random bytes (the ticket id, and the key of the offer on
+Kafka) and the issue and expiry times in milliseconds. The MAC is
+HMAC-SHA256 over ``<kid>.<payload>`` under the key named by ``kid``, so keys
+rotate by adding a new key in front and keeping the old ones to verify.
+
+An edge node verifies a ticket without touching storage: malformed, forged
+and expired are told apart, and an unexpired valid ticket whose offer is
+missing is known to be pending. This module must not import Faust: the edge
+imports it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+import struct
+import time
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+VERSION = 1
+_PAYLOAD = struct.Struct(">B16sQQ")
+_KID = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
+_B64 = re.compile(r"^[A-Za-z0-9_-]+$")
+MAX_TICKET_LEN = 160
+MIN_SECRET_LEN = 16
+
+
+class TicketError(ValueError):
+    """A ticket that must not be honoured; subclasses say why."""
+
+    status_code = 400
+
+
+class TicketMalformed(TicketError):
+    status_code = 400
+
+
+class TicketForged(TicketError):
+    status_code = 401
+
+
+class TicketExpired(TicketError):
+    status_code = 410
+
+
+def _b64e(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _b64d(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """A verified ticket."""
+
+    token: str
+    ticket_id: str
+    kid: str
+    issued_at_ms: int
+    expires_at_ms: int
+
+    @property
+    def issued_at_us(self) -> int:
+        return self.issued_at_ms * 1000
+
+    @property
+    def expires_at_us(self) -> int:
+        return self.expires_at_ms * 1000
+
+
+def parse_keys(spec: str) -> dict[str, bytes]:
+    """``kid:secret[,kid:secret...]`` into an ordered mapping; the first key signs."""
+    keys: dict[str, bytes] = {}
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        kid, sep, secret = part.partition(":")
+        if not sep or not _KID.match(kid):
+            raise ValueError(f"ticket key {kid!r}: expected kid:secret with kid of [A-Za-z0-9_-]{{1,16}}")
+        if len(secret) < MIN_SECRET_LEN:
+            raise ValueError(f"ticket key {kid!r}: secret must be at least {MIN_SECRET_LEN} characters")
+        if kid in keys:
+            raise ValueError(f"ticket key {kid!r} given twice")
+        keys[kid] = secret.encode()
+    if not keys:
+        raise ValueError("no ticket keys configured")
+    return keys
+
+
+class TicketSigner:
+    """Issues and verifies tickets under a set of keys."""
+
+    def __init__(self, keys: dict[str, bytes], ttl_s: int) -> None:
+        if not keys:
+            raise ValueError("at least one key is needed")
+        self._keys = dict(keys)
+        self._signing_kid = next(iter(self._keys))
+        self.ttl_ms = ttl_s * 1000
+
+    @classmethod
+    def from_spec(cls, spec: str, ttl_s: int) -> TicketSigner:
+        return cls(parse_keys(spec), ttl_s)
+
+    def _mac(self, key: bytes, signed: str) -> bytes:
+        return hmac.new(key, signed.encode("ascii"), hashlib.sha256).digest()
+
+    def issue(self, now_ms: int | None = None) -> Ticket:
+        issued = int(time.time() * 1000) if now_ms is None else now_ms
+        raw_id = secrets.token_bytes(16)
+        payload = _b64e(_PAYLOAD.pack(VERSION, raw_id, issued, issued + self.ttl_ms))
+        signed = f"{self._signing_kid}.{payload}"
+        token = f"{signed}.{_b64e(self._mac(self._keys[self._signing_kid], signed))}"
+        return Ticket(token, _b64e(raw_id), self._signing_kid, issued, issued + self.ttl_ms)
+
+    def verify(self, token: str, now_ms: int | None = None) -> Ticket:
+        """The ticket, or TicketMalformed / TicketForged / TicketExpired."""
+        if not isinstance(token, str) or len(token) > MAX_TICKET_LEN:
+            raise TicketMalformed("ticket is not a string of a sensible length")
+        parts = token.split(".")
+        if len(parts) != 3:
+            raise TicketMalformed("ticket must have three dot-separated parts")
+        kid, payload_b64, mac_b64 = parts
+        if not _KID.match(kid) or not _B64.match(payload_b64) or not _B64.match(mac_b64):
+            raise TicketMalformed("ticket has characters outside base64url")
+        try:
+            payload = _b64d(payload_b64)
+            mac = _b64d(mac_b64)
+        except ValueError as exc:
+            raise TicketMalformed("ticket is not valid base64url") from exc
+        if len(payload) != _PAYLOAD.size or len(mac) != 32:
+            raise TicketMalformed("ticket has the wrong length")
+        version, raw_id, issued, expires = _PAYLOAD.unpack(payload)
+        if version != VERSION:
+            raise TicketMalformed(f"unknown ticket version {version}")
+        key = self._keys.get(kid)
+        # Compare against a MAC even for an unknown kid, so timing does not
+        # tell which key ids exist.
+        expected = self._mac(key if key is not None else b"\0" * 32, f"{kid}.{payload_b64}")
+        if not hmac.compare_digest(expected, mac) or key is None:
+            raise TicketForged("ticket signature does not verify")
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        if now >= expires:
+            raise TicketExpired("ticket has expired")
+        return Ticket(token, _b64e(raw_id), kid, issued, expires)
+
+
+def signer_from_settings(secret_spec: str, ttl_s: int, dev_default: str) -> TicketSigner:
+    """Build the signer, warning loudly when the development secret is in use."""
+    if secret_spec == dev_default:
+        log.warning(
+            "\n%s\nPOSITIONING_TICKET_SECRET is not set: using the INSECURE development "
+            "secret.\nAnyone can forge tickets. Set POSITIONING_TICKET_SECRET=kid:secret "
+            "in production.\n%s", "!" * 72, "!" * 72,
+        )
+    return TicketSigner.from_spec(secret_spec, ttl_s)
