@@ -40,8 +40,15 @@ class BrokerStatus:
 
 
 def _random_cluster_id() -> str:
-    """A Kafka Uuid: 16 random bytes, url-safe base64 without padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A Kafka Uuid: 16 random bytes, url-safe base64 without padding.
+
+    Like Kafka's own Uuid.randomUuid, never one that starts with "-", which a
+    command line would take for an option.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _pid_alive(pid: int) -> bool:
@@ -193,7 +200,7 @@ class LocalBroker:
 
     def _format(self, jvm: list[str]) -> None:
         cmd = [*jvm, "kafka.tools.StorageTool", "format", "--ignore-formatted",
-               "-t", _random_cluster_id(), "-c", str(self.config_file)]
+               f"--cluster-id={_random_cluster_id()}", "-c", str(self.config_file)]
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
             raise BrokerError(f"formatting the KRaft storage failed:\n{result.stdout}{result.stderr}")

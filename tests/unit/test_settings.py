@@ -39,3 +39,11 @@ def test_values_are_parsed_and_round_trip_through_the_environment() -> None:
 def test_bad_values_name_the_variable(var: str, value: str) -> None:
     with pytest.raises(ValueError, match=var):
         Settings.from_env({var: value})
+
+
+def test_cluster_ids_never_look_like_options() -> None:
+    from positioning.broker.local import _random_cluster_id
+
+    ids = {_random_cluster_id() for _ in range(3000)}
+    assert len(ids) == 3000
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids)
