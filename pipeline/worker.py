@@ -168,7 +168,11 @@ def create_app(settings: Settings) -> faust.App:
                 log.exception("offer for ticket %s does not encode", offer["ticket_id"])
                 await dead_letter(event, exc, "engine")
                 return
-            await send_until_acked(offers_raw, key=offer["ticket_id"].encode(), value=value)
+            # Headers let edges index and measure the offer without decoding it.
+            headers = [("expires_at", str(offer["expires_at"]).encode()),
+                       ("login_accepted_at", str(offer["login_accepted_at"]).encode())]
+            await send_until_acked(offers_raw, key=offer["ticket_id"].encode(), value=value,
+                                   headers=headers)
             expiries.push(offer["expires_at"], offer["ticket_id"])
         finally:
             await stream.ack(event)

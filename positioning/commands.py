@@ -47,6 +47,15 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _edge(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from edge.app import create_app
+
+    data_dir = Path(args.data_dir) if args.data_dir else settings.edge_data_dir(args.region)
+    return _serve(create_app(settings, args.region, data_dir), settings.edge_host, args.port)
+
+
 def _produce(args: argparse.Namespace, settings: Settings) -> int:
     from loadtest.produce import produce
 
@@ -64,6 +73,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     worker = sub.add_parser("worker", help="run the Faust offer worker in the foreground")
     worker.set_defaults(run=_worker)
+
+    edge = sub.add_parser("edge", help="run one edge node in the foreground")
+    edge.add_argument("--region", required=True, help="a name for the node, e.g. eu")
+    edge.add_argument("--port", type=int, required=True)
+    edge.add_argument("--data-dir", default=None, help="default: <POSITIONING_HOME>/edge/<region>")
+    edge.set_defaults(run=_edge)
 
     produce = sub.add_parser("produce", help="produce synthetic logins onto the logins topic")
     produce.add_argument("--count", type=int, default=1000)

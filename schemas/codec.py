@@ -69,6 +69,10 @@ class AvroCodec:
         """Accept messages written by another (compatible) version of the schema."""
         self._writers[schema_fingerprint(writer_schema)] = parse_schema(writer_schema)
 
+    def knows(self, fingerprint: bytes) -> bool:
+        """Whether messages written with this schema fingerprint can be read."""
+        return fingerprint in self._writers
+
     def encode(self, record: dict[str, Any]) -> bytes:
         buf = io.BytesIO()
         buf.write(self._header)

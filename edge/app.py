@@ -1,0 +1,242 @@
+"""The edge node's HTTP app: offers by ticket, long-poll and server-sent events.
+
+Every request is answered from local state; the node never calls the origin.
+A ticket is verified before storage is touched: malformed 400, forged 401,
+expired 410. A valid ticket whose offer has not arrived is 404 "pending",
+or, with ``?wait=S`` or on ``/events``, held until the materializer applies
+the offer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+from prometheus_client import generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from edge.materializer import Materializer, now_us
+from edge.metrics import EdgeMetrics
+from edge.render import CorruptOffer, offer_json
+from edge.store import OfferStore, StoredOffer
+from edge.waiters import TooManyWaiters, Waiters
+from pipeline.tickets import Ticket, TicketError, TicketSigner, signer_from_settings
+from positioning.settings import DEV_TICKET_SECRET, Settings
+
+log = logging.getLogger(__name__)
+
+
+class EdgeNode:
+    """The parts of one edge node, wired together; the app holds one."""
+
+    def __init__(self, settings: Settings, region: str, data_dir: Path,
+                 signer: TicketSigner | None = None) -> None:
+        self.settings = settings
+        self.region = region
+        self.data_dir = data_dir
+        self.signer = signer or signer_from_settings(settings.ticket_secret, settings.ticket_ttl_s,
+                                                     DEV_TICKET_SECRET)
+        self.metrics = EdgeMetrics(region)
+        self.waiters = Waiters(settings.edge_max_waiters)
+        self.store: OfferStore | None = None
+        self.materializer: Materializer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.base_headers = {"cache-control": "private, no-store", "x-edge-region": region}
+        self.allowed_origins = set(settings.cors_origins)
+
+    async def start(self) -> None:
+        self.store = OfferStore(self.data_dir)
+        self.materializer = Materializer(self.settings.bootstrap_servers,
+                                         self.settings.offers_topic, self.store, self.waiters,
+                                         self.metrics, ready_lag=self.settings.edge_ready_lag)
+        self.metrics.track_waiters(lambda: self.waiters.count)
+        self.metrics.track_stored(self.store.estimated_count)
+        self._task = asyncio.create_task(self._run_materializer())
+
+    async def _run_materializer(self) -> None:
+        assert self.materializer is not None
+        try:
+            await self.materializer.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The node cannot stay correct without it: stop the process loudly,
+            # so the supervisor (or `positioning up`) restarts it from its offsets.
+            log.critical("the materializer died; stopping the edge node", exc_info=True)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.store is not None:
+            self.store.close()
+
+    def headers(self, request: Request, **extra: str) -> dict[str, str]:
+        headers = {**self.base_headers, **extra}
+        origin = request.headers.get("origin")
+        if origin and ("*" in self.allowed_origins or origin in self.allowed_origins):
+            headers["access-control-allow-origin"] = origin
+            headers["vary"] = "Origin"
+        return headers
+
+
+def _json(body: Any, status: int, headers: dict[str, str]) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json",
+                    headers=headers)
+
+
+def create_app(settings: Settings, region: str, data_dir: Path,
+               signer: TicketSigner | None = None) -> Starlette:
+    node = EdgeNode(settings, region, data_dir, signer)
+    lookups = node.metrics.lookup_seconds
+
+    def verify(request: Request) -> Ticket | Response:
+        try:
+            return node.signer.verify(request.path_params["ticket"])
+        except TicketError as exc:
+            return _json({"status": "rejected", "error": str(exc)}, exc.status_code,
+                         node.headers(request))
+
+    def found(request: Request, stored: StoredOffer, started: float) -> Response:
+        try:
+            body = offer_json(stored)
+        except CorruptOffer as exc:
+            log.error("stored offer does not decode: %s", exc)
+            return _json({"status": "error", "error": "the stored offer is corrupt"}, 502,
+                         node.headers(request))
+        elapsed = time.perf_counter() - started
+        since_apply_ms = max(0, now_us() - stored.applied_at) / 1000
+        timing = f"lookup;dur={elapsed * 1000:.3f}, since-apply;dur={since_apply_ms:.3f}"
+        return Response(body, media_type="application/json",
+                        headers=node.headers(request, **{"server-timing": timing}))
+
+    def pending(request: Request, ticket: Ticket) -> Response:
+        return _json({"status": "pending", "ticket_id": ticket.ticket_id,
+                      "expires_at": ticket.expires_at_us}, 404, node.headers(request))
+
+    def wait_seconds(request: Request) -> float | Response:
+        raw = request.query_params.get("wait")
+        if raw is None:
+            return 0.0
+        try:
+            wait = float(raw)
+        except ValueError:
+            wait = -1.0
+        if not (0 <= wait < float("inf")):
+            return _json({"status": "rejected", "error": "wait must be a number of seconds >= 0"},
+                         400, node.headers(request))
+        return min(wait, settings.edge_max_wait_s)
+
+    async def get_offer(request: Request) -> Response:
+        started = time.perf_counter()
+        ticket = verify(request)
+        if isinstance(ticket, Response):
+            lookups.labels(region, "rejected").observe(time.perf_counter() - started)
+            return ticket
+        wait = wait_seconds(request)
+        if isinstance(wait, Response):
+            return wait
+        assert node.store is not None
+        key = ticket.ticket_id.encode()
+        stored = node.store.get(key)
+        if stored is None and wait > 0:
+            # Time left on the ticket bounds the wait too.
+            wait = min(wait, max(0.0, ticket.expires_at_ms / 1000 - time.time()))
+            try:
+                stored = await node.waiters.wait(key, wait)
+            except TooManyWaiters:
+                return _json({"status": "busy", "error": "too many waiting requests"}, 503,
+                             node.headers(request, **{"retry-after": "1"}))
+        if stored is None or stored.expires_at <= now_us():
+            lookups.labels(region, "pending").observe(time.perf_counter() - started)
+            return pending(request, ticket)
+        lookups.labels(region, "found").observe(time.perf_counter() - started)
+        return found(request, stored, started)
+
+    async def offer_events(request: Request) -> Response:
+        ticket = verify(request)
+        if isinstance(ticket, Response):
+            return ticket
+        assert node.store is not None
+        key = ticket.ticket_id.encode()
+        lifetime = min(settings.edge_sse_lifetime_s, max(0.0, ticket.expires_at_ms / 1000 - time.time()))
+        try:
+            # Registered before the stream starts, so the offer cannot slip by.
+            future = None if node.store.get(key) is not None else node.waiters.register(key)
+        except TooManyWaiters:
+            return _json({"status": "busy", "error": "too many waiting requests"}, 503,
+                         node.headers(request, **{"retry-after": "1"}))
+
+        async def stream() -> AsyncIterator[bytes]:
+            try:
+                yield b": positioned offers for " + ticket.ticket_id.encode() + b"\n\n"
+                stored = node.store.get(key) if node.store else None
+                if stored is None and future is not None:
+                    try:
+                        stored = await asyncio.wait_for(asyncio.shield(future), lifetime)
+                    except asyncio.TimeoutError:
+                        stored = None
+                if stored is None:
+                    yield b"event: timeout\ndata: {\"status\": \"pending\"}\n\n"
+                    return
+                try:
+                    body = offer_json(stored)
+                except CorruptOffer:
+                    yield b"event: error\ndata: {\"error\": \"the stored offer is corrupt\"}\n\n"
+                    return
+                yield b"event: offer\ndata: " + body + b"\n\n"
+            finally:
+                if future is not None:
+                    node.waiters.unregister(key, future)
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers=node.headers(request, **{"x-accel-buffering": "no"}))
+
+    async def healthz(request: Request) -> Response:
+        return _json({"status": "ok", "region": region}, 200, node.headers(request))
+
+    async def readyz(request: Request) -> Response:
+        m = node.materializer
+        if m is None:
+            return _json({"ready": False, "region": region}, 503, node.headers(request))
+        p = m.progress
+        body = {"ready": p.ready, "region": region,
+                "lag": {str(k): max(0, t - p.next_offsets.get(k, 0)) for k, t in p.targets.items()},
+                "resumed_from": {str(k): v for k, v in p.resumed_from.items()},
+                "applied_since_start": p.applied_since_start}
+        return _json(body, 200 if p.ready else 503, node.headers(request))
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(node.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        await node.start()
+        try:
+            yield {}
+        finally:
+            await node.stop()
+
+    app = Starlette(routes=[
+        Route("/offers/{ticket}", get_offer),
+        Route("/offers/{ticket}/events", offer_events),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics),
+    ], lifespan=lifespan)
+    app.state.node = node
+    return app

@@ -1,0 +1,227 @@
+"""Keeps the local store equal to the ``offers`` topic: every partition, no consumer group.
+
+The consumer assigns itself every partition (so there are no rebalances and
+every node holds every offer), seeks to the offsets stored with the data,
+and applies what it fetches in batches: one RocksDB WriteBatch per fetch,
+holding the records and the partitions' next offsets. Right after the write
+it wakes the requests waiting for those tickets.
+
+Records are stored as they come (Avro), so applying a million offers does not
+decode a million records. The expiry and the login time come from record
+headers the worker sets; a record without them is decoded once to find them.
+A record that is not a known Avro offer is counted, logged and skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import ConsumerRecord
+
+from edge.metrics import EdgeMetrics
+from edge.store import Change, OfferStore, StoredOffer
+from edge.waiters import Waiters
+from schemas.codec import HEADER_LEN, MAGIC, DecodeError, offer_codec
+
+log = logging.getLogger(__name__)
+
+HOUSEKEEPING_EVERY_S = 5.0
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+@dataclass
+class Progress:
+    """Where the node stands, for /readyz and the tests."""
+
+    resumed_from: dict[int, int] = field(default_factory=dict)
+    targets: dict[int, int] = field(default_factory=dict)   # high watermarks seen at start
+    next_offsets: dict[int, int] = field(default_factory=dict)
+    applied_since_start: int = 0
+    ready: bool = False
+    ready_at: float | None = None
+
+
+class Materializer:
+    def __init__(self, bootstrap_servers: str, topic: str, store: OfferStore, waiters: Waiters,
+                 metrics: EdgeMetrics, ready_lag: int = 0, max_records: int = 20_000) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = topic
+        self.store = store
+        self.waiters = waiters
+        self.metrics = metrics
+        self.ready_lag = ready_lag
+        self.max_records = max_records
+        self.progress = Progress()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._admin: AIOKafkaAdminClient | None = None
+        self._codec = offer_codec()
+        self._started = time.monotonic()
+
+    async def run(self) -> None:
+        """Connect, catch up, then follow the topic until cancelled."""
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers, group_id=None, enable_auto_commit=False,
+            auto_offset_reset="earliest", metadata_max_age_ms=10_000,
+            fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=8 * 1024 * 1024,
+            fetch_max_wait_ms=50, check_crcs=False)
+        self._admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
+        try:
+            await self._connect()
+            await self._follow()
+        finally:
+            await self._consumer.stop()
+            await self._admin.close()
+
+    async def _connect(self) -> None:
+        assert self._consumer is not None
+        delay = 0.2
+        while True:
+            try:
+                await self._consumer.start()
+                await self._admin.start()
+                break
+            except Exception as exc:  # broker not reachable yet: keep trying, loudly
+                log.error("cannot reach Kafka at %s (%r); retrying in %.1fs",
+                          self.bootstrap_servers, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        self._started = time.monotonic()
+        stored = self.store.offsets()
+        self.progress.resumed_from = dict(stored)
+        self.progress.next_offsets = dict(stored)
+        await self._assign(await self._wait_for_partitions())
+        log.info("materializing %s from stored offsets %s; catching up to %s", self.topic,
+                 stored or "(none: from the beginning)", self.progress.targets)
+        self._check_ready()
+
+    async def _partitions(self) -> set[int]:
+        """The topic's partitions, asked of the cluster now (not from a cache)."""
+        assert self._admin is not None
+        (topic,) = await self._admin.describe_topics([self.topic])
+        if topic["error_code"] != 0:
+            return set()
+        return {p["partition"] for p in topic["partitions"]}
+
+    async def _wait_for_partitions(self) -> set[int]:
+        while True:
+            partitions = await self._partitions()
+            if partitions:
+                return partitions
+            log.warning("topic %s does not exist yet; waiting", self.topic)
+            await asyncio.sleep(1.0)
+
+    async def _assign(self, partitions: set[int]) -> None:
+        assert self._consumer is not None
+        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+        new = [tp for tp in tps if tp.partition not in self.progress.targets]
+        self._consumer.assign(tps)
+        for tp in tps:
+            offset = self.progress.next_offsets.get(tp.partition)
+            if offset is None:
+                await self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, offset)
+        if new:
+            ends = await self._consumer.end_offsets(new)
+            for tp, end in ends.items():
+                self.progress.targets[tp.partition] = end
+
+    async def _follow(self) -> None:
+        assert self._consumer is not None
+        next_housekeeping = time.monotonic() + HOUSEKEEPING_EVERY_S
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=200, max_records=self.max_records)
+            if batches:
+                self.apply(batches)
+            if time.monotonic() >= next_housekeeping:
+                await self._housekeeping()
+                next_housekeeping = time.monotonic() + HOUSEKEEPING_EVERY_S
+
+    def apply(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        """Write one fetch to the store atomically, then wake its waiters."""
+        applied_at = now_us()
+        changes: list[Change] = []
+        next_offsets: dict[int, int] = {}
+        login_times: list[int] = []
+        for tp, records in batches.items():
+            for record in records:
+                change, accepted_at = self._to_change(record)
+                if change is not None:
+                    changes.append(change)
+                    if accepted_at:
+                        login_times.append(accepted_at)
+            if records:
+                next_offsets[tp.partition] = records[-1].offset + 1
+        self.store.apply(changes, next_offsets, applied_at)
+        self.progress.next_offsets.update(next_offsets)
+        self.progress.applied_since_start += len(changes)
+        self.metrics.applied.inc(len(changes))
+        for accepted_at in login_times:
+            self.metrics.positioning_seconds.observe(max(0, applied_at - accepted_at) / 1e6)
+        self.waiters.notify((c.ticket_id, StoredOffer(c.expires_at, applied_at, c.payload))
+                            for c in changes if c.payload is not None)
+        if not self.progress.ready:
+            self._check_ready()
+
+    def _to_change(self, record: ConsumerRecord) -> tuple[Change | None, int]:
+        if record.key is None:
+            self.metrics.undecodable.inc()
+            log.warning("offers record at %d/%d has no key; skipped", record.partition, record.offset)
+            return None, 0
+        if record.value is None:
+            return Change(record.key, None), 0
+        value = record.value
+        if len(value) < HEADER_LEN or value[:2] != MAGIC or not self._codec.knows(value[2:HEADER_LEN]):
+            self.metrics.undecodable.inc()
+            log.warning("offers record at %d/%d is not a known Avro offer; skipped",
+                        record.partition, record.offset)
+            return None, 0
+        expires_at = accepted_at = 0
+        for name, raw in record.headers:
+            if name == "expires_at":
+                expires_at = int(raw)
+            elif name == "login_accepted_at":
+                accepted_at = int(raw)
+        if not expires_at:
+            try:
+                offer = self._codec.decode(value)
+            except DecodeError as exc:
+                self.metrics.undecodable.inc()
+                log.warning("offers record at %d/%d does not decode (%s); skipped",
+                            record.partition, record.offset, exc)
+                return None, 0
+            expires_at, accepted_at = offer["expires_at"], offer["login_accepted_at"]
+        return Change(record.key, value, expires_at), accepted_at
+
+    def _check_ready(self) -> None:
+        behind = {p: target - self.progress.next_offsets.get(p, 0)
+                  for p, target in self.progress.targets.items()}
+        if all(lag <= self.ready_lag for lag in behind.values()):
+            self.progress.ready = True
+            self.progress.ready_at = time.monotonic()
+            log.info("caught up with %s after %.2fs (%d records applied)", self.topic,
+                     self.progress.ready_at - self._started, self.progress.applied_since_start)
+
+    async def _housekeeping(self) -> None:
+        """Notice new partitions, update lag gauges, sweep expired offers."""
+        assert self._consumer is not None
+        partitions = await self._partitions()
+        if partitions - set(self.progress.targets):
+            log.info("%s now has %d partitions; assigning the new ones", self.topic, len(partitions))
+            await self._assign(partitions | set(self.progress.targets))
+        for p in self.progress.targets:
+            highwater = self._consumer.highwater(TopicPartition(self.topic, p))
+            if highwater is not None:
+                lag = max(0, highwater - self.progress.next_offsets.get(p, 0))
+                self.metrics.lag.labels(self.metrics.region, str(p)).set(lag)
+        removed = self.store.sweep_expired(now_us())
+        if removed:
+            self.metrics.swept.inc(removed)

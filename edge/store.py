@@ -1,0 +1,158 @@
+"""The edge node's local copy of every offer, in RocksDB (rocksdict), with its offsets.
+
+Layout (raw bytes keys and values):
+
+- ``<ticket_id>`` → 8-byte expiry (µs, big-endian) + 8-byte applied-at (µs)
+  + the offer exactly as it came off Kafka (Avro single-object encoding).
+  Storing the record as is keeps applying cheap (no decode per record while
+  bootstrapping a million offers); it is decoded when it is read.
+- ``\\x00offset\\x00<partition>`` → the partition's next offset (8 bytes).
+  Written in the same WriteBatch as the records it covers, so after any
+  crash data and offsets agree: a restart resumes exactly where it stopped.
+- ``\\x01<expiry><ticket_id>`` → empty: an index by expiry, so sweeping
+  expired offers reads only what is due.
+
+Ticket ids are base64url, so they never start with ``\\x00`` or ``\\x01``.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from rocksdict import Options, Rdict, WriteBatch
+
+OFFSET_PREFIX = b"\x00offset\x00"
+EXPIRY_PREFIX = b"\x01"
+_U64 = struct.Struct(">Q")
+_HEADER = struct.Struct(">QQ")
+
+
+@dataclass(frozen=True)
+class StoredOffer:
+    expires_at: int   # µs
+    applied_at: int   # µs, when this node applied it
+    payload: bytes    # the Avro record as produced
+
+
+@dataclass(frozen=True)
+class Change:
+    """One record of the offers topic, ready to apply."""
+
+    ticket_id: bytes
+    payload: bytes | None  # None: a tombstone
+    expires_at: int = 0
+
+
+def _options() -> Options:
+    opts = Options(raw_mode=True)
+    opts.create_if_missing(True)
+    opts.set_write_buffer_size(64 * 1024 * 1024)
+    opts.set_max_write_buffer_number(4)
+    opts.increase_parallelism(2)
+    opts.optimize_for_point_lookup(64)  # block cache MiB, bloom filters
+    return opts
+
+
+class OfferStore:
+    """Point lookups by ticket id; batch application of topic records with their offsets."""
+
+    def __init__(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = Rdict(str(path / "offers.rocksdb"), options=_options(), column_families=None)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def get(self, ticket_id: bytes) -> StoredOffer | None:
+        raw = self._db.get(ticket_id)
+        if raw is None:
+            return None
+        expires_at, applied_at = _HEADER.unpack_from(raw)
+        return StoredOffer(expires_at, applied_at, raw[_HEADER.size:])
+
+    def offsets(self) -> dict[int, int]:
+        """Next offset to read, per partition, as stored with the data."""
+        out = {}
+        it = self._db.iter()
+        it.seek(OFFSET_PREFIX)
+        while it.valid():
+            key = it.key()
+            if not key.startswith(OFFSET_PREFIX):
+                break
+            out[int(key[len(OFFSET_PREFIX):])] = _U64.unpack(it.value())[0]
+            it.next()
+        return out
+
+    def apply(self, changes: Iterable[Change], next_offsets: dict[int, int],
+              applied_at: int) -> None:
+        """Apply records and advance the partitions' offsets in one atomic write.
+
+        ``next_offsets`` may run past the last change: records that were
+        skipped (undecodable) still count as read.
+        """
+        batch = WriteBatch(raw_mode=True)
+        stamp = _U64.pack(applied_at)
+        for change in changes:
+            if change.payload is None:
+                batch.delete(change.ticket_id)
+            else:
+                batch.put(change.ticket_id, _U64.pack(change.expires_at) + stamp + change.payload)
+                batch.put(EXPIRY_PREFIX + _U64.pack(change.expires_at) + change.ticket_id, b"")
+        for partition, offset in next_offsets.items():
+            batch.put(OFFSET_PREFIX + str(partition).encode(), _U64.pack(offset))
+        if not batch.is_empty():
+            self._db.write(batch)
+
+    def sweep_expired(self, now: int, limit: int = 10_000) -> int:
+        """Delete offers that expired before ``now`` (µs); returns how many."""
+        batch = WriteBatch(raw_mode=True)
+        removed = 0
+        it = self._db.iter()
+        it.seek(EXPIRY_PREFIX)
+        while it.valid() and removed < limit:
+            key = it.key()
+            if not key.startswith(EXPIRY_PREFIX):
+                break
+            expires_at = _U64.unpack_from(key, 1)[0]
+            if expires_at > now:
+                break
+            ticket_id = key[1 + _U64.size:]
+            current = self._db.get(ticket_id)
+            # Only if the stored offer is the one this index entry describes.
+            if current is not None and _U64.unpack_from(current)[0] == expires_at:
+                batch.delete(ticket_id)
+                removed += 1
+            batch.delete(key)
+            it.next()
+        if not batch.is_empty():
+            self._db.write(batch)
+        return removed
+
+    def estimated_count(self) -> int:
+        """RocksDB's estimate of keys, less the index and offsets (halved: one index per offer)."""
+        keys = self._db.property_int_value("rocksdb.estimate-num-keys") or 0
+        return max(0, int(keys) // 2)
+
+    def ticket_ids(self) -> list[bytes]:
+        """Every stored ticket id (for tests and tools; reads the whole store)."""
+        out = []
+        it = self._db.iter()
+        it.seek(b"\x02")
+        while it.valid():
+            out.append(it.key())
+            it.next()
+        return out
+
+    def snapshot(self) -> dict[bytes, bytes]:
+        """ticket id → payload for every stored offer (for comparing nodes)."""
+        out = {}
+        it = self._db.iter()
+        it.seek(b"\x02")
+        while it.valid():
+            out[it.key()] = it.value()[_HEADER.size:]
+            it.next()
+        return out

@@ -1,0 +1,187 @@
+"""Edge nodes against the real broker: materializing, waiting, SSE, tombstones, crash resume."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from edge.store import OfferStore
+from positioning.settings import Settings
+from positioning.topics import ensure_topics
+from tests.conftest import free_port, unique_settings
+from tests.helpers import Component, wait_until, wait_until_async
+from tests.offers_feed import OfferFeed
+
+pytestmark = pytest.mark.integration
+
+
+class Edge:
+    def __init__(self, settings: Settings, region: str, root: Path) -> None:
+        self.region = region
+        self.port = free_port()
+        self.data_dir = root / f"edge-{region}"
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.settings = settings
+        self.root = root
+        self.component = self._component()
+
+    def _component(self) -> Component:
+        return Component(f"edge-{self.region}", ["edge", "--region", self.region, "--port",
+                                                 str(self.port), "--data-dir", str(self.data_dir)],
+                         self.settings, self.root / "logs")
+
+    def start(self, ready: bool = True) -> Edge:
+        self.component = self._component().start()
+        self.component.wait_http_ok(f"{self.url}/healthz", timeout=30)
+        if ready:
+            self.component.wait_http_ok(f"{self.url}/readyz", timeout=60)
+        return self
+
+    def readyz(self) -> dict:
+        return httpx.get(f"{self.url}/readyz", timeout=5).json()
+
+    def metric(self, name: str) -> float:
+        text = httpx.get(f"{self.url}/metrics", timeout=5).text
+        for line in text.splitlines():
+            if line.startswith(name) and not line.startswith("#"):
+                return float(line.rsplit(" ", 1)[1])
+        raise AssertionError(f"metric {name} not found")
+
+
+@pytest.fixture(scope="module")
+def two_edges(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+              ) -> Iterator[tuple[Settings, Edge, Edge]]:
+    root = tmp_path_factory.mktemp("edges")
+    settings = unique_settings(kafka_bootstrap, root)
+    asyncio.run(ensure_topics(settings))
+    eu = Edge(settings, "eu", root).start()
+    us = Edge(settings, "us", root).start()
+    try:
+        yield settings, eu, us
+    finally:
+        eu.component.stop()
+        us.component.stop()
+
+
+async def test_an_offer_is_readable_at_both_edges(two_edges: tuple[Settings, Edge, Edge]) -> None:
+    settings, eu, us = two_edges
+    async with OfferFeed(settings) as feed:
+        ticket, offer = await feed.publish()
+    async with httpx.AsyncClient(timeout=10) as http:
+        for edge in (eu, us):
+            response = await http.get(f"{edge.url}/offers/{ticket.token}", params={"wait": 10})
+            assert response.status_code == 200
+            assert response.json() == offer
+            assert response.headers["cache-control"] == "private, no-store"
+            assert response.headers["x-edge-region"] == edge.region
+            assert "lookup;dur=" in response.headers["server-timing"]
+
+
+async def test_a_waiting_request_returns_as_soon_as_the_offer_lands(
+        two_edges: tuple[Settings, Edge, Edge]) -> None:
+    settings, eu, _ = two_edges
+    async with OfferFeed(settings) as feed, httpx.AsyncClient(timeout=20) as http:
+        ticket = feed.signer.issue()
+        pending = await http.get(f"{eu.url}/offers/{ticket.token}")
+        assert pending.status_code == 404 and pending.json()["status"] == "pending"
+        waiting = asyncio.create_task(http.get(f"{eu.url}/offers/{ticket.token}",
+                                               params={"wait": 15}))
+
+        async def registered() -> bool:
+            return eu.metric('edge_open_waiters{region="eu"}') >= 1
+        await wait_until_async(registered, 10, "the request to be waiting")
+        started = time.monotonic()
+        await feed.publish(ticket)
+        response = await waiting
+        assert response.status_code == 200
+        assert time.monotonic() - started < 10
+        # The node's own clock: from applying the offer to answering.
+        since_apply = float(response.headers["server-timing"].split("since-apply;dur=")[1])
+        assert since_apply < 50, since_apply
+        assert eu.metric('edge_open_waiters{region="eu"}') == 0
+
+
+async def test_server_sent_events_deliver_the_offer(two_edges: tuple[Settings, Edge, Edge]) -> None:
+    settings, _, us = two_edges
+    async with OfferFeed(settings) as feed, httpx.AsyncClient(timeout=20) as http:
+        ticket = feed.signer.issue()
+        async with http.stream("GET", f"{us.url}/offers/{ticket.token}/events") as stream:
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            lines = stream.aiter_lines()
+            assert (await anext(lines)).startswith(":")
+            _, offer = await feed.publish(ticket)
+            event = data = None
+            async for line in lines:
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: "):
+                    data = line[6:]
+                    break
+    assert event == "offer"
+    assert httpx.Response(200, content=data).json() == offer
+
+
+async def test_a_tombstone_removes_the_offer(two_edges: tuple[Settings, Edge, Edge]) -> None:
+    settings, eu, us = two_edges
+    async with OfferFeed(settings) as feed, httpx.AsyncClient(timeout=10) as http:
+        ticket, _ = await feed.publish()
+        for edge in (eu, us):
+            found = await http.get(f"{edge.url}/offers/{ticket.token}", params={"wait": 10})
+            assert found.status_code == 200
+        await feed.tombstone(ticket)
+        for edge in (eu, us):
+            async def gone(url: str = edge.url) -> bool:
+                return (await http.get(f"{url}/offers/{ticket.token}")).status_code == 404
+            await wait_until_async(gone, 10, f"the tombstone at {edge.region}")
+
+
+async def test_rejected_tickets(two_edges: tuple[Settings, Edge, Edge]) -> None:
+    settings, eu, _ = two_edges
+    from pipeline.tickets import TicketSigner
+
+    forger = TicketSigner.from_spec("test:" + "f" * 32, 900)
+    expired = TicketSigner.from_spec(settings.ticket_secret, 1).issue(now_ms=1000)
+    async with httpx.AsyncClient(timeout=10) as http:
+        cases = {"not-a-ticket": 400, forger.issue().token: 401, expired.token: 410}
+        for token, status in cases.items():
+            response = await http.get(f"{eu.url}/offers/{token}")
+            assert response.status_code == status, token
+            assert response.json()["status"] == "rejected"
+        assert (await http.get(f"{eu.url}/offers/x", params={"wait": "soon"})).status_code == 400
+
+
+async def test_edge_killed_mid_ingestion_resumes_exactly(kafka_bootstrap: str, tmp_path: Path) -> None:
+    settings = unique_settings(kafka_bootstrap, tmp_path)
+    await ensure_topics(settings)
+    total = 150_000
+    async with OfferFeed(settings) as feed:
+        await feed.flood(total)
+    steady = Edge(settings, "steady", tmp_path).start(ready=False)
+    crashing = Edge(settings, "crashing", tmp_path).start(ready=False)
+    try:
+        wait_until(lambda: crashing.readyz()["applied_since_start"] > 10_000, 60,
+                   "the node to be mid-ingestion")
+        crashing.component.kill()
+        crashing.start()
+        steady.component.wait_http_ok(f"{steady.url}/readyz", timeout=120)
+        after = crashing.readyz()
+    finally:
+        steady.component.stop()
+        crashing.component.stop()
+    resumed = sum(after["resumed_from"].values())
+    assert 0 < resumed < total, "it resumed from its stored offsets, not from the beginning"
+    assert resumed + after["applied_since_start"] == total, "no record read twice, none skipped"
+    a, b = OfferStore(steady.data_dir), OfferStore(crashing.data_dir)
+    try:
+        assert a.offsets() == b.offsets()
+        snapshot = a.snapshot()
+        assert len(snapshot) == total
+        assert snapshot == b.snapshot()
+    finally:
+        a.close()
+        b.close()

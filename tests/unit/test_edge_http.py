@@ -1,0 +1,88 @@
+"""The edge's HTTP layer in process: tickets checked before storage, bounded waiters."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+from edge.app import create_app
+from edge.store import StoredOffer
+from pipeline.tickets import TicketSigner
+from positioning.settings import Settings
+
+SECRET = "test:" + "k" * 32
+
+
+class SpyStore:
+    """Counts lookups; the HTTP layer must not look up rejected tickets."""
+
+    def __init__(self) -> None:
+        self.gets = 0
+
+    def get(self, ticket_id: bytes) -> StoredOffer | None:
+        self.gets += 1
+        return None
+
+
+def make_app(tmp_path: Path, **changes: object):  # noqa: ANN201
+    settings = Settings(home=tmp_path, ticket_secret=SECRET, **changes)  # type: ignore[arg-type]
+    app = create_app(settings, "test", tmp_path / "edge")
+    spy = SpyStore()
+    app.state.node.store = spy
+    return app, spy
+
+
+def test_rejected_tickets_never_touch_the_store(tmp_path: Path) -> None:
+    app, spy = make_app(tmp_path)
+    client = TestClient(app)  # no lifespan: no Kafka, no RocksDB
+    forged = TicketSigner.from_spec("test:" + "x" * 32, 900).issue().token
+    expired = TicketSigner.from_spec(SECRET, 1).issue(now_ms=0).token
+    assert client.get("/offers/garbage").status_code == 400
+    assert client.get(f"/offers/{forged}").status_code == 401
+    assert client.get(f"/offers/{expired}").status_code == 410
+    assert client.get(f"/offers/{forged}/events").status_code == 401
+    assert spy.gets == 0
+    valid = TicketSigner.from_spec(SECRET, 900).issue().token
+    response = client.get(f"/offers/{valid}")
+    assert response.status_code == 404 and response.json()["status"] == "pending"
+    assert response.headers["cache-control"] == "private, no-store"
+    assert spy.gets == 1
+
+
+@pytest.mark.parametrize("wait", ["-1", "nan", "inf", "soon"])
+def test_bad_wait_values_are_400(tmp_path: Path, wait: str) -> None:
+    app, _ = make_app(tmp_path)
+    valid = TicketSigner.from_spec(SECRET, 900).issue().token
+    assert TestClient(app).get(f"/offers/{valid}", params={"wait": wait}).status_code == 400
+
+
+async def test_over_the_waiter_cap_is_503(tmp_path: Path) -> None:
+    app, _ = make_app(tmp_path, edge_max_waiters=1)
+    signer = TicketSigner.from_spec(SECRET, 900)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://edge") as http:
+        first = asyncio.create_task(http.get(f"/offers/{signer.issue().token}", params={"wait": 2}))
+        node = app.state.node
+        deadline = asyncio.get_running_loop().time() + 5
+        while node.waiters.count < 1:
+            assert asyncio.get_running_loop().time() < deadline, "first request never waited"
+            await asyncio.sleep(0.01)
+        second = await http.get(f"/offers/{signer.issue().token}", params={"wait": 2})
+        assert second.status_code == 503
+        assert second.headers["retry-after"] == "1"
+        assert (await first).status_code == 404  # timed out, still pending
+    assert node.waiters.count == 0
+
+
+def test_cors_header_for_the_origins_page(tmp_path: Path) -> None:
+    app, _ = make_app(tmp_path, cors_origins=("http://127.0.0.1:8000",))
+    valid = TicketSigner.from_spec(SECRET, 900).issue().token
+    client = TestClient(app)
+    allowed = client.get(f"/offers/{valid}", headers={"origin": "http://127.0.0.1:8000"})
+    assert allowed.headers["access-control-allow-origin"] == "http://127.0.0.1:8000"
+    other = client.get(f"/offers/{valid}", headers={"origin": "http://evil.example"})
+    assert "access-control-allow-origin" not in other.headers

@@ -1,0 +1,57 @@
+"""The edge store: atomic offsets, tombstones, expiry sweep."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edge.store import Change, OfferStore
+
+
+def test_records_and_offsets_are_applied_together(tmp_path: Path) -> None:
+    store = OfferStore(tmp_path)
+    store.apply([Change(b"t1", b"offer-1", expires_at=100), Change(b"t2", b"offer-2", 100)],
+                {0: 5, 1: 9}, applied_at=42)
+    assert store.offsets() == {0: 5, 1: 9}
+    stored = store.get(b"t1")
+    assert stored is not None and (stored.payload, stored.expires_at, stored.applied_at) == \
+        (b"offer-1", 100, 42)
+    store.close()
+    reopened = OfferStore(tmp_path)
+    assert reopened.offsets() == {0: 5, 1: 9}
+    assert reopened.snapshot() == {b"t1": b"offer-1", b"t2": b"offer-2"}
+    reopened.close()
+
+
+def test_skipped_records_still_advance_the_offset(tmp_path: Path) -> None:
+    store = OfferStore(tmp_path)
+    store.apply([], {3: 17}, applied_at=1)
+    assert store.offsets() == {3: 17}
+    store.close()
+
+
+def test_tombstone_deletes(tmp_path: Path) -> None:
+    store = OfferStore(tmp_path)
+    store.apply([Change(b"t1", b"offer", 100)], {0: 1}, 1)
+    store.apply([Change(b"t1", None)], {0: 2}, 2)
+    assert store.get(b"t1") is None
+    assert store.offsets() == {0: 2}
+    store.close()
+
+
+def test_sweep_removes_only_what_expired(tmp_path: Path) -> None:
+    store = OfferStore(tmp_path)
+    store.apply([Change(b"old", b"a", 100), Change(b"new", b"b", 10_000)], {0: 2}, 1)
+    assert store.sweep_expired(now=5_000) == 1
+    assert store.get(b"old") is None and store.get(b"new") is not None
+    assert store.sweep_expired(now=5_000) == 0
+    assert store.ticket_ids() == [b"new"]
+    store.close()
+
+
+def test_a_renewed_offer_survives_the_sweep_of_its_old_expiry(tmp_path: Path) -> None:
+    store = OfferStore(tmp_path)
+    store.apply([Change(b"t", b"first", 100)], {0: 1}, 1)
+    store.apply([Change(b"t", b"second", 10_000)], {0: 2}, 2)
+    assert store.sweep_expired(now=5_000) == 0
+    assert store.get(b"t").payload == b"second"  # type: ignore[union-attr]
+    store.close()
