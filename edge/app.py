@@ -122,7 +122,8 @@ def create_app(settings: Settings, region: str, data_dir: Path,
         since_apply_ms = max(0, now_us() - stored.applied_at) / 1000
         timing = f"lookup;dur={elapsed * 1000:.3f}, since-apply;dur={since_apply_ms:.3f}"
         return Response(body, media_type="application/json",
-                        headers=node.headers(request, **{"server-timing": timing}))
+                        headers=node.headers(request, **{"server-timing": timing,
+                                                         "x-offer-applied-at": str(stored.applied_at)}))
 
     def pending(request: Request, ticket: Ticket) -> Response:
         return _json({"status": "pending", "ticket_id": ticket.ticket_id,
@@ -198,7 +199,8 @@ def create_app(settings: Settings, region: str, data_dir: Path,
                 except CorruptOffer:
                     yield b"event: error\ndata: {\"error\": \"the stored offer is corrupt\"}\n\n"
                     return
-                yield b"event: offer\ndata: " + body + b"\n\n"
+                yield (b": applied_at=" + str(stored.applied_at).encode() + b"\n"
+                       b"event: offer\ndata: " + body + b"\n\n")
             finally:
                 if future is not None:
                     node.waiters.unregister(key, future)

@@ -65,6 +65,44 @@ def _produce(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if summary.failed == 0 else 1
 
 
+def _up(args: argparse.Namespace, settings: Settings) -> int:
+    from positioning.stack import Stack, StackError
+
+    try:
+        Stack(settings).up(timeout=args.timeout)
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"stack up: origin http://{settings.origin_host}:{settings.origin_port}/ , edges "
+          + ", ".join(f"{r} http://{settings.edge_host}:{p}" for r, p in settings.edge_ports.items()))
+    return 0
+
+
+def _down(args: argparse.Namespace, settings: Settings) -> int:
+    from positioning.stack import Stack, StackError
+
+    try:
+        Stack(settings).down()
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _story(args: argparse.Namespace, settings: Settings) -> int:
+    from loadtest.story import Story, StoryConfig, render_table, write_report
+
+    config = StoryConfig(users=args.users, gap_s=args.gap, origin_one_way_ms=args.origin_delay,
+                         edge_one_way_ms=args.edge_delay, region=args.region,
+                         concurrency=args.concurrency)
+    report = asyncio.run(Story(settings, config).run(progress=not args.quiet))
+    json_path, html_path = write_report(report, settings.home / "reports")
+    print()
+    print(render_table(report))
+    print(f"\nreport: {json_path}\nchart:  {html_path}")
+    return 0 if not report["errors"] else 1
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the component sub-commands to the ``positioning`` parser."""
     origin = sub.add_parser("origin", help="run the origin (login API, sync baseline, web client)")
@@ -79,6 +117,24 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     edge.add_argument("--port", type=int, required=True)
     edge.add_argument("--data-dir", default=None, help="default: <POSITIONING_HOME>/edge/<region>")
     edge.set_defaults(run=_edge)
+
+    up = sub.add_parser("up", help="start the whole local stack (idempotent)")
+    up.add_argument("--timeout", type=float, default=120, help="seconds to wait for each component")
+    up.set_defaults(run=_up)
+
+    down = sub.add_parser("down", help="stop the whole local stack")
+    down.set_defaults(run=_down)
+
+    story = sub.add_parser("story", help="the user story: time to offer, three ways")
+    story.add_argument("--users", type=int, default=50)
+    story.add_argument("--gap", type=float, default=1.0,
+                       help="seconds the user spends between login and wanting the offer")
+    story.add_argument("--origin-delay", type=float, default=60.0, help="one-way ms to the origin")
+    story.add_argument("--edge-delay", type=float, default=5.0, help="one-way ms to the edge")
+    story.add_argument("--region", default="eu", help="which edge the users are near")
+    story.add_argument("--concurrency", type=int, default=10)
+    story.add_argument("--quiet", action="store_true", help="no progress bar")
+    story.set_defaults(run=_story)
 
     produce = sub.add_parser("produce", help="produce synthetic logins onto the logins topic")
     produce.add_argument("--count", type=int, default=1000)

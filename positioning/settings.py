@@ -60,6 +60,7 @@ class Settings:
     worker_concurrency: int = 64
     # Edge.
     edge_host: str = "127.0.0.1"
+    edges: tuple[str, ...] = ("eu=8100", "us=8101")  # region=port, for `up` and the story
     edge_max_wait_s: float = 30.0
     edge_max_waiters: int = 10_000
     edge_ready_lag: int = 0
@@ -88,6 +89,15 @@ class Settings:
     @property
     def logs_dir(self) -> Path:
         return self.home / "logs"
+
+    @property
+    def edge_ports(self) -> dict[str, int]:
+        """region -> port of the local edge nodes."""
+        out = {}
+        for entry in self.edges:
+            region, _, port = entry.partition("=")
+            out[region] = int(port)
+        return out
 
     def edge_data_dir(self, region: str) -> Path:
         return self.home / "edge" / region
@@ -170,6 +180,7 @@ ENV_VARS: dict[str, tuple[str, Any]] = {
     "tombstone_horizon_s": ("POSITIONING_TOMBSTONE_HORIZON", _positive_int),
     "worker_concurrency": ("POSITIONING_WORKER_CONCURRENCY", _positive_int),
     "edge_host": ("POSITIONING_EDGE_HOST", str),
+    "edges": ("POSITIONING_EDGES", _csv),
     "edge_max_wait_s": ("POSITIONING_EDGE_MAX_WAIT", _non_negative_float),
     "edge_max_waiters": ("POSITIONING_EDGE_MAX_WAITERS", _positive_int),
     "edge_ready_lag": ("POSITIONING_EDGE_READY_LAG", int),

@@ -115,11 +115,19 @@ def create_app(settings: Settings, signer: TicketSigner | None = None) -> Starle
         page = resources.files("pipeline.origin").joinpath("static", "index.html").read_text()
         return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
 
+    async def client_config(request: Request) -> Response:
+        """What the web client needs: where the edges are."""
+        edges = {region: f"http://{settings.edge_host}:{port}"
+                 for region, port in settings.edge_ports.items()}
+        return JSONResponse({"edges": edges, "model_latency_ms": settings.model_latency_ms},
+                            headers={"Cache-Control": "no-cache"})
+
     async def openapi(request: Request) -> Response:
         return JSONResponse(openapi_document())
 
     async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "kafka": "connected" if publisher.ready else "connecting"})
+        return JSONResponse({"status": "ok", "kafka": "connected" if publisher.ready else "connecting",
+                             "model_latency_ms": settings.model_latency_ms})
 
     async def readyz(request: Request) -> Response:
         ok = publisher.ready
@@ -140,6 +148,7 @@ def create_app(settings: Settings, signer: TicketSigner | None = None) -> Starle
         Route("/", index),
         Route("/login", login, methods=["POST"]),
         Route("/offers/sync", offer_sync, methods=["POST"]),
+        Route("/config.json", client_config),
         Route("/openapi.json", openapi),
         Route("/healthz", healthz),
         Route("/readyz", readyz),

@@ -1,0 +1,221 @@
+"""`positioning story`: how long a user waits for the offer, three ways, over simulated distance.
+
+Every user is near an edge (5 ms each way by default) and far from the
+origin (60 ms each way). Each user gets the offer three ways:
+
+- **sync**: ``POST /offers/sync`` at the far origin; the offer is computed
+  in the request (the old way). Wait = that request.
+- **positioned**: ``POST /login`` at the origin (answered once Kafka has the
+  event), then the user navigates for ``gap`` seconds, then ``GET`` the
+  offer at the near edge with ``?wait``. Wait = login + fetch.
+- **pushed**: log in, navigate, then subscribe to the edge's server-sent
+  events. Wait = login + time to the offer event.
+
+The gap is the user's own time (reading the page), not waiting. It also
+reports the positioning lag: login accepted → offer applied at the edge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from hdrh.histogram import HdrHistogram
+from tqdm import tqdm
+
+from loadtest.proxy import DelayProxy, Link
+from loadtest.report_html import render_html
+from loadtest.synthetic import ips_by_country
+from positioning.settings import Settings
+
+WAYS = ("sync", "positioned", "pushed")
+
+
+@dataclass(frozen=True)
+class StoryConfig:
+    users: int = 50
+    gap_s: float = 1.0
+    origin_one_way_ms: float = 60.0
+    edge_one_way_ms: float = 5.0
+    region: str = "eu"
+    concurrency: int = 10
+    seed: int = 1
+
+
+@dataclass
+class Timings:
+    waits_us: dict[str, list[int]] = field(default_factory=lambda: {w: [] for w in WAYS})
+    positioning_lag_us: list[int] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def _summary(values_us: list[int]) -> dict[str, float]:
+    if not values_us:
+        return {"n": 0}
+    histogram = HdrHistogram(1, 120_000_000, 3)
+    for v in values_us:
+        histogram.record_value(max(1, v))
+    ms = 1000.0
+    return {
+        "n": len(values_us),
+        "p50_ms": histogram.get_value_at_percentile(50) / ms,
+        "p95_ms": histogram.get_value_at_percentile(95) / ms,
+        "p99_ms": histogram.get_value_at_percentile(99) / ms,
+        "max_ms": histogram.get_max_value() / ms,
+        "mean_ms": histogram.get_mean_value() / ms,
+    }
+
+
+class Story:
+    def __init__(self, settings: Settings, config: StoryConfig) -> None:
+        self.settings = settings
+        self.config = config
+        self.timings = Timings()
+        self.origin_proxy: DelayProxy | None = None
+        self.edge_proxy: DelayProxy | None = None
+
+    async def _login(self, http: httpx.AsyncClient, user_id: str, ip: str) -> tuple[dict[str, Any], int]:
+        assert self.origin_proxy is not None
+        t0 = time.perf_counter_ns()
+        response = await http.post(f"{self.origin_proxy.url}/login", json={"user_id": user_id, "ip": ip})
+        spent = (time.perf_counter_ns() - t0) // 1000
+        if response.status_code != 202:
+            raise RuntimeError(f"login failed: {response.status_code} {response.text[:200]}")
+        return response.json(), spent
+
+    async def sync(self, http: httpx.AsyncClient, user_id: str, ip: str) -> None:
+        assert self.origin_proxy is not None
+        t0 = time.perf_counter_ns()
+        response = await http.post(f"{self.origin_proxy.url}/offers/sync",
+                                   json={"user_id": user_id, "ip": ip})
+        spent = (time.perf_counter_ns() - t0) // 1000
+        if response.status_code != 200:
+            raise RuntimeError(f"sync failed: {response.status_code}")
+        self.timings.waits_us["sync"].append(spent)
+
+    async def positioned(self, http: httpx.AsyncClient, user_id: str, ip: str) -> None:
+        assert self.edge_proxy is not None
+        login, login_us = await self._login(http, user_id, ip)
+        await asyncio.sleep(self.config.gap_s)
+        t0 = time.perf_counter_ns()
+        response = await http.get(f"{self.edge_proxy.url}/offers/{login['ticket']}",
+                                  params={"wait": 10})
+        fetch_us = (time.perf_counter_ns() - t0) // 1000
+        if response.status_code != 200:
+            raise RuntimeError(f"edge fetch failed: {response.status_code} {response.text[:200]}")
+        self.timings.waits_us["positioned"].append(login_us + fetch_us)
+        applied_at = int(response.headers["x-offer-applied-at"])
+        self.timings.positioning_lag_us.append(applied_at - login["login_accepted_at"])
+
+    async def pushed(self, http: httpx.AsyncClient, user_id: str, ip: str) -> None:
+        assert self.edge_proxy is not None
+        login, login_us = await self._login(http, user_id, ip)
+        await asyncio.sleep(self.config.gap_s)
+        t0 = time.perf_counter_ns()
+        event = None
+        async with http.stream("GET", f"{self.edge_proxy.url}/offers/{login['ticket']}/events") as s:
+            async for line in s.aiter_lines():
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: "):
+                    break
+        if event != "offer":
+            raise RuntimeError(f"the event stream ended with {event!r}")
+        self.timings.waits_us["pushed"].append(login_us + (time.perf_counter_ns() - t0) // 1000)
+
+    async def run(self, progress: bool = True) -> dict[str, Any]:
+        cfg = self.config
+        edge_port = self.settings.edge_ports[cfg.region]
+        self.origin_proxy = await DelayProxy(Link("origin", self.settings.origin_host,
+                                                  self.settings.origin_port,
+                                                  cfg.origin_one_way_ms / 1000)).start()
+        self.edge_proxy = await DelayProxy(Link(f"edge-{cfg.region}", self.settings.edge_host,
+                                                edge_port, cfg.edge_one_way_ms / 1000)).start()
+        rng = random.Random(cfg.seed)
+        pools = ips_by_country()
+        countries = sorted(pools)
+        run_id = f"{int(time.time())}-{rng.randrange(10**6):06d}"
+        limiter = asyncio.Semaphore(cfg.concurrency)
+        bar = tqdm(total=cfg.users * len(WAYS), unit="offer", disable=not progress,
+                   desc="story")
+        try:
+            async with httpx.AsyncClient(timeout=30) as http:
+                model_latency = (await http.get(
+                    f"http://{self.settings.origin_host}:{self.settings.origin_port}/healthz"
+                )).json().get("model_latency_ms")
+
+                async def one_user(i: int) -> None:
+                    ip = rng.choice(pools[countries[i % len(countries)]])
+                    async with limiter:
+                        for way in WAYS:
+                            user_id = f"story-{run_id}-{i}-{way}"
+                            try:
+                                await getattr(self, way)(http, user_id, ip)
+                            except (RuntimeError, httpx.HTTPError) as exc:
+                                self.timings.errors.append(f"{way}: {exc!r}")
+                            bar.update(1)
+
+                await asyncio.gather(*(one_user(i) for i in range(cfg.users)))
+        finally:
+            bar.close()
+            await self.origin_proxy.stop()
+            await self.edge_proxy.stop()
+        ways = {w: _summary(v) for w, v in self.timings.waits_us.items()}
+        speedup = {w: round(ways["sync"]["p50_ms"] / ways[w]["p50_ms"], 2)
+                   for w in ("positioned", "pushed")
+                   if ways[w].get("n") and ways["sync"].get("n")}
+        return {
+            "story": "time a user waits for a personal offer",
+            "config": asdict(cfg),
+            "distances": {"origin_one_way_ms": cfg.origin_one_way_ms,
+                          "edge_one_way_ms": cfg.edge_one_way_ms},
+            "model_latency_ms": model_latency,
+            "ways": ways,
+            "speedup_p50_vs_sync": speedup,
+            "positioning_lag": _summary(self.timings.positioning_lag_us),
+            "errors": self.timings.errors,
+        }
+
+
+def render_table(report: dict[str, Any]) -> str:
+    d = report["distances"]
+    lines = [
+        f"Time a user waits for the offer ({report['config']['users']} users; origin "
+        f"{d['origin_one_way_ms']:g} ms away, edge {d['edge_one_way_ms']:g} ms away, one way; "
+        f"model latency {report['model_latency_ms']} ms; user gap {report['config']['gap_s']:g} s)",
+        "",
+        f"{'way':<12}{'n':>5}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'speedup p50':>13}",
+    ]
+    for way in WAYS:
+        s = report["ways"][way]
+        if not s.get("n"):
+            lines.append(f"{way:<12}{0:>5}{'-':>10}{'-':>10}{'-':>10}")
+            continue
+        speed = report["speedup_p50_vs_sync"].get(way)
+        lines.append(f"{way:<12}{s['n']:>5}{s['p50_ms']:>10.1f}{s['p95_ms']:>10.1f}"
+                     f"{s['p99_ms']:>10.1f}{(f'{speed:.1f}x' if speed else '1.0x'):>13}")
+    lag = report["positioning_lag"]
+    if lag.get("n"):
+        lines += ["", f"positioning lag (login accepted -> offer applied at the edge): "
+                      f"p50 {lag['p50_ms']:.1f} ms, p99 {lag['p99_ms']:.1f} ms"]
+    if report["errors"]:
+        lines += ["", f"{len(report['errors'])} errors, first: {report['errors'][0]}"]
+    return "\n".join(lines)
+
+
+def write_report(report: dict[str, Any], reports_dir: Path) -> tuple[Path, Path]:
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    json_path = reports_dir / f"story-{stamp}.json"
+    html_path = reports_dir / f"story-{stamp}.html"
+    json_path.write_text(json.dumps(report, indent=2))
+    html_path.write_text(render_html(report, render_table(report)))
+    (reports_dir / "story-latest.json").write_text(json.dumps(report, indent=2))
+    (reports_dir / "story-latest.html").write_text(html_path.read_text())
+    return json_path, html_path
