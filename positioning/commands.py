@@ -103,6 +103,17 @@ def _story(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if not report["errors"] else 1
 
 
+def _bench(args: argparse.Namespace, settings: Settings) -> int:
+    from loadtest.bench.runner import Bench, render_table, write
+
+    report = Bench(settings, quick=args.quick).run()
+    path = write(report, settings.home)
+    print()
+    print(render_table(report))
+    print(f"\nresults: {path}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the component sub-commands to the ``positioning`` parser."""
     origin = sub.add_parser("origin", help="run the origin (login API, sync baseline, web client)")
@@ -135,6 +146,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     story.add_argument("--concurrency", type=int, default=10)
     story.add_argument("--quiet", action="store_true", help="no progress bar")
     story.set_defaults(run=_story)
+
+    bench = sub.add_parser("bench", help="the benchmarks; JSON results in <home>/bench/")
+    bench.add_argument("--quick", action="store_true", help="a run of a few minutes, smaller data")
+    bench.set_defaults(run=_bench)
 
     produce = sub.add_parser("produce", help="produce synthetic logins onto the logins topic")
     produce.add_argument("--count", type=int, default=1000)

@@ -144,6 +144,26 @@ class Stack:
             self.say(f"{component.name:<10} started (pid {proc.pid}){where}, log "
                      f"{self.logs / (component.name + '.log')}")
 
+    def run_component(self, component: Component, timeout: float = 120) -> int:
+        """Start one component (not part of the usual set) and wait until it is ready."""
+        proc, offset = self._start(component)
+        self._wait_ready(component, proc, offset, timeout)
+        return proc.pid
+
+    def stop_component(self, component: Component, timeout: float = 20) -> None:
+        pid = self.pid(component)
+        self._pid_file(component.name).unlink(missing_ok=True)
+        if pid is not None:
+            _terminate(pid, timeout)
+
+    def kill_component(self, component: Component) -> None:
+        """SIGKILL, as a crash would (the pid file stays, stale)."""
+        pid = self.pid(component)
+        if pid is not None:
+            os.killpg(pid, signal.SIGKILL)
+            while _pid_alive(pid):
+                time.sleep(0.02)
+
     def down(self, timeout: float = 20) -> None:
         for component in reversed(components(self.settings)):
             pid = self.pid(component)

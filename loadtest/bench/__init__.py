@@ -1,0 +1,1 @@
+"""`positioning bench`: figures for every claim, each against a baseline measured in the same run."""

@@ -1,0 +1,382 @@
+"""The benchmarks behind `positioning bench`.
+
+Each figure is measured against a baseline in the same run, on a stack of
+its own (a fresh broker on free ports unless KAFKA_BOOTSTRAP_SERVERS is
+set, fresh topics, fresh data dirs under ``<home>/bench/``). Results go to
+``<home>/bench/bench-<time>.json`` (and ``bench-latest.json``) with a
+top-level ``summary``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import platform
+import re
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaProducer
+from hdrh.histogram import HdrHistogram
+
+from loadtest.bench import wrk
+from loadtest.produce import produce
+from pipeline.engine.offers import compute_offer
+from pipeline.engine.state import new_user_view
+from pipeline.tickets import TicketSigner
+from positioning.broker.local import LocalBroker
+from positioning.settings import Settings
+from positioning.stack import Component, Stack
+from positioning.topics import ensure_topics
+from schemas.codec import offer_codec
+
+GOALS = {
+    "positioning_p99_ms": ("<=", 25.0),
+    "edge_lookup_ratio": (">=", 0.9),
+    "origin_login_ratio": (">=", 0.5),
+    "pipeline_offers_per_s": (">=", 5000.0),
+    "bootstrap_offers_per_s": (">=", 100_000.0),
+    "restart_ready_s": ("<=", 2.0),
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _free_pair() -> int:
+    while True:
+        port = _free_port()
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 1))
+                return port
+            except OSError:
+                continue
+
+
+def _percentiles(values_us: list[int]) -> dict[str, float]:
+    if not values_us:
+        return {"n": 0}
+    h = HdrHistogram(1, 600_000_000, 3)
+    for v in values_us:
+        h.record_value(max(1, v))
+    return {"n": len(values_us), "p50_ms": h.get_value_at_percentile(50) / 1000,
+            "p95_ms": h.get_value_at_percentile(95) / 1000,
+            "p99_ms": h.get_value_at_percentile(99) / 1000, "max_ms": h.get_max_value() / 1000}
+
+
+class Bench:
+    def __init__(self, base: Settings, quick: bool, say: Callable[[str], None] = print) -> None:
+        self.quick = quick
+        self.say = say
+        self.stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.root = (base.home / "bench" / f"run-{self.stamp}").resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.base = base
+        self.broker: LocalBroker | None = None
+
+    # -- plumbing ------------------------------------------------------------
+    def settings(self, name: str, **changes: Any) -> Settings:
+        suffix = f"{name}-{uuid.uuid4().hex[:6]}"
+        return self.base.replace(
+            home=self.root / name, kafka_bootstrap_servers=self.bootstrap,
+            logins_topic=f"logins-{suffix}", offers_topic=f"offers-{suffix}",
+            dlq_topic=f"logins.dlq-{suffix}", worker_id=f"bench-{suffix}", worker_web_port=0,
+            origin_port=_free_port(), edges=(f"eu={_free_port()}", f"us={_free_port()}"),
+            ticket_secret="bench:" + uuid.uuid4().hex, model_latency_ms=0.0, **changes)
+
+    def start_broker(self) -> None:
+        if self.base.kafka_bootstrap_servers:
+            self.bootstrap = self.base.kafka_bootstrap_servers
+            return
+        self.broker = LocalBroker(self.base.replace(home=self.root,
+                                                    kafka_listen=f"127.0.0.1:{_free_pair()}"))
+        self.broker.start()
+        self.bootstrap = self.broker.address
+
+    def stop_broker(self) -> None:
+        if self.broker is not None:
+            self.broker.stop()
+
+    def edge_component(self, settings: Settings, region: str) -> Component:
+        port = settings.edge_ports.get(region) or _free_port()
+        return Component(f"edge-{region}", ["edge", "--region", region, "--port", str(port),
+                                            "--data-dir", str(settings.home / f"edge-{region}")],
+                         ready_url=f"http://127.0.0.1:{port}/readyz", port=port)
+
+    # -- edge: bootstrap, restart, lookups -------------------------------------
+    async def _flood(self, settings: Settings, count: int, tickets_path: Path) -> None:
+        signer = TicketSigner.from_spec(settings.ticket_secret, 3600)
+        template = signer.issue()
+        login = {"ticket_id": template.ticket_id, "user_id": "bench-user", "ip": "81.2.69.160",
+                 "login_accepted_at": template.issued_at_us, "expires_at": template.expires_at_us}
+        payload = offer_codec().encode(compute_offer(login, new_user_view(), created_at=1))
+        headers = [("expires_at", str(template.expires_at_us).encode()),
+                   ("login_accepted_at", str(template.issued_at_us).encode())]
+        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks=1,
+                                    linger_ms=20, max_batch_size=1024 * 1024)
+        await producer.start()
+        sample_every = max(1, count // 50_000)
+        with open(tickets_path, "w") as sample:
+            try:
+                pending = []
+                for i in range(count):
+                    ticket = signer.issue()
+                    if i % sample_every == 0:
+                        sample.write(ticket.token + "\n")
+                    pending.append(await producer.send(settings.offers_topic, payload,
+                                                       key=ticket.ticket_id.encode(), headers=headers))
+                    if len(pending) >= 20_000:
+                        await asyncio.gather(*pending)
+                        pending.clear()
+                await asyncio.gather(*pending)
+            finally:
+                await producer.stop()
+
+    def bench_edge(self) -> dict[str, Any]:
+        count = 200_000 if self.quick else 1_000_000
+        settings = self.settings("edge", partitions=6)
+        asyncio.run(ensure_topics(settings))
+        tickets = self.root / "edge-tickets.txt"
+        self.say(f"edge: writing {count:,} offers to {settings.offers_topic} ...")
+        started = time.perf_counter()
+        asyncio.run(self._flood(settings, count, tickets))
+        self.say(f"edge: written in {time.perf_counter() - started:.1f}s; bootstrapping a fresh node")
+        stack = Stack(settings, say=lambda _: None)
+        edge = self.edge_component(settings, "bench")
+        spawned = time.perf_counter()
+        stack.run_component(edge, timeout=900)
+        bootstrap_wall = time.perf_counter() - spawned
+        caught_up = re.findall(r"caught up with \S+ after ([\d.]+)s \((\d+) records applied\)",
+                               (settings.logs_dir / f"{edge.name}.log").read_text())
+        seconds, applied = float(caught_up[-1][0]), int(caught_up[-1][1])
+        self.say(f"edge: bootstrap applied {applied:,} in {seconds:.2f}s; restarting it")
+
+        stack.stop_component(edge)
+        spawned = time.perf_counter()
+        stack.run_component(edge, timeout=120)
+        restart = time.perf_counter() - spawned
+
+        self.say("edge: lookups against a bare Starlette endpoint (wrk)")
+        duration = 6 if self.quick else 15
+        bare_port = _free_port()
+        bare = subprocess.Popen([sys.executable, "-m", "loadtest.bench.bare", "--kind", "edge",
+                                 "--port", str(bare_port)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.STDOUT)
+        try:
+            _wait_http(f"http://127.0.0.1:{bare_port}/healthz")
+            env = {"BENCH_TICKETS": str(tickets)}
+            # Warm both, then measure both (bare first, edge second, then bare again).
+            wrk.run(f"http://127.0.0.1:{edge.port}", wrk.EDGE_LOOKUP_LUA, self.root, 2, env=env)
+            wrk.run(f"http://127.0.0.1:{bare_port}", wrk.EDGE_LOOKUP_LUA, self.root, 2, env=env)
+            bare_1 = wrk.run(f"http://127.0.0.1:{bare_port}", wrk.EDGE_LOOKUP_LUA, self.root,
+                             duration, env=env)
+            real = wrk.run(f"http://127.0.0.1:{edge.port}", wrk.EDGE_LOOKUP_LUA, self.root,
+                           duration, env=env)
+            bare_2 = wrk.run(f"http://127.0.0.1:{bare_port}", wrk.EDGE_LOOKUP_LUA, self.root,
+                             duration, env=env)
+        finally:
+            bare.terminate()
+            bare.wait(10)
+            stack.stop_component(edge)
+        bare_rps = (bare_1.requests_per_s + bare_2.requests_per_s) / 2
+        return {
+            "offers": count, "bootstrap_seconds": seconds, "bootstrap_applied": applied,
+            "bootstrap_offers_per_s": applied / seconds if seconds else None,
+            "bootstrap_wall_seconds": bootstrap_wall, "restart_ready_s": restart,
+            "lookup": {"edge": real.__dict__, "bare": [bare_1.__dict__, bare_2.__dict__],
+                       "ratio": real.requests_per_s / bare_rps if bare_rps else None},
+        }
+
+    # -- origin logins ------------------------------------------------------------
+    def bench_origin(self) -> dict[str, Any]:
+        settings = self.settings("origin")
+        asyncio.run(ensure_topics(settings))
+        stack = Stack(settings, say=lambda _: None)
+        origin = Component("origin", ["origin"], port=settings.origin_port,
+                           ready_url=f"http://127.0.0.1:{settings.origin_port}/readyz")
+        stack.run_component(origin)
+        bare_port = _free_port()
+        bare = subprocess.Popen([sys.executable, "-m", "loadtest.bench.bare", "--kind", "origin",
+                                 "--port", str(bare_port)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.STDOUT)
+        duration = 6 if self.quick else 15
+        self.say("origin: POST /login against a bare Starlette endpoint (wrk)")
+        try:
+            _wait_http(f"http://127.0.0.1:{bare_port}/healthz")
+            base = f"http://127.0.0.1:{settings.origin_port}"
+            wrk.run(base, wrk.LOGIN_LUA, self.root, 2)
+            bare_1 = wrk.run(f"http://127.0.0.1:{bare_port}", wrk.LOGIN_LUA, self.root, duration)
+            real = wrk.run(base, wrk.LOGIN_LUA, self.root, duration)
+            bare_2 = wrk.run(f"http://127.0.0.1:{bare_port}", wrk.LOGIN_LUA, self.root, duration)
+        finally:
+            bare.terminate()
+            bare.wait(10)
+            stack.stop_component(origin)
+        bare_rps = (bare_1.requests_per_s + bare_2.requests_per_s) / 2
+        return {"origin": real.__dict__, "bare": [bare_1.__dict__, bare_2.__dict__],
+                "ratio": real.requests_per_s / bare_rps if bare_rps else None}
+
+    # -- positioning latency and pipeline throughput ----------------------------------
+    async def _applied_times(self, settings: Settings, logins: list[tuple[str, int]]
+                             ) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {r: [] for r in settings.edge_ports}
+        limiter = asyncio.Semaphore(64)
+        async with httpx.AsyncClient(timeout=30) as http:
+            async def one(region: str, port: int, token: str, accepted: int) -> None:
+                async with limiter:
+                    r = await http.get(f"http://127.0.0.1:{port}/offers/{token}",
+                                       params={"wait": 20})
+                if r.status_code == 200:
+                    out[region].append(int(r.headers["x-offer-applied-at"]) - accepted)
+            await asyncio.gather(*(one(region, port, token, accepted)
+                                   for region, port in settings.edge_ports.items()
+                                   for token, accepted in logins))
+        return out
+
+    def bench_pipeline(self) -> dict[str, Any]:
+        settings = self.settings("pipeline")
+        stack = Stack(settings, say=lambda _: None)
+        stack.up()
+        results: dict[str, Any] = {"positioning": {}}
+        rates = (100, 1000) if self.quick else (100, 1000, 3000)
+        seconds = 5 if self.quick else 10
+        try:
+            for rate in rates:
+                self.say(f"pipeline: {rate} logins/s for {seconds}s through origin, worker, 2 edges")
+                out = self.root / f"logins-{rate}.tsv"
+                load = subprocess.run(
+                    [sys.executable, "-m", "loadtest.bench.login_load", "--port",
+                     str(settings.origin_port), "--rate", str(rate), "--seconds", str(seconds),
+                     "--out", str(out)], capture_output=True, text=True, timeout=seconds * 10 + 60)
+                if load.returncode != 0:
+                    raise RuntimeError(f"login load failed: {load.stderr[-2000:]}")
+                sent = json.loads(load.stdout.strip().splitlines()[-1])
+                logins = [(t, int(a)) for t, a in
+                          (line.split("\t") for line in out.read_text().splitlines())]
+                lags = asyncio.run(self._applied_times(settings, logins))
+                results["positioning"][str(rate)] = {
+                    "load": sent,
+                    "edges": {r: _percentiles(v) for r, v in lags.items()},
+                    "all": _percentiles([x for v in lags.values() for x in v]),
+                }
+            count = 20_000 if self.quick else 100_000
+            self.say(f"pipeline: {count:,} logins as fast as `produce` sends them")
+            results["throughput"] = self._throughput(settings, count)
+        finally:
+            stack.down()
+        return results
+
+    def _throughput(self, settings: Settings, count: int) -> dict[str, Any]:
+        eu = f"http://127.0.0.1:{settings.edge_ports['eu']}/readyz"
+        before = httpx.get(eu).json()["applied_since_start"]
+        started = time.perf_counter()
+        summary = asyncio.run(produce(settings, count, 0, progress=False))
+        produced = time.perf_counter() - started
+        deadline = time.monotonic() + 600
+        while httpx.get(eu).json()["applied_since_start"] < before + count:
+            if time.monotonic() > deadline:
+                raise RuntimeError("offers did not all reach the edge in 10 minutes")
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - started
+        return {"logins": count, "failed": summary.failed, "produce_seconds": produced,
+                "seconds_to_last_offer_at_edge": elapsed, "offers_per_s": count / elapsed}
+
+    # -- all of it ---------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        self.start_broker()
+        try:
+            edge = self.bench_edge()
+            origin = self.bench_origin()
+            pipeline = self.bench_pipeline()
+        finally:
+            self.stop_broker()
+        at_1000 = pipeline["positioning"]["1000"]["all"]
+        summary = {
+            "positioning_p99_ms": at_1000.get("p99_ms"),
+            "edge_lookup_rps": edge["lookup"]["edge"]["requests_per_s"],
+            "edge_lookup_ratio": edge["lookup"]["ratio"],
+            "edge_lookup_p99_ms": edge["lookup"]["edge"]["p99_ms"],
+            "origin_login_rps": origin["origin"]["requests_per_s"],
+            "origin_login_ratio": origin["ratio"],
+            "pipeline_offers_per_s": pipeline["throughput"]["offers_per_s"],
+            "bootstrap_offers_per_s": edge["bootstrap_offers_per_s"],
+            "restart_ready_s": edge["restart_ready_s"],
+        }
+        return {
+            "summary": summary,
+            "goals": {k: {"goal": f"{op} {v:g}", "met": _met(summary[k], op, v)}
+                      for k, (op, v) in GOALS.items()},
+            "quick": self.quick,
+            "notes": ["edge offers are one template offer under many signed tickets"]
+            + (["--quick: 200k offers instead of 1M, shorter runs, no 3000/s rate"]
+               if self.quick else []),
+            "machine": {"cpus": _cpus(), "python": platform.python_version(),
+                        "platform": platform.platform()},
+            "edge": edge, "origin": origin, "pipeline": pipeline,
+        }
+
+
+def _met(value: float | None, op: str, goal: float) -> bool | None:
+    if value is None:
+        return None
+    return value <= goal if op == "<=" else value >= goal
+
+
+def _cpus() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0))
+
+
+def _wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer")
+
+
+def render_table(report: dict[str, Any]) -> str:
+    s, goals = report["summary"], report["goals"]
+    rows = [("positioning_p99_ms", "positioning latency p99 at 1,000 logins/s (ms)"),
+            ("edge_lookup_rps", "edge lookups/s (1 process)"),
+            ("edge_lookup_ratio", "edge lookups / bare Starlette"),
+            ("edge_lookup_p99_ms", "edge lookup p99 (ms)"),
+            ("origin_login_rps", "origin logins/s (1 process)"),
+            ("origin_login_ratio", "origin logins / bare Starlette"),
+            ("pipeline_offers_per_s", "pipeline offers/s reaching an edge"),
+            ("bootstrap_offers_per_s", "edge bootstrap offers/s"),
+            ("restart_ready_s", "edge restart to ready (s)")]
+    lines = [f"{'figure':<50}{'value':>12}  goal"]
+    for key, label in rows:
+        value = s[key]
+        goal = goals.get(key)
+        mark = "" if goal is None else f"{goal['goal']:<10} {'met' if goal['met'] else 'MISSED'}"
+        lines.append(f"{label:<50}{value:>12,.2f}  {mark}" if value is not None
+                     else f"{label:<50}{'-':>12}  {mark}")
+    return "\n".join(lines)
+
+
+def write(report: dict[str, Any], home: Path) -> Path:
+    out_dir = home / "bench"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    text = json.dumps(report, indent=2, default=str)
+    path.write_text(text)
+    (out_dir / "bench-latest.json").write_text(text)
+    return path
