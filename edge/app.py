@@ -87,6 +87,8 @@ class EdgeNode:
 
     def headers(self, request: Request, **extra: str) -> dict[str, str]:
         headers = {**self.base_headers, **extra}
+        if b"origin" not in (name for name, _ in request.scope["headers"]):
+            return headers
         origin = request.headers.get("origin")
         if origin and ("*" in self.allowed_origins or origin in self.allowed_origins):
             headers["access-control-allow-origin"] = origin
@@ -103,6 +105,9 @@ def create_app(settings: Settings, region: str, data_dir: Path,
                signer: TicketSigner | None = None) -> Starlette:
     node = EdgeNode(settings, region, data_dir, signer)
     lookups = node.metrics.lookup_seconds
+    observe_found = lookups.labels(region, "found").observe
+    observe_pending = lookups.labels(region, "pending").observe
+    observe_rejected = lookups.labels(region, "rejected").observe
 
     def verify(request: Request) -> Ticket | Response:
         try:
@@ -111,9 +116,16 @@ def create_app(settings: Settings, region: str, data_dir: Path,
             return _json({"status": "rejected", "error": str(exc)}, exc.status_code,
                          node.headers(request))
 
-    def found(request: Request, stored: StoredOffer, started: float) -> Response:
+    def render(key: bytes, stored: StoredOffer) -> bytes:
+        """The offer's JSON; an Avro entry is rendered once and kept as JSON."""
+        body = offer_json(stored)
+        if not stored.is_json and node.store is not None:
+            node.store.replace_with_json(key, stored, body)
+        return body
+
+    def found(request: Request, key: bytes, stored: StoredOffer, started: float) -> Response:
         try:
-            body = offer_json(stored)
+            body = render(key, stored)
         except CorruptOffer as exc:
             log.error("stored offer does not decode: %s", exc)
             return _json({"status": "error", "error": "the stored offer is corrupt"}, 502,
@@ -121,6 +133,7 @@ def create_app(settings: Settings, region: str, data_dir: Path,
         elapsed = time.perf_counter() - started
         since_apply_ms = max(0, now_us() - stored.applied_at) / 1000
         timing = f"lookup;dur={elapsed * 1000:.3f}, since-apply;dur={since_apply_ms:.3f}"
+        observe_found(elapsed)
         return Response(body, media_type="application/json",
                         headers=node.headers(request, **{"server-timing": timing,
                                                          "x-offer-applied-at": str(stored.applied_at)}))
@@ -130,6 +143,8 @@ def create_app(settings: Settings, region: str, data_dir: Path,
                       "expires_at": ticket.expires_at_us}, 404, node.headers(request))
 
     def wait_seconds(request: Request) -> float | Response:
+        if not request.scope["query_string"]:
+            return 0.0
         raw = request.query_params.get("wait")
         if raw is None:
             return 0.0
@@ -146,7 +161,7 @@ def create_app(settings: Settings, region: str, data_dir: Path,
         started = time.perf_counter()
         ticket = verify(request)
         if isinstance(ticket, Response):
-            lookups.labels(region, "rejected").observe(time.perf_counter() - started)
+            observe_rejected(time.perf_counter() - started)
             return ticket
         wait = wait_seconds(request)
         if isinstance(wait, Response):
@@ -163,10 +178,9 @@ def create_app(settings: Settings, region: str, data_dir: Path,
                 return _json({"status": "busy", "error": "too many waiting requests"}, 503,
                              node.headers(request, **{"retry-after": "1"}))
         if stored is None or stored.expires_at <= now_us():
-            lookups.labels(region, "pending").observe(time.perf_counter() - started)
+            observe_pending(time.perf_counter() - started)
             return pending(request, ticket)
-        lookups.labels(region, "found").observe(time.perf_counter() - started)
-        return found(request, stored, started)
+        return found(request, key, stored, started)
 
     async def offer_events(request: Request) -> Response:
         ticket = verify(request)
@@ -195,7 +209,7 @@ def create_app(settings: Settings, region: str, data_dir: Path,
                     yield b"event: timeout\ndata: {\"status\": \"pending\"}\n\n"
                     return
                 try:
-                    body = offer_json(stored)
+                    body = render(key, stored)
                 except CorruptOffer:
                     yield b"event: error\ndata: {\"error\": \"the stored offer is corrupt\"}\n\n"
                     return

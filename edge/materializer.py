@@ -6,10 +6,12 @@ and applies what it fetches in batches: one RocksDB WriteBatch per fetch,
 holding the records and the partitions' next offsets. Right after the write
 it wakes the requests waiting for those tickets.
 
-Records are stored as they come (Avro), so applying a million offers does not
-decode a million records. The expiry and the login time come from record
-headers the worker sets; a record without them is decoded once to find them.
-A record that is not a known Avro offer is counted, logged and skipped.
+While catching up, records are stored as they come (Avro), so applying a
+million offers does not decode a million records; the expiry and the login
+time come from record headers the worker sets. Once caught up, each record
+is decoded and stored as the JSON the node serves, so a lookup is a read and
+nothing more. A record that is not a known Avro offer is counted, logged and
+skipped.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
@@ -166,7 +169,7 @@ class Materializer:
         self.metrics.applied.inc(len(changes))
         for accepted_at in login_times:
             self.metrics.positioning_seconds.observe(max(0, applied_at - accepted_at) / 1e6)
-        self.waiters.notify((c.ticket_id, StoredOffer(c.expires_at, applied_at, c.payload))
+        self.waiters.notify((c.ticket_id, StoredOffer(c.expires_at, applied_at, c.payload, c.is_json))
                             for c in changes if c.payload is not None)
         if not self.progress.ready:
             self._check_ready()
@@ -190,16 +193,19 @@ class Materializer:
                 expires_at = int(raw)
             elif name == "login_accepted_at":
                 accepted_at = int(raw)
-        if not expires_at:
-            try:
-                offer = self._codec.decode(value)
-            except DecodeError as exc:
-                self.metrics.undecodable.inc()
-                log.warning("offers record at %d/%d does not decode (%s); skipped",
-                            record.partition, record.offset, exc)
-                return None, 0
-            expires_at, accepted_at = offer["expires_at"], offer["login_accepted_at"]
-        return Change(record.key, value, expires_at), accepted_at
+        if expires_at and not self.progress.ready:
+            # Catching up: store the record as it is; it is rendered when first read.
+            return Change(record.key, value, expires_at), accepted_at
+        try:
+            offer = self._codec.decode(value)
+        except DecodeError as exc:
+            self.metrics.undecodable.inc()
+            log.warning("offers record at %d/%d does not decode (%s); skipped",
+                        record.partition, record.offset, exc)
+            return None, 0
+        # Live: render the JSON once now, so lookups serve stored bytes.
+        return (Change(record.key, orjson.dumps(offer), offer["expires_at"], is_json=True),
+                offer["login_accepted_at"])
 
     def _check_ready(self) -> None:
         behind = {p: target - self.progress.next_offsets.get(p, 0)

@@ -12,8 +12,15 @@ class CorruptOffer(RuntimeError):
     """A stored record that does not decode (the node logs it and answers 502)."""
 
 
+def avro_to_json(payload: bytes) -> bytes:
+    """The JSON an edge serves for an Avro offer record; DecodeError if it is not one."""
+    return orjson.dumps(offer_codec().decode(payload))
+
+
 def offer_json(stored: StoredOffer) -> bytes:
+    if stored.is_json:
+        return stored.payload
     try:
-        return orjson.dumps(offer_codec().decode(stored.payload))
+        return avro_to_json(stored.payload)
     except DecodeError as exc:
         raise CorruptOffer(str(exc)) from exc

@@ -3,9 +3,11 @@
 Layout (raw bytes keys and values):
 
 - ``<ticket_id>`` → 8-byte expiry (µs, big-endian) + 8-byte applied-at (µs)
-  + the offer exactly as it came off Kafka (Avro single-object encoding).
-  Storing the record as is keeps applying cheap (no decode per record while
-  bootstrapping a million offers); it is decoded when it is read.
+  + a format byte + the offer: ``J`` the JSON the node serves, or ``A`` the
+  Avro record exactly as it came off Kafka. A node that is catching up
+  (bootstrapping a million offers) stores Avro, which costs no decode; a
+  live node stores JSON, so a lookup serves bytes as they are. An Avro entry
+  is turned into JSON the first time it is read.
 - ``\\x00offset\\x00<partition>`` → the partition's next offset (8 bytes).
   Written in the same WriteBatch as the records it covers, so after any
   crash data and offsets agree: a restart resumes exactly where it stopped.
@@ -27,14 +29,17 @@ from rocksdict import Options, Rdict, WriteBatch
 OFFSET_PREFIX = b"\x00offset\x00"
 EXPIRY_PREFIX = b"\x01"
 _U64 = struct.Struct(">Q")
-_HEADER = struct.Struct(">QQ")
+_HEADER = struct.Struct(">QQc")
+JSON = b"J"
+AVRO = b"A"
 
 
 @dataclass(frozen=True)
 class StoredOffer:
     expires_at: int   # µs
     applied_at: int   # µs, when this node applied it
-    payload: bytes    # the Avro record as produced
+    payload: bytes    # JSON to serve, or the Avro record as produced
+    is_json: bool
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,7 @@ class Change:
     ticket_id: bytes
     payload: bytes | None  # None: a tombstone
     expires_at: int = 0
+    is_json: bool = False
 
 
 def _options() -> Options:
@@ -52,7 +58,7 @@ def _options() -> Options:
     opts.set_write_buffer_size(64 * 1024 * 1024)
     opts.set_max_write_buffer_number(4)
     opts.increase_parallelism(2)
-    opts.optimize_for_point_lookup(64)  # block cache MiB, bloom filters
+    opts.optimize_for_point_lookup(256)  # block cache MiB, bloom filters
     return opts
 
 
@@ -71,8 +77,12 @@ class OfferStore:
         raw = self._db.get(ticket_id)
         if raw is None:
             return None
-        expires_at, applied_at = _HEADER.unpack_from(raw)
-        return StoredOffer(expires_at, applied_at, raw[_HEADER.size:])
+        expires_at, applied_at, kind = _HEADER.unpack_from(raw)
+        return StoredOffer(expires_at, applied_at, raw[_HEADER.size:], kind == JSON)
+
+    def replace_with_json(self, ticket_id: bytes, stored: StoredOffer, body: bytes) -> None:
+        """Keep the rendered JSON of an offer that was stored as Avro (read once, render once)."""
+        self._db.put(ticket_id, _HEADER.pack(stored.expires_at, stored.applied_at, JSON) + body)
 
     def offsets(self) -> dict[int, int]:
         """Next offset to read, per partition, as stored with the data."""
@@ -95,12 +105,12 @@ class OfferStore:
         skipped (undecodable) still count as read.
         """
         batch = WriteBatch(raw_mode=True)
-        stamp = _U64.pack(applied_at)
         for change in changes:
             if change.payload is None:
                 batch.delete(change.ticket_id)
             else:
-                batch.put(change.ticket_id, _U64.pack(change.expires_at) + stamp + change.payload)
+                header = _HEADER.pack(change.expires_at, applied_at, JSON if change.is_json else AVRO)
+                batch.put(change.ticket_id, header + change.payload)
                 batch.put(EXPIRY_PREFIX + _U64.pack(change.expires_at) + change.ticket_id, b"")
         for partition, offset in next_offsets.items():
             batch.put(OFFSET_PREFIX + str(partition).encode(), _U64.pack(offset))
@@ -148,11 +158,11 @@ class OfferStore:
         return out
 
     def snapshot(self) -> dict[bytes, bytes]:
-        """ticket id → payload for every stored offer (for comparing nodes)."""
+        """ticket id → format byte + payload for every stored offer (for comparing nodes)."""
         out = {}
         it = self._db.iter()
         it.seek(b"\x02")
         while it.valid():
-            out[it.key()] = it.value()[_HEADER.size:]
+            out[it.key()] = it.value()[_HEADER.size - 1:]
             it.next()
         return out

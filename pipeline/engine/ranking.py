@@ -94,25 +94,33 @@ def _category_pool(region: str, category: str) -> tuple[tuple[float, Item], ...]
     return tuple(items[:POOL_PER_CATEGORY])
 
 
+@cache
+def _region_indexes(region: str) -> frozenset[int]:
+    return frozenset(it.index for _, it in _region_pool(region))
+
+
 def rank(user_id: str, region: str, view: UserView,
          size: int = OFFER_SIZE) -> list[tuple[Item, float]]:
     """The top ``size`` items with their scores, best first, ties broken by catalog order."""
-    candidates: dict[int, tuple[float, Item]] = {it.index: (base, it)
-                                                 for base, it in _region_pool(region)}
+    candidates = list(_region_pool(region))
     boosts: dict[str, float] = {}
-    for position, category in enumerate(view.recent_categories[: len(RECENT_BOOST)]):
-        boosts[category] = RECENT_BOOST[position]
-        for base, it in _category_pool(region, category):
-            candidates[it.index] = (base, it)
+    if view.recent_categories:
+        in_pool = _region_indexes(region)
+        for position, category in enumerate(view.recent_categories[: len(RECENT_BOOST)]):
+            boosts[category] = RECENT_BOOST[position]
+            candidates.extend(entry for entry in _category_pool(region, category)
+                              if entry[1].index not in in_pool)
     seed = zlib.crc32(user_id.encode())
-    scored = []
-    for index, (base, it) in candidates.items():
-        jitter = (((index + 1) * 2654435761 ^ seed) & 0xFFFF) / 65535.0
-        score = base + boosts.get(it.category, 0.0) + JITTER_WEIGHT * jitter
-        scored.append((round(score, 6), -index, it))
-    scored.sort(key=lambda s: (s[0], s[1]), reverse=True)
-    best = _pick_diverse(scored, size)
-    return [(it, score) for score, _, it in best]
+    weight = JITTER_WEIGHT / 65535.0
+    if boosts:
+        scored = [(base + boosts.get(it.category, 0.0)
+                   + weight * ((((it.index + 1) * 2654435761) ^ seed) & 0xFFFF), -it.index, it)
+                  for base, it in candidates]
+    else:
+        scored = [(base + weight * ((((it.index + 1) * 2654435761) ^ seed) & 0xFFFF), -it.index, it)
+                  for base, it in candidates]
+    scored.sort(reverse=True)  # (score, -index) are unique, so items are never compared
+    return [(it, round(score, 6)) for score, _, it in _pick_diverse(scored, size)]
 
 
 def known_categories() -> Sequence[str]:

@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-RECENT_LOGINS = 32       # full views remembered, for identical replays
-COUNTED_OFFSETS = 1024   # offsets remembered, for exact visit numbers on replay
+RECENT_LOGINS = 16       # full views remembered, for identical replays
+COUNTED_OFFSETS = 128    # offsets remembered, for exact visit numbers on replay
 RECENT_CATEGORIES = 5
 
 

@@ -18,7 +18,7 @@ def test_records_and_offsets_are_applied_together(tmp_path: Path) -> None:
     store.close()
     reopened = OfferStore(tmp_path)
     assert reopened.offsets() == {0: 5, 1: 9}
-    assert reopened.snapshot() == {b"t1": b"offer-1", b"t2": b"offer-2"}
+    assert reopened.snapshot() == {b"t1": b"Aoffer-1", b"t2": b"Aoffer-2"}
     reopened.close()
 
 
@@ -54,4 +54,18 @@ def test_a_renewed_offer_survives_the_sweep_of_its_old_expiry(tmp_path: Path) ->
     store.apply([Change(b"t", b"second", 10_000)], {0: 2}, 2)
     assert store.sweep_expired(now=5_000) == 0
     assert store.get(b"t").payload == b"second"  # type: ignore[union-attr]
+    store.close()
+
+
+def test_live_offers_are_stored_as_json_and_avro_ones_can_be_replaced(tmp_path: Path) -> None:
+    store = OfferStore(tmp_path)
+    store.apply([Change(b"live", b'{"a":1}', 100, is_json=True), Change(b"boot", b"avro", 100)],
+                {0: 2}, applied_at=7)
+    live, boot = store.get(b"live"), store.get(b"boot")
+    assert live is not None and live.is_json and live.payload == b'{"a":1}'
+    assert boot is not None and not boot.is_json
+    store.replace_with_json(b"boot", boot, b'{"b":2}')
+    again = store.get(b"boot")
+    assert again is not None and again.is_json and again.payload == b'{"b":2}'
+    assert (again.expires_at, again.applied_at) == (100, 7)
     store.close()
