@@ -74,7 +74,7 @@ class Materializer:
             bootstrap_servers=self.bootstrap_servers, group_id=None, enable_auto_commit=False,
             auto_offset_reset="earliest", metadata_max_age_ms=10_000,
             fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=8 * 1024 * 1024,
-            fetch_max_wait_ms=50, check_crcs=False)
+            fetch_max_wait_ms=5, check_crcs=False)
         self._admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
         try:
             await self._connect()

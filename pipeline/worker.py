@@ -52,7 +52,9 @@ def now_us() -> int:
 
 
 def _broker_url(bootstrap: str) -> str:
-    return ";".join(f"kafka://{server.strip()}" for server in bootstrap.split(","))
+    # The "positioning" transport is Faust's aiokafka driver with short fetch waits
+    # (pipeline/transport.py).
+    return ";".join(f"positioning://{server.strip()}" for server in bootstrap.split(","))
 
 
 class PoisonMessage(Exception):

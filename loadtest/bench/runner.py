@@ -253,15 +253,11 @@ class Bench:
         seconds = 5 if self.quick else 10
         try:
             for rate in rates:
-                self.say(f"pipeline: {rate} logins/s for {seconds}s through origin, worker, 2 edges")
+                self.say(f"pipeline: {rate} logins/s for {seconds}s through origin, worker, 2 edges"
+                         " (after a 2 s warm-up at that rate)")
+                self._login_load(settings, rate, 2, self.root / f"warmup-{rate}.tsv")
                 out = self.root / f"logins-{rate}.tsv"
-                load = subprocess.run(
-                    [sys.executable, "-m", "loadtest.bench.login_load", "--port",
-                     str(settings.origin_port), "--rate", str(rate), "--seconds", str(seconds),
-                     "--out", str(out)], capture_output=True, text=True, timeout=seconds * 10 + 60)
-                if load.returncode != 0:
-                    raise RuntimeError(f"login load failed: {load.stderr[-2000:]}")
-                sent = json.loads(load.stdout.strip().splitlines()[-1])
+                sent = self._login_load(settings, rate, seconds, out)
                 logins = [(t, int(a)) for t, a in
                           (line.split("\t") for line in out.read_text().splitlines())]
                 lags = asyncio.run(self._applied_times(settings, logins))
@@ -276,6 +272,16 @@ class Bench:
         finally:
             stack.down()
         return results
+
+    def _login_load(self, settings: Settings, rate: int, seconds: float, out: Path) -> dict[str, Any]:
+        """Open-loop logins from a separate process; returns its summary."""
+        load = subprocess.run(
+            [sys.executable, "-m", "loadtest.bench.login_load", "--port", str(settings.origin_port),
+             "--rate", str(rate), "--seconds", str(seconds), "--out", str(out)],
+            capture_output=True, text=True, timeout=seconds * 10 + 60)
+        if load.returncode != 0:
+            raise RuntimeError(f"login load failed: {load.stderr[-2000:]}")
+        return json.loads(load.stdout.strip().splitlines()[-1])
 
     def _throughput(self, settings: Settings, count: int) -> dict[str, Any]:
         eu = f"http://127.0.0.1:{settings.edge_ports['eu']}/readyz"
