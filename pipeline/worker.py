@@ -119,12 +119,6 @@ def create_app(settings: Settings) -> faust.App:
     )
     logins = app.topic(settings.logins_topic, key_serializer="raw", value_serializer="raw",
                        partitions=settings.partitions)
-    # Offers are encoded before sending, so an offer that does not encode is
-    # dead-lettered instead of failing inside the producer.
-    offers_raw = app.topic(settings.offers_topic, key_serializer="raw", value_serializer="raw",
-                           partitions=settings.partitions)
-    dlq = app.topic(settings.dlq_topic, key_serializer="raw", value_serializer="raw",
-                    partitions=settings.partitions)
     users = app.Table("user-state", default=None, partitions=settings.partitions,
                       key_type=str)
     codec = login_codec()
@@ -134,17 +128,22 @@ def create_app(settings: Settings) -> faust.App:
     in_flight: set[asyncio.Task[None]] = set()
     expiry_ready = asyncio.Event()
 
-    async def send_until_acked(topic: faust.TopicT, **kwargs: Any) -> None:
-        """Produce one record and wait for the broker's ack, retrying broker errors."""
+    async def send_until_acked(topic: str, key: bytes, value: bytes | None,
+                               headers: list[tuple[str, bytes]] | None = None) -> None:
+        """Produce one record and wait for the broker's ack, retrying broker errors.
+
+        Straight to the app's producer: Faust's Topic.send would attach the
+        record to the current event (sent only at ack, which here waits for
+        this very send) and costs a good share of the worker's CPU per record.
+        """
         for attempt in range(10_000):
             try:
-                fut = await topic.send(force=True, **kwargs)
-                await fut
+                delivery = await app.producer.send(topic, key, value, None, None, headers)
+                await delivery
                 return
             except Exception as exc:  # the broker or network failed: retry, loudly
                 delay = RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)]
-                log.error("send to %s failed (%r); retrying in %.1fs", topic.get_topic_name(),
-                          exc, delay)
+                log.error("send to %s failed (%r); retrying in %.1fs", topic, exc, delay)
                 await asyncio.sleep(delay)
 
     async def dead_letter(event: EventT, error: Exception, stage: str) -> None:
@@ -160,7 +159,7 @@ def create_app(settings: Settings) -> faust.App:
         ]
         log.warning("dead letter from %s[%d]@%d: %s: %s", message.topic, message.partition,
                     message.offset, type(error).__name__, error)
-        await send_until_acked(dlq, key=message.key, value=message.value, headers=headers)
+        await send_until_acked(settings.dlq_topic, message.key, message.value, headers)
 
     async def finish(stream: StreamT, event: EventT, offer: dict[str, Any]) -> None:
         """The slow half of one login: model call, then produce the offer, then ack."""
@@ -176,8 +175,8 @@ def create_app(settings: Settings) -> faust.App:
             # Headers let edges index and measure the offer without decoding it.
             headers = [("expires_at", str(offer["expires_at"]).encode()),
                        ("login_accepted_at", str(offer["login_accepted_at"]).encode())]
-            await send_until_acked(offers_raw, key=offer["ticket_id"].encode(), value=value,
-                                   headers=headers)
+            await send_until_acked(settings.offers_topic, offer["ticket_id"].encode(), value,
+                                   headers)
             expiries.push(offer["expires_at"], offer["ticket_id"])
         finally:
             await stream.ack(event)
@@ -244,7 +243,7 @@ def create_app(settings: Settings) -> faust.App:
                         expiries.push(entry["expires_at"], entry["ticket_id"])
             expiry_ready.set()
         for ticket_id in expiries.pop_due(now_us()):
-            await send_until_acked(offers_raw, key=ticket_id.encode(), value=None)
+            await send_until_acked(settings.offers_topic, ticket_id.encode(), None)
 
     app.conf.positioning_settings = settings  # type: ignore[attr-defined]
     return app

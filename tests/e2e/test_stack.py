@@ -172,3 +172,20 @@ def test_down_leaves_no_process_and_no_port(kafka_bootstrap: str, tmp_path: Path
             Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] == "Z"
     ports = [settings.origin_port, *settings.edge_ports.values()]
     assert not any(port_in_use("127.0.0.1", port) for port in ports)
+
+
+def test_up_names_the_component_that_cannot_start(kafka_bootstrap: str, tmp_path: Path) -> None:
+    import socket
+
+    settings = unique_settings(kafka_bootstrap, tmp_path, origin_port=free_port(),
+                               edges=(f"eu={free_port()}", f"us={free_port()}"))
+    local = LocalStack(settings)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", settings.origin_port))
+        squatter.listen()
+        result = local.cli("up")
+    try:
+        assert result.returncode == 1
+        assert "origin" in result.stderr and "already in use" in result.stderr
+    finally:
+        local.cli("down")

@@ -185,3 +185,34 @@ async def test_edge_killed_mid_ingestion_resumes_exactly(kafka_bootstrap: str, t
     finally:
         a.close()
         b.close()
+
+
+async def test_partitions_added_later_are_materialized(kafka_bootstrap: str, tmp_path: Path) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
+
+    settings = unique_settings(kafka_bootstrap, tmp_path, partitions=2)
+    await ensure_topics(settings)
+    edge = Edge(settings, "grow", tmp_path).start()
+    try:
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+        await admin.start()
+        try:
+            await admin.create_partitions({settings.offers_topic: NewPartitions(total_count=4)})
+        finally:
+            await admin.close()
+        async with OfferFeed(settings) as feed:
+            ticket = feed.signer.issue()
+            _, offer = await feed.publish(ticket)  # placed by key; now also new partitions exist
+            tickets = [feed.signer.issue() for _ in range(40)]
+            for t in tickets:
+                await feed.publish(t)
+
+        def all_partitions_followed() -> bool:
+            return set(edge.readyz()["lag"]) == {"0", "1", "2", "3"}
+        wait_until(all_partitions_followed, 30, "the edge to follow the new partitions")
+        async with httpx.AsyncClient(timeout=20) as http:
+            for t in tickets:
+                r = await http.get(f"{edge.url}/offers/{t.token}", params={"wait": 15})
+                assert r.status_code == 200
+    finally:
+        edge.component.stop()

@@ -174,3 +174,65 @@ def test_broker_down_gets_503_and_no_ticket(kafka_bootstrap: str, tmp_path: Path
         assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 503
     finally:
         origin.stop()
+
+
+async def test_expired_tickets_get_tombstones(kafka_bootstrap: str, tmp_path: Path) -> None:
+    settings = unique_settings(kafka_bootstrap, tmp_path, ticket_ttl_s=2, expiry_sweep_s=0.5)
+    await ensure_topics(settings)
+    from loadtest.produce import produce
+
+    worker = start_worker(settings, tmp_path / "logs")
+    try:
+        summary = await produce(settings, count=5, rate=0, users=5, progress=False,
+                                keep_tickets=True)
+        signer = TicketSigner.from_spec(settings.ticket_secret, 2)
+        ticket_ids = [signer.verify(t).ticket_id for t in summary.tickets]
+        async with OfferReader(settings) as reader:
+            await reader.wait_for(ticket_ids)
+
+            async def all_tombstoned() -> bool:
+                await reader.poll()
+                return all(t in reader.offers and reader.offers[t] is None for t in ticket_ids)
+            await wait_until_async(all_tombstoned, 30, "tombstones for the expired tickets")
+    finally:
+        worker.stop()
+
+
+def test_faust_command_line_runs_the_worker(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """`faust -A pipeline.app worker -l info` is the same worker, built from the environment."""
+    import os
+    import subprocess
+    import sys
+
+    settings = unique_settings(kafka_bootstrap, tmp_path)
+    asyncio.run(ensure_topics(settings))
+    log_path = tmp_path / "faust.log"
+    faust = Path(sys.executable).with_name("faust")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([str(faust), "-A", "pipeline.app", "worker", "-l", "info"],
+                                env={**os.environ, **settings.to_env()}, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        from tests.helpers import wait_until
+        wait_until(lambda: b"Worker]: Ready" in log_path.read_bytes() or proc.poll() is not None,
+                   90, "the faust command's worker to be ready")
+        assert proc.poll() is None, log_path.read_text()[-3000:]
+        stack_origin = Component("origin", ["origin"], settings.replace(origin_port=free_port()),
+                                 tmp_path).start()
+        try:
+            url = f"http://127.0.0.1:{stack_origin.env['POSITIONING_ORIGIN_PORT']}"
+            stack_origin.wait_http_ok(f"{url}/readyz", timeout=30)
+            accepted = httpx.post(f"{url}/login", json={"user_id": "via-faust", "ip": "8.8.8.8"},
+                                  timeout=10).json()
+
+            async def read() -> dict[str, Any]:
+                async with OfferReader(settings) as reader:
+                    return await reader.wait_for([accepted["ticket_id"]])
+            offer = asyncio.run(read())[accepted["ticket_id"]]
+            assert offer["currency"] == "USD"
+        finally:
+            stack_origin.stop()
+    finally:
+        import signal
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)

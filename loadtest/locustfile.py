@@ -1,0 +1,48 @@
+"""Load-test your own deployment with Locust: log in at the origin, then fetch the offer at an edge.
+
+    pip install locust
+    locust -f loadtest/locustfile.py --host http://ORIGIN:8000 \\
+        --headless -u 200 -r 20 -t 2m
+
+Environment:
+    POSITIONING_EDGE_URL   the edge users are near (default http://127.0.0.1:8100)
+    POSITIONING_GAP_S      seconds a user spends between login and wanting the offer (default 1)
+
+Each simulated user logs in (``POST /login``), waits the gap, then reads its
+offer at the edge with ``?wait=10`` (the positioned way). Locust reports the
+two requests separately; the edge request's time is what the user waits
+after navigating. Locust is not a dependency of the project: install it
+where you run the load.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import gevent
+from locust import HttpUser, between, task
+
+EDGE_URL = os.environ.get("POSITIONING_EDGE_URL", "http://127.0.0.1:8100").rstrip("/")
+GAP_S = float(os.environ.get("POSITIONING_GAP_S", "1"))
+# Addresses in a few countries, so offers come in several currencies.
+IPS = ("81.2.69.160", "133.11.0.1", "8.8.8.8", "85.214.132.117", "200.147.67.142", "1.1.1.1")
+
+
+class PositionedUser(HttpUser):
+    wait_time = between(1, 3)
+
+    @task
+    def login_then_fetch_offer(self) -> None:
+        user_id = f"locust-{random.randrange(1_000_000)}"
+        with self.client.post("/login", json={"user_id": user_id, "ip": random.choice(IPS)},
+                              name="POST /login", catch_response=True) as login:
+            if login.status_code != 202:
+                login.failure(f"login answered {login.status_code}")
+                return
+            ticket = login.json()["ticket"]
+        gevent.sleep(GAP_S)  # the user reads the next page; cooperative under Locust
+        with self.client.get(f"{EDGE_URL}/offers/{ticket}", params={"wait": 10},
+                             name="GET edge /offers/{ticket}", catch_response=True) as offer:
+            if offer.status_code != 200:
+                offer.failure(f"edge answered {offer.status_code}: {offer.text[:100]}")
