@@ -154,12 +154,13 @@ class Materializer:
         changes: list[Change] = []
         next_offsets: dict[int, int] = {}
         login_times: list[int] = []
+        live = self.progress.ready  # positioning latency means something only when live
         for tp, records in batches.items():
             for record in records:
                 change, accepted_at = self._to_change(record)
                 if change is not None:
                     changes.append(change)
-                    if accepted_at:
+                    if accepted_at and live:
                         login_times.append(accepted_at)
             if records:
                 next_offsets[tp.partition] = records[-1].offset + 1

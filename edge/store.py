@@ -11,10 +11,12 @@ Layout (raw bytes keys and values):
 - ``\\x00offset\\x00<partition>`` → the partition's next offset (8 bytes).
   Written in the same WriteBatch as the records it covers, so after any
   crash data and offsets agree: a restart resumes exactly where it stopped.
-- ``\\x01<expiry><ticket_id>`` → empty: an index by expiry, so sweeping
-  expired offers reads only what is due.
 
-Ticket ids are base64url, so they never start with ``\\x00`` or ``\\x01``.
+Expired offers are never served (the ticket says when it expires, and so does
+the entry); they are swept out for space by a cursor that walks the store a
+slice at a time, so applying a record costs one put, not two.
+
+Ticket ids are base64url, so they never start with ``\\x00``.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pathlib import Path
 from rocksdict import Options, Rdict, WriteBatch
 
 OFFSET_PREFIX = b"\x00offset\x00"
-EXPIRY_PREFIX = b"\x01"
+FIRST_OFFER_KEY = b"\x02"  # above the offsets, below every base64url ticket id
 _U64 = struct.Struct(">Q")
 _HEADER = struct.Struct(">QQc")
 JSON = b"J"
@@ -42,7 +44,7 @@ class StoredOffer:
     is_json: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Change:
     """One record of the offers topic, ready to apply."""
 
@@ -69,6 +71,7 @@ class OfferStore:
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._db = Rdict(str(path / "offers.rocksdb"), options=_options(), column_families=None)
+        self._sweep_from = FIRST_OFFER_KEY
 
     def close(self) -> None:
         self._db.close()
@@ -111,47 +114,45 @@ class OfferStore:
             else:
                 header = _HEADER.pack(change.expires_at, applied_at, JSON if change.is_json else AVRO)
                 batch.put(change.ticket_id, header + change.payload)
-                batch.put(EXPIRY_PREFIX + _U64.pack(change.expires_at) + change.ticket_id, b"")
         for partition, offset in next_offsets.items():
             batch.put(OFFSET_PREFIX + str(partition).encode(), _U64.pack(offset))
         if not batch.is_empty():
             self._db.write(batch)
 
-    def sweep_expired(self, now: int, limit: int = 10_000) -> int:
-        """Delete offers that expired before ``now`` (µs); returns how many."""
+    def sweep_expired(self, now: int, limit: int = 20_000) -> int:
+        """Delete expired offers among the next ``limit`` entries; returns how many.
+
+        Called repeatedly, the cursor walks the whole store and starts over.
+        """
         batch = WriteBatch(raw_mode=True)
-        removed = 0
+        removed = seen = 0
         it = self._db.iter()
-        it.seek(EXPIRY_PREFIX)
-        while it.valid() and removed < limit:
+        it.seek(self._sweep_from)
+        while seen < limit:
+            if not it.valid():
+                self._sweep_from = FIRST_OFFER_KEY  # wrap around
+                break
             key = it.key()
-            if not key.startswith(EXPIRY_PREFIX):
-                break
-            expires_at = _U64.unpack_from(key, 1)[0]
-            if expires_at > now:
-                break
-            ticket_id = key[1 + _U64.size:]
-            current = self._db.get(ticket_id)
-            # Only if the stored offer is the one this index entry describes.
-            if current is not None and _U64.unpack_from(current)[0] == expires_at:
-                batch.delete(ticket_id)
+            if _U64.unpack_from(it.value())[0] <= now:
+                batch.delete(key)
                 removed += 1
-            batch.delete(key)
+            seen += 1
             it.next()
-        if not batch.is_empty():
+        else:
+            self._sweep_from = key + b"\x00"
+        if removed:
             self._db.write(batch)
         return removed
 
     def estimated_count(self) -> int:
-        """RocksDB's estimate of keys, less the index and offsets (halved: one index per offer)."""
-        keys = self._db.property_int_value("rocksdb.estimate-num-keys") or 0
-        return max(0, int(keys) // 2)
+        """RocksDB's estimate of stored offers."""
+        return int(self._db.property_int_value("rocksdb.estimate-num-keys") or 0)
 
     def ticket_ids(self) -> list[bytes]:
         """Every stored ticket id (for tests and tools; reads the whole store)."""
         out = []
         it = self._db.iter()
-        it.seek(b"\x02")
+        it.seek(FIRST_OFFER_KEY)
         while it.valid():
             out.append(it.key())
             it.next()
@@ -161,7 +162,7 @@ class OfferStore:
         """ticket id → format byte + payload for every stored offer (for comparing nodes)."""
         out = {}
         it = self._db.iter()
-        it.seek(b"\x02")
+        it.seek(FIRST_OFFER_KEY)
         while it.valid():
             out[it.key()] = it.value()[_HEADER.size - 1:]
             it.next()
