@@ -99,7 +99,7 @@ def create_app(settings: Settings) -> faust.App:
         settings.worker_id,
         broker=_broker_url(settings.bootstrap_servers),
         store="rocksdb://",
-        datadir=str(settings.home / "worker"),
+        datadir=str(settings.worker_data_dir or settings.home / "worker"),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         topic_allow_declare=True,

@@ -54,6 +54,8 @@ class Settings:
     model_latency_ms: float = 0.0
     # Worker.
     worker_id: str = "positioning-worker"
+    # Each worker process needs a state directory of its own (RocksDB locks it).
+    worker_data_dir: Path | None = None  # default: <home>/worker
     worker_web_port: int = 6066
     expiry_sweep_s: float = 10.0
     tombstone_horizon_s: int = 24 * 3600
@@ -175,6 +177,7 @@ ENV_VARS: dict[str, tuple[str, Any]] = {
     "login_timeout_s": ("POSITIONING_LOGIN_TIMEOUT", _non_negative_float),
     "model_latency_ms": ("POSITIONING_MODEL_LATENCY_MS", _non_negative_float),
     "worker_id": ("POSITIONING_WORKER_ID", str),
+    "worker_data_dir": ("POSITIONING_WORKER_DATA_DIR", Path),
     "worker_web_port": ("POSITIONING_WORKER_WEB_PORT", int),
     "expiry_sweep_s": ("POSITIONING_EXPIRY_SWEEP", _non_negative_float),
     "tombstone_horizon_s": ("POSITIONING_TOMBSTONE_HORIZON", _positive_int),
