@@ -35,7 +35,7 @@ def render_html(report: dict[str, Any], table: str) -> str:
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
         "<title>content-positioning story</title>"
         "<style>body{font-family:sans-serif;max-width:820px;margin:2em auto}"
-        "pre{background:#f4f4f4;padding:1em}</style></head><body>"
+        "pre{background:#f4f4f4;padding:1em;white-space:pre-wrap}</style></head><body>"
         "<h1>Time a user waits for a personal offer</h1>"
         f"{_bars(report)}<pre>{html.escape(table)}</pre>"
         "</body></html>"
