@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from hdrh.histogram import HdrHistogram
 from tqdm import tqdm
 
 from loadtest.proxy import DelayProxy, Link
 from loadtest.report_html import render_html
+from loadtest.stats import latency_summary
 from loadtest.synthetic import ips_by_country
 from positioning.settings import Settings
 
@@ -53,23 +53,6 @@ class Timings:
     waits_us: dict[str, list[int]] = field(default_factory=lambda: {w: [] for w in WAYS})
     positioning_lag_us: list[int] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-
-
-def _summary(values_us: list[int]) -> dict[str, float]:
-    if not values_us:
-        return {"n": 0}
-    histogram = HdrHistogram(1, 120_000_000, 3)
-    for v in values_us:
-        histogram.record_value(max(1, v))
-    ms = 1000.0
-    return {
-        "n": len(values_us),
-        "p50_ms": histogram.get_value_at_percentile(50) / ms,
-        "p95_ms": histogram.get_value_at_percentile(95) / ms,
-        "p99_ms": histogram.get_value_at_percentile(99) / ms,
-        "max_ms": histogram.get_max_value() / ms,
-        "mean_ms": histogram.get_mean_value() / ms,
-    }
 
 
 class Story:
@@ -166,7 +149,7 @@ class Story:
             bar.close()
             await self.origin_proxy.stop()
             await self.edge_proxy.stop()
-        ways = {w: _summary(v) for w, v in self.timings.waits_us.items()}
+        ways = {w: latency_summary(v) for w, v in self.timings.waits_us.items()}
         speedup = {w: round(ways["sync"]["p50_ms"] / ways[w]["p50_ms"], 2)
                    for w in ("positioned", "pushed")
                    if ways[w].get("n") and ways["sync"].get("n")}
@@ -178,7 +161,7 @@ class Story:
             "model_latency_ms": model_latency,
             "ways": ways,
             "speedup_p50_vs_sync": speedup,
-            "positioning_lag": _summary(self.timings.positioning_lag_us),
+            "positioning_lag": latency_summary(self.timings.positioning_lag_us),
             "errors": self.timings.errors,
         }
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,8 +21,9 @@ from pathlib import Path
 
 import httpx
 
-from positioning.broker.local import LocalBroker, _pid_alive
+from positioning.broker.local import LocalBroker
 from positioning.broker.probe import port_in_use
+from positioning.processes import kill, read_pid, runs_with, terminate
 from positioning.settings import Settings
 from positioning.topics import ensure_topics
 
@@ -66,18 +66,10 @@ class Stack:
 
     def pid(self, component: Component) -> int | None:
         """The component's pid if it is running (a stale pid file counts as not)."""
-        try:
-            pid = int(self._pid_file(component.name).read_text())
-        except (OSError, ValueError):
+        pid = read_pid(self._pid_file(component.name))
+        if pid is None or not runs_with(pid, ["positioning.cli", *component.args]):
             return None
-        if not _pid_alive(pid):
-            return None
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            return None
-        wanted = [a.encode() for a in component.args]
-        return pid if all(w in cmdline for w in wanted) and b"positioning.cli" in cmdline else None
+        return pid
 
     def _start(self, component: Component) -> tuple[subprocess.Popen[bytes], int]:
         if component.port is not None and port_in_use(self.settings.origin_host, component.port):
@@ -154,15 +146,13 @@ class Stack:
         pid = self.pid(component)
         self._pid_file(component.name).unlink(missing_ok=True)
         if pid is not None:
-            _terminate(pid, timeout)
+            terminate(pid, timeout)
 
     def kill_component(self, component: Component) -> None:
         """SIGKILL, as a crash would (the pid file stays, stale)."""
         pid = self.pid(component)
         if pid is not None:
-            os.killpg(pid, signal.SIGKILL)
-            while _pid_alive(pid):
-                time.sleep(0.02)
+            kill(pid)
 
     def down(self, timeout: float = 20) -> None:
         for component in reversed(components(self.settings)):
@@ -170,7 +160,7 @@ class Stack:
             self._pid_file(component.name).unlink(missing_ok=True)
             if pid is None:
                 continue
-            _terminate(pid, timeout)
+            terminate(pid, timeout)
             self.say(f"{component.name:<10} stopped")
         if not self.settings.uses_external_kafka:
             if LocalBroker(self.settings).stop():
@@ -182,20 +172,6 @@ class Stack:
 
     def status(self) -> dict[str, int | None]:
         return {c.name: self.pid(c) for c in components(self.settings)}
-
-
-def _terminate(pid: int, timeout: float) -> None:
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while _pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if _pid_alive(pid):
-        os.killpg(pid, signal.SIGKILL)
-        while _pid_alive(pid):
-            time.sleep(0.05)
 
 
 def tail(path: Path, lines: int = 25) -> str:

@@ -24,10 +24,10 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaProducer
-from hdrh.histogram import HdrHistogram
 
 from loadtest.bench import wrk
 from loadtest.produce import produce
+from loadtest.stats import latency_summary
 from pipeline.engine.offers import compute_offer
 from pipeline.engine.state import new_user_view
 from pipeline.tickets import TicketSigner
@@ -62,17 +62,6 @@ def _free_pair() -> int:
                 return port
             except OSError:
                 continue
-
-
-def _percentiles(values_us: list[int]) -> dict[str, float]:
-    if not values_us:
-        return {"n": 0}
-    h = HdrHistogram(1, 600_000_000, 3)
-    for v in values_us:
-        h.record_value(max(1, v))
-    return {"n": len(values_us), "p50_ms": h.get_value_at_percentile(50) / 1000,
-            "p95_ms": h.get_value_at_percentile(95) / 1000,
-            "p99_ms": h.get_value_at_percentile(99) / 1000, "max_ms": h.get_max_value() / 1000}
 
 
 class Bench:
@@ -263,8 +252,8 @@ class Bench:
                 lags = asyncio.run(self._applied_times(settings, logins))
                 results["positioning"][str(rate)] = {
                     "load": sent,
-                    "edges": {r: _percentiles(v) for r, v in lags.items()},
-                    "all": _percentiles([x for v in lags.values() for x in v]),
+                    "edges": {r: latency_summary(v) for r, v in lags.items()},
+                    "all": latency_summary([x for v in lags.values() for x in v]),
                 }
             count = 20_000 if self.quick else 100_000
             self.say(f"pipeline: {count:,} logins as fast as `produce` sends them")

@@ -9,9 +9,7 @@ so that ``stop`` can signal the whole group.
 from __future__ import annotations
 
 import base64
-import os
 import shutil
-import signal
 import subprocess
 import time
 import uuid
@@ -20,6 +18,7 @@ from pathlib import Path
 
 from positioning.broker import jars
 from positioning.broker.probe import answers_metadata, port_in_use
+from positioning.processes import read_pid, runs_with, terminate
 from positioning.settings import Settings
 
 
@@ -49,21 +48,6 @@ def _random_cluster_id() -> str:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         if not cluster_id.startswith("-"):
             return cluster_id
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (exited, not yet reaped) counts as dead.
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 class LocalBroker:
@@ -131,20 +115,11 @@ class LocalBroker:
 
     # -- state ---------------------------------------------------------------
     def _read_pid(self) -> int | None:
-        try:
-            return int(self.pid_file.read_text().strip())
-        except (OSError, ValueError):
-            return None
+        return read_pid(self.pid_file)
 
     def _is_our_broker(self, pid: int) -> bool:
         """The pid is alive and is a kafka.Kafka started with our config file."""
-        if not _pid_alive(pid):
-            return False
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            return False
-        return b"kafka.Kafka" in cmdline and str(self.config_file).encode() in cmdline
+        return runs_with(pid, ["kafka.Kafka", str(self.config_file)])
 
     def status(self) -> BrokerStatus:
         pid = self._read_pid()
@@ -230,25 +205,9 @@ class LocalBroker:
         if pid is None or not self._is_our_broker(pid):
             self.pid_file.unlink(missing_ok=True)
             return False
-        self._signal(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and _pid_alive(pid):
-            time.sleep(0.1)
-        if _pid_alive(pid):
-            self._signal(pid, signal.SIGKILL)
-            while _pid_alive(pid):
-                time.sleep(0.05)
+        terminate(pid, timeout_s)
         self.pid_file.unlink(missing_ok=True)
         return True
-
-    @staticmethod
-    def _signal(pid: int, sig: signal.Signals) -> None:
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            os.kill(pid, sig)
 
     def log_tail(self, lines: int = 30) -> str:
         try:
