@@ -26,13 +26,16 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
-from edge.materializer import Materializer, now_us
+from edge.fast_path import FastLookupPath
+from edge.lookup import Answer, Lookups
+from edge.materializer import Materializer
 from edge.metrics import EdgeMetrics
-from edge.render import CorruptOffer, offer_json
-from edge.store import OfferStore, StoredOffer
+from edge.render import CorruptOffer
+from edge.store import OfferStore
 from edge.waiters import TooManyWaiters, Waiters
-from pipeline.tickets import Ticket, TicketError, TicketSigner, signer_from_settings
+from pipeline.tickets import TicketSigner, signer_from_settings
 from positioning.settings import DEV_TICKET_SECRET, Settings
 
 log = logging.getLogger(__name__)
@@ -102,45 +105,14 @@ def _json(body: Any, status: int, headers: dict[str, str]) -> Response:
 
 
 def create_app(settings: Settings, region: str, data_dir: Path,
-               signer: TicketSigner | None = None) -> Starlette:
+               signer: TicketSigner | None = None) -> ASGIApp:
+    """The edge's ASGI app: a fast path for plain lookups in front of the Starlette app."""
     node = EdgeNode(settings, region, data_dir, signer)
-    lookups = node.metrics.lookup_seconds
-    observe_found = lookups.labels(region, "found").observe
-    observe_pending = lookups.labels(region, "pending").observe
-    observe_rejected = lookups.labels(region, "rejected").observe
+    lookups = Lookups(node)
 
-    def verify(request: Request) -> Ticket | Response:
-        try:
-            return node.signer.verify(request.path_params["ticket"])
-        except TicketError as exc:
-            return _json({"status": "rejected", "error": str(exc)}, exc.status_code,
-                         node.headers(request))
-
-    def render(key: bytes, stored: StoredOffer) -> bytes:
-        """The offer's JSON; an Avro entry is rendered once and kept as JSON."""
-        body = offer_json(stored)
-        if not stored.is_json and node.store is not None:
-            node.store.replace_with_json(key, stored, body)
-        return body
-
-    def found(request: Request, key: bytes, stored: StoredOffer, started: float) -> Response:
-        try:
-            body = render(key, stored)
-        except CorruptOffer as exc:
-            log.error("stored offer does not decode: %s", exc)
-            return _json({"status": "error", "error": "the stored offer is corrupt"}, 502,
-                         node.headers(request))
-        elapsed = time.perf_counter() - started
-        since_apply_ms = max(0, now_us() - stored.applied_at) / 1000
-        timing = f"lookup;dur={elapsed * 1000:.3f}, since-apply;dur={since_apply_ms:.3f}"
-        observe_found(elapsed)
-        return Response(body, media_type="application/json",
-                        headers=node.headers(request, **{"server-timing": timing,
-                                                         "x-offer-applied-at": str(stored.applied_at)}))
-
-    def pending(request: Request, ticket: Ticket) -> Response:
-        return _json({"status": "pending", "ticket_id": ticket.ticket_id,
-                      "expires_at": ticket.expires_at_us}, 404, node.headers(request))
+    def respond(request: Request, answer: Answer) -> Response:
+        return Response(answer.body, status_code=answer.status, media_type="application/json",
+                        headers=node.headers(request, **dict(answer.headers)))
 
     def wait_seconds(request: Request) -> float | Response:
         if not request.scope["query_string"]:
@@ -159,10 +131,9 @@ def create_app(settings: Settings, region: str, data_dir: Path,
 
     async def get_offer(request: Request) -> Response:
         started = time.perf_counter()
-        ticket = verify(request)
-        if isinstance(ticket, Response):
-            observe_rejected(time.perf_counter() - started)
-            return ticket
+        ticket = lookups.verify(request.path_params["ticket"], started)
+        if isinstance(ticket, Answer):
+            return respond(request, ticket)
         wait = wait_seconds(request)
         if isinstance(wait, Response):
             return wait
@@ -177,15 +148,12 @@ def create_app(settings: Settings, region: str, data_dir: Path,
             except TooManyWaiters:
                 return _json({"status": "busy", "error": "too many waiting requests"}, 503,
                              node.headers(request, **{"retry-after": "1"}))
-        if stored is None or stored.expires_at <= now_us():
-            observe_pending(time.perf_counter() - started)
-            return pending(request, ticket)
-        return found(request, key, stored, started)
+        return respond(request, lookups.answer(ticket, stored, started))
 
     async def offer_events(request: Request) -> Response:
-        ticket = verify(request)
-        if isinstance(ticket, Response):
-            return ticket
+        ticket = lookups.verify(request.path_params["ticket"], time.perf_counter())
+        if isinstance(ticket, Answer):
+            return respond(request, ticket)
         assert node.store is not None
         key = ticket.ticket_id.encode()
         lifetime = min(settings.edge_sse_lifetime_s, max(0.0, ticket.expires_at_ms / 1000 - time.time()))
@@ -209,7 +177,7 @@ def create_app(settings: Settings, region: str, data_dir: Path,
                     yield b"event: timeout\ndata: {\"status\": \"pending\"}\n\n"
                     return
                 try:
-                    body = render(key, stored)
+                    body = lookups.render(key, stored)
                 except CorruptOffer:
                     yield b"event: error\ndata: {\"error\": \"the stored offer is corrupt\"}\n\n"
                     return
@@ -247,12 +215,15 @@ def create_app(settings: Settings, region: str, data_dir: Path,
         finally:
             await node.stop()
 
-    app = Starlette(routes=[
+    starlette = Starlette(routes=[
         Route("/offers/{ticket}", get_offer),
         Route("/offers/{ticket}/events", offer_events),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),
     ], lifespan=lifespan)
-    app.state.node = node
+    starlette.state.node = node
+    app = FastLookupPath(starlette, lambda: lookups if node.store is not None else None,
+                         node.base_headers, node.allowed_origins)
+    app.state = starlette.state  # type: ignore[attr-defined]
     return app

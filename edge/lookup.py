@@ -1,0 +1,94 @@
+"""Answering an offer lookup, independent of the web framework.
+
+Both the Starlette route (with ``?wait`` and the event stream) and the plain
+ASGI fast path (``edge/fast_path.py``) use these functions, so the rules
+(ticket first, then storage; expired never served; Avro rendered once) live
+in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from edge.render import CorruptOffer, offer_json
+from edge.store import StoredOffer
+from pipeline.tickets import Ticket, TicketError
+
+if TYPE_CHECKING:
+    from edge.app import EdgeNode
+
+log = logging.getLogger(__name__)
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """Status, JSON body and the headers particular to this answer."""
+
+    status: int
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def json_answer(status: int, body: Any, *headers: tuple[str, str]) -> Answer:
+    return Answer(status, orjson.dumps(body), headers)
+
+
+class Lookups:
+    def __init__(self, node: EdgeNode) -> None:
+        self.node = node
+        histogram = node.metrics.lookup_seconds
+        self.observe_found = histogram.labels(node.region, "found").observe
+        self.observe_pending = histogram.labels(node.region, "pending").observe
+        self.observe_rejected = histogram.labels(node.region, "rejected").observe
+
+    def verify(self, token: str, started: float) -> Ticket | Answer:
+        """The ticket, or the 400/401/410 answer; storage is not touched."""
+        try:
+            return self.node.signer.verify(token)
+        except TicketError as exc:
+            self.observe_rejected(time.perf_counter() - started)
+            return json_answer(exc.status_code, {"status": "rejected", "error": str(exc)})
+
+    def render(self, key: bytes, stored: StoredOffer) -> bytes:
+        """The offer's JSON; an Avro entry is rendered once and kept as JSON."""
+        body = offer_json(stored)
+        if not stored.is_json and self.node.store is not None:
+            self.node.store.replace_with_json(key, stored, body)
+        return body
+
+    def answer(self, ticket: Ticket, stored: StoredOffer | None, started: float) -> Answer:
+        """200 with the offer, or 404 pending (absent or expired), or 502 if corrupt."""
+        if stored is None or stored.expires_at <= now_us():
+            self.observe_pending(time.perf_counter() - started)
+            return json_answer(404, {"status": "pending", "ticket_id": ticket.ticket_id,
+                                     "expires_at": ticket.expires_at_us})
+        try:
+            body = self.render(ticket.ticket_id.encode(), stored)
+        except CorruptOffer as exc:
+            log.error("stored offer does not decode: %s", exc)
+            return json_answer(502, {"status": "error", "error": "the stored offer is corrupt"})
+        elapsed = time.perf_counter() - started
+        since_apply_ms = max(0, now_us() - stored.applied_at) / 1000
+        self.observe_found(elapsed)
+        return Answer(200, body, (
+            ("server-timing", f"lookup;dur={elapsed * 1000:.3f}, since-apply;dur={since_apply_ms:.3f}"),
+            ("x-offer-applied-at", str(stored.applied_at)),
+        ))
+
+    def now(self, token: str) -> Answer:
+        """A lookup that does not wait."""
+        started = time.perf_counter()
+        ticket = self.verify(token, started)
+        if isinstance(ticket, Answer):
+            return ticket
+        assert self.node.store is not None
+        return self.answer(ticket, self.node.store.get(ticket.ticket_id.encode()), started)
