@@ -201,7 +201,8 @@ def create_app(settings: Settings, region: str, data_dir: Path,
         body = {"ready": p.ready, "region": region,
                 "lag": {str(k): max(0, t - p.next_offsets.get(k, 0)) for k, t in p.targets.items()},
                 "resumed_from": {str(k): v for k, v in p.resumed_from.items()},
-                "applied_since_start": p.applied_since_start}
+                "applied_since_start": p.applied_since_start,
+                "all_served_as_json": p.rendered}
         return _json(body, 200 if p.ready else 503, node.headers(request))
 
     async def metrics(request: Request) -> Response:

@@ -27,6 +27,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
 from edge.metrics import EdgeMetrics
+from edge.render import avro_to_json
 from edge.store import Change, OfferStore, StoredOffer
 from edge.waiters import Waiters
 from schemas.codec import HEADER_LEN, MAGIC, DecodeError, offer_codec
@@ -50,6 +51,7 @@ class Progress:
     applied_since_start: int = 0
     ready: bool = False
     ready_at: float | None = None
+    rendered: bool = False   # no Avro left from catching up: every entry is served JSON
 
 
 class Materializer:
@@ -76,10 +78,14 @@ class Materializer:
             fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=8 * 1024 * 1024,
             fetch_max_wait_ms=5, check_crcs=False)
         self._admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
+        renderer: asyncio.Task[None] | None = None
         try:
             await self._connect()
+            renderer = asyncio.create_task(self._render_backlog())
             await self._follow()
         finally:
+            if renderer is not None:
+                renderer.cancel()
             await self._consumer.stop()
             await self._admin.close()
 
@@ -207,6 +213,34 @@ class Materializer:
         # Live: render the JSON once now, so lookups serve stored bytes.
         return (Change(record.key, orjson.dumps(offer), offer["expires_at"], is_json=True),
                 offer["login_accepted_at"])
+
+    async def _render_backlog(self) -> None:
+        """After catching up, store what arrived as Avro as the JSON it is served as.
+
+        Small synchronous slices with a yield between them, so lookups and
+        live records go on meanwhile; one full pass with nothing left ends it.
+        """
+        while not self.progress.ready:
+            await asyncio.sleep(0.1)
+        if self.store.all_json:
+            self.progress.rendered = True
+            return
+        started = time.monotonic()
+        total = 0
+        pass_rendered = 0
+        while True:
+            rendered, finished = self.store.render_slice(avro_to_json)
+            total += rendered
+            pass_rendered += rendered
+            if finished:
+                if pass_rendered == 0:
+                    break
+                pass_rendered = 0
+            await asyncio.sleep(0)
+        self.store.mark_all_json()
+        self.progress.rendered = True
+        log.info("all stored offers are served JSON (rendered %d in %.1fs)", total,
+                 time.monotonic() - started)
 
     def _check_ready(self) -> None:
         behind = {p: target - self.progress.next_offsets.get(p, 0)

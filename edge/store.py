@@ -7,7 +7,8 @@ Layout (raw bytes keys and values):
   Avro record exactly as it came off Kafka. A node that is catching up
   (bootstrapping a million offers) stores Avro, which costs no decode; a
   live node stores JSON, so a lookup serves bytes as they are. An Avro entry
-  is turned into JSON the first time it is read.
+  is turned into JSON the first time it is read, and once the node has caught
+  up a background pass renders the rest.
 - ``\\x00offset\\x00<partition>`` → the partition's next offset (8 bytes).
   Written in the same WriteBatch as the records it covers, so after any
   crash data and offsets agree: a restart resumes exactly where it stopped.
@@ -22,14 +23,15 @@ Ticket ids are base64url, so they never start with ``\\x00``.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from rocksdict import Options, Rdict, WriteBatch
 
 OFFSET_PREFIX = b"\x00offset\x00"
-FIRST_OFFER_KEY = b"\x02"  # above the offsets, below every base64url ticket id
+ALL_JSON_KEY = b"\x00all-json"  # present while no entry is stored as Avro
+FIRST_OFFER_KEY = b"\x02"  # above the offsets and markers, below every base64url ticket id
 _U64 = struct.Struct(">Q")
 _HEADER = struct.Struct(">QQc")
 JSON = b"J"
@@ -72,6 +74,7 @@ class OfferStore:
         self.path = path
         self._db = Rdict(str(path / "offers.rocksdb"), options=_options(), column_families=None)
         self._sweep_from = FIRST_OFFER_KEY
+        self._render_from = FIRST_OFFER_KEY
 
     def close(self) -> None:
         self._db.close()
@@ -112,6 +115,8 @@ class OfferStore:
             if change.payload is None:
                 batch.delete(change.ticket_id)
             else:
+                if not change.is_json:
+                    batch.delete(ALL_JSON_KEY)
                 header = _HEADER.pack(change.expires_at, applied_at, JSON if change.is_json else AVRO)
                 batch.put(change.ticket_id, header + change.payload)
         for partition, offset in next_offsets.items():
@@ -143,6 +148,47 @@ class OfferStore:
         if removed:
             self._db.write(batch)
         return removed
+
+    def render_slice(self, render: Callable[[bytes], bytes], limit: int = 200) -> tuple[int, bool]:
+        """Store up to ``limit`` entries' Avro as the JSON they are served as.
+
+        Continues from a cursor; returns how many were rendered and whether the
+        cursor reached the end of the store. A record that does not render is
+        left as it is (a lookup answers 502 for it and logs it).
+        """
+        batch = WriteBatch(raw_mode=True)
+        rendered = seen = 0
+        it = self._db.iter()
+        it.seek(self._render_from)
+        while seen < limit:
+            if not it.valid():
+                self._render_from = FIRST_OFFER_KEY
+                if rendered:
+                    self._db.write(batch)
+                return rendered, True
+            key, value = it.key(), it.value()
+            if value[_HEADER.size - 1:_HEADER.size] == AVRO:
+                try:
+                    body = render(value[_HEADER.size:])
+                except ValueError:
+                    pass
+                else:
+                    batch.put(key, value[:_HEADER.size - 1] + JSON + body)
+                    rendered += 1
+            seen += 1
+            it.next()
+        self._render_from = key + b"\x00"
+        if rendered:
+            self._db.write(batch)
+        return rendered, False
+
+    @property
+    def all_json(self) -> bool:
+        """Whether every stored offer is stored as the JSON it is served as."""
+        return self._db.get(ALL_JSON_KEY) is not None
+
+    def mark_all_json(self) -> None:
+        self._db.put(ALL_JSON_KEY, b"1")
 
     def estimated_count(self) -> int:
         """RocksDB's estimate of stored offers."""

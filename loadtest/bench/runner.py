@@ -149,7 +149,10 @@ class Bench:
         caught_up = re.findall(r"caught up with \S+ after ([\d.]+)s \((\d+) records applied\)",
                                (settings.logs_dir / f"{edge.name}.log").read_text())
         seconds, applied = float(caught_up[-1][0]), int(caught_up[-1][1])
-        self.say(f"edge: bootstrap applied {applied:,} in {seconds:.2f}s; restarting it")
+        self.say(f"edge: bootstrap applied {applied:,} in {seconds:.2f}s; waiting for the "
+                 "background pass that stores them as served JSON")
+        rendered_in = _wait_json(f"http://127.0.0.1:{edge.port}/readyz", timeout=900)
+        self.say(f"edge: all served as JSON after {rendered_in:.1f}s more; restarting it")
 
         stack.stop_component(edge)
         spawned = time.perf_counter()
@@ -183,6 +186,7 @@ class Bench:
             "offers": count, "bootstrap_seconds": seconds, "bootstrap_applied": applied,
             "bootstrap_offers_per_s": applied / seconds if seconds else None,
             "bootstrap_wall_seconds": bootstrap_wall, "restart_ready_s": restart,
+            "render_to_json_seconds": rendered_in,
             "lookup": {"edge": real.__dict__, "bare": [bare_1.__dict__, bare_2.__dict__],
                        "ratio": real.requests_per_s / bare_rps if bare_rps else None},
         }
@@ -332,6 +336,16 @@ def _cpus() -> int:
     import os
 
     return len(os.sched_getaffinity(0))
+
+
+def _wait_json(readyz: str, timeout: float) -> float:
+    """Seconds until the edge reports every stored offer as served JSON."""
+    started = time.monotonic()
+    while not httpx.get(readyz, timeout=5).json().get("all_served_as_json"):
+        if time.monotonic() - started > timeout:
+            raise RuntimeError("the edge did not finish rendering its offers")
+        time.sleep(0.2)
+    return time.monotonic() - started
 
 
 def _wait_http(url: str, timeout: float = 30) -> None:

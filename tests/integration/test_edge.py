@@ -20,6 +20,13 @@ from tests.offers_feed import OfferFeed
 pytestmark = pytest.mark.integration
 
 
+def _served(snapshot: dict[bytes, bytes]) -> dict[bytes, bytes]:
+    """What a node serves for each ticket, whichever form it stores it in."""
+    from edge.render import avro_to_json
+
+    return {k: (avro_to_json(v[1:]) if v[:1] == b"A" else v[1:]) for k, v in snapshot.items()}
+
+
 class Edge:
     def __init__(self, settings: Settings, region: str, root: Path) -> None:
         self.region = region
@@ -179,9 +186,9 @@ async def test_edge_killed_mid_ingestion_resumes_exactly(kafka_bootstrap: str, t
     a, b = OfferStore(steady.data_dir), OfferStore(crashing.data_dir)
     try:
         assert a.offsets() == b.offsets()
-        snapshot = a.snapshot()
-        assert len(snapshot) == total
-        assert snapshot == b.snapshot()
+        served = _served(a.snapshot())
+        assert len(served) == total
+        assert served == _served(b.snapshot())
     finally:
         a.close()
         b.close()

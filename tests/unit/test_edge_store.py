@@ -69,3 +69,29 @@ def test_live_offers_are_stored_as_json_and_avro_ones_can_be_replaced(tmp_path: 
     assert again is not None and again.is_json and again.payload == b'{"b":2}'
     assert (again.expires_at, again.applied_at) == (100, 7)
     store.close()
+
+
+def test_background_render_turns_avro_into_served_json(tmp_path: Path) -> None:
+    store = OfferStore(tmp_path)
+    store.apply([Change(f"t{i:03d}".encode(), b"avro-%d" % i, 100) for i in range(50)]
+                + [Change(b"bad", b"broken", 100)], {0: 51}, applied_at=1)
+    assert not store.all_json
+
+    def render(payload: bytes) -> bytes:
+        if payload == b"broken":
+            raise ValueError("does not decode")
+        return b'{"p":"' + payload + b'"}'
+
+    total, finished = 0, False
+    while not finished:
+        rendered, finished = store.render_slice(render, limit=7)
+        total += rendered
+    assert total == 50
+    live = store.get(b"t007")
+    assert live is not None and live.is_json and live.payload == b'{"p":"avro-7"}'
+    assert store.get(b"bad").is_json is False  # type: ignore[union-attr]
+    store.mark_all_json()
+    assert store.all_json
+    store.apply([Change(b"late", b"avro", 100)], {0: 52}, applied_at=2)
+    assert not store.all_json  # a new Avro entry clears the marker
+    store.close()
