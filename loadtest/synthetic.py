@@ -23,7 +23,7 @@ def ips_by_country(seed: int = 7, samples: int = 60_000) -> dict[str, tuple[str,
         if ip.is_global:
             candidates.append(str(ip))
     found: dict[str, list[str]] = defaultdict(list)
-    for ip, cc in zip(candidates, country_code(candidates)):
+    for ip, cc in zip(candidates, country_code(candidates), strict=True):
         if cc in wanted and len(found[cc]) < 50:
             found[cc].append(ip)
     return {cc: tuple(ips) for cc, ips in found.items()}

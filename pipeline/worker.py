@@ -245,5 +245,4 @@ def create_app(settings: Settings) -> faust.App:
         for ticket_id in expiries.pop_due(now_us()):
             await send_until_acked(settings.offers_topic, ticket_id.encode(), None)
 
-    app.conf.positioning_settings = settings  # type: ignore[attr-defined]
     return app

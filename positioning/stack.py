@@ -23,7 +23,7 @@ import httpx
 
 from positioning.broker.local import LocalBroker
 from positioning.broker.probe import port_in_use
-from positioning.processes import kill, read_pid, runs_with, terminate
+from positioning.processes import read_pid, runs_with, terminate
 from positioning.settings import Settings
 from positioning.topics import ensure_topics
 
@@ -147,12 +147,6 @@ class Stack:
         self._pid_file(component.name).unlink(missing_ok=True)
         if pid is not None:
             terminate(pid, timeout)
-
-    def kill_component(self, component: Component) -> None:
-        """SIGKILL, as a crash would (the pid file stays, stale)."""
-        pid = self.pid(component)
-        if pid is not None:
-            kill(pid)
 
     def down(self, timeout: float = 20) -> None:
         for component in reversed(components(self.settings)):

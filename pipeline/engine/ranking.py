@@ -12,11 +12,10 @@ categories) is scored, so ranking costs microseconds, not a catalog scan.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 
-from pipeline.engine.catalog import CATEGORIES, Item, load_catalog
+from pipeline.engine.catalog import Item, load_catalog
 from pipeline.engine.state import UserView
 
 OFFER_SIZE = 8
@@ -121,7 +120,3 @@ def rank(user_id: str, region: str, view: UserView,
                   for base, it in candidates]
     scored.sort(reverse=True)  # (score, -index) are unique, so items are never compared
     return [(it, round(score, 6)) for score, _, it in _pick_diverse(scored, size)]
-
-
-def known_categories() -> Sequence[str]:
-    return CATEGORIES
