@@ -35,6 +35,7 @@ from schemas.codec import HEADER_LEN, MAGIC, DecodeError, offer_codec
 log = logging.getLogger(__name__)
 
 HOUSEKEEPING_EVERY_S = 5.0
+STALLED_CHECKS_BEFORE_RECONNECT = 2
 
 
 def now_us() -> int:
@@ -69,14 +70,12 @@ class Materializer:
         self._admin: AIOKafkaAdminClient | None = None
         self._codec = offer_codec()
         self._started = time.monotonic()
+        self._stalled_checks = 0
+        self._last_position = -1
 
     async def run(self) -> None:
         """Connect, catch up, then follow the topic until cancelled."""
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap_servers, group_id=None, enable_auto_commit=False,
-            auto_offset_reset="earliest", metadata_max_age_ms=10_000,
-            fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=8 * 1024 * 1024,
-            fetch_max_wait_ms=5, check_crcs=False)
+        self._consumer = self._new_consumer()
         self._admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
         renderer: asyncio.Task[None] | None = None
         try:
@@ -88,6 +87,13 @@ class Materializer:
                 renderer.cancel()
             await self._consumer.stop()
             await self._admin.close()
+
+    def _new_consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers, group_id=None, enable_auto_commit=False,
+            auto_offset_reset="earliest", metadata_max_age_ms=10_000,
+            fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=8 * 1024 * 1024,
+            fetch_max_wait_ms=5, check_crcs=False)
 
     async def _connect(self) -> None:
         assert self._consumer is not None
@@ -151,7 +157,10 @@ class Materializer:
             if batches:
                 self.apply(batches)
             if time.monotonic() >= next_housekeeping:
-                await self._housekeeping()
+                try:
+                    await self._housekeeping()
+                except Exception as exc:  # the broker may be away: keep following, say so
+                    log.warning("housekeeping failed (%r); will retry", exc)
                 next_housekeeping = time.monotonic() + HOUSEKEEPING_EVERY_S
 
     def apply(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
@@ -251,6 +260,53 @@ class Materializer:
             log.info("caught up with %s after %.2fs (%d records applied)", self.topic,
                      self.progress.ready_at - self._started, self.progress.applied_since_start)
 
+    async def _watch_for_stall(self) -> None:
+        """Update lag from fresh end offsets; reconnect if records wait and nothing moves.
+
+        After a broker restart aiokafka's fetcher was seen to stop fetching
+        for good, with records waiting: a new consumer, seeked to the offsets
+        stored with the data, picks up exactly where the old one stopped.
+        """
+        assert self._consumer is not None
+        tps = [TopicPartition(self.topic, p) for p in self.progress.targets]
+        try:
+            ends = await asyncio.wait_for(self._consumer.end_offsets(tps), timeout=5)
+        except Exception as exc:  # the broker is away, or the client is wedged
+            log.warning("cannot read end offsets of %s (%r)", self.topic, exc)
+            ends = None
+        position = sum(self.progress.next_offsets.values())
+        waiting = False  # unknown while the broker does not answer: no reconnect then
+        if ends is not None:
+            for tp, end in ends.items():
+                lag = max(0, end - self.progress.next_offsets.get(tp.partition, 0))
+                self.metrics.lag.labels(self.metrics.region, str(tp.partition)).set(lag)
+                waiting = waiting or lag > 0
+        stalled = waiting and position == self._last_position
+        self._stalled_checks = self._stalled_checks + 1 if stalled else 0
+        self._last_position = position
+        if self._stalled_checks >= STALLED_CHECKS_BEFORE_RECONNECT:
+            log.warning("no progress on %s for %d checks with records waiting; reconnecting "
+                        "from the stored offsets", self.topic, self._stalled_checks)
+            await self._reconnect()
+            self._stalled_checks = 0
+
+    async def _reconnect(self) -> None:
+        """Replace the consumer with a new one at the stored offsets (the old one is kept
+        if the new one cannot start)."""
+        fresh = self._new_consumer()
+        try:
+            await asyncio.wait_for(fresh.start(), timeout=10)
+        except Exception:
+            await fresh.stop()
+            raise
+        old, self._consumer = self._consumer, fresh
+        await self._assign(set(self.progress.targets))
+        if old is not None:
+            try:
+                await asyncio.wait_for(old.stop(), timeout=5)
+            except Exception as exc:  # a wedged client may not stop cleanly; it is dropped
+                log.warning("stopping the old consumer failed (%r)", exc)
+
     async def _housekeeping(self) -> None:
         """Notice new partitions, update lag gauges, sweep expired offers."""
         assert self._consumer is not None
@@ -258,11 +314,7 @@ class Materializer:
         if partitions - set(self.progress.targets):
             log.info("%s now has %d partitions; assigning the new ones", self.topic, len(partitions))
             await self._assign(partitions | set(self.progress.targets))
-        for p in self.progress.targets:
-            highwater = self._consumer.highwater(TopicPartition(self.topic, p))
-            if highwater is not None:
-                lag = max(0, highwater - self.progress.next_offsets.get(p, 0))
-                self.metrics.lag.labels(self.metrics.region, str(p)).set(lag)
+        await self._watch_for_stall()
         removed = self.store.sweep_expired(now_us())
         if removed:
             self.metrics.swept.inc(removed)

@@ -223,3 +223,38 @@ async def test_partitions_added_later_are_materialized(kafka_bootstrap: str, tmp
                 assert r.status_code == 200
     finally:
         edge.component.stop()
+
+
+async def test_edge_follows_the_topic_again_after_the_broker_crashes(tmp_path: Path) -> None:
+    """A broker killed with SIGKILL and restarted: the edge serves new offers again."""
+    import os
+    import signal
+
+    from positioning.broker.local import LocalBroker
+    from tests.conftest import free_port_pair
+
+    broker = LocalBroker(Settings(home=tmp_path / "broker",
+                                  kafka_listen=f"127.0.0.1:{free_port_pair()}"))
+    status, _ = await asyncio.to_thread(broker.start)  # start() runs its own event loop
+    try:
+        settings = unique_settings(broker.address, tmp_path)
+        await ensure_topics(settings)
+        edge = Edge(settings, "survivor", tmp_path).start()
+        try:
+            async with OfferFeed(settings) as feed:
+                before, _ = await feed.publish()
+            assert status.pid is not None
+            os.kill(status.pid, signal.SIGKILL)
+            wait_until(lambda: not broker.status().running, 10, "the broker to die")
+            await asyncio.to_thread(broker.start)
+            async with OfferFeed(settings) as feed:
+                after, offer = await feed.publish()
+            async with httpx.AsyncClient(timeout=60) as http:
+                response = await http.get(f"{edge.url}/offers/{after.token}", params={"wait": 30})
+                assert response.status_code == 200
+                assert response.json() == offer
+                assert (await http.get(f"{edge.url}/offers/{before.token}")).status_code == 200
+        finally:
+            edge.component.stop()
+    finally:
+        broker.stop()

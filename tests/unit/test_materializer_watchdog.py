@@ -1,0 +1,66 @@
+"""The materializer reconnects only when records wait and nothing moves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiokafka import TopicPartition
+
+from edge.materializer import Materializer
+from edge.metrics import EdgeMetrics
+from edge.store import OfferStore
+from edge.waiters import Waiters
+
+
+class EndOffsets:
+    """Stands in for the consumer's end_offsets call (the only one the watchdog makes)."""
+
+    def __init__(self) -> None:
+        self.ends: dict[int, int] | Exception = {}
+
+    async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        if isinstance(self.ends, Exception):
+            raise self.ends
+        return {tp: self.ends[tp.partition] for tp in tps}
+
+
+def materializer(tmp_path: Path) -> tuple[Materializer, EndOffsets, list[str]]:
+    m = Materializer("unused:9092", "offers", OfferStore(tmp_path), Waiters(10), EdgeMetrics("t"))
+    consumer = EndOffsets()
+    m._consumer = consumer  # type: ignore[assignment]
+    m.progress.targets = {0: 10}
+    m.progress.next_offsets = {0: 5}
+    calls: list[str] = []
+
+    async def reconnect() -> None:
+        calls.append("reconnect")
+    m._reconnect = reconnect  # type: ignore[method-assign]
+    return m, consumer, calls
+
+
+async def test_waiting_records_and_no_progress_reconnect(tmp_path: Path) -> None:
+    m, consumer, calls = materializer(tmp_path)
+    consumer.ends = {0: 10}
+    for _ in range(3):
+        await m._watch_for_stall()
+    assert calls == ["reconnect"]
+
+
+async def test_progress_or_nothing_waiting_does_not_reconnect(tmp_path: Path) -> None:
+    m, consumer, calls = materializer(tmp_path)
+    consumer.ends = {0: 10}
+    for offset in (6, 7, 8):
+        m.progress.next_offsets = {0: offset}
+        await m._watch_for_stall()
+    consumer.ends = {0: 8}
+    for _ in range(3):
+        await m._watch_for_stall()
+    assert calls == []
+
+
+async def test_an_unreachable_broker_is_not_a_stall(tmp_path: Path) -> None:
+    m, consumer, calls = materializer(tmp_path)
+    consumer.ends = ConnectionError("broker away")
+    for _ in range(4):
+        await m._watch_for_stall()
+    assert calls == []
