@@ -73,8 +73,7 @@ class OfferStore:
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._db = Rdict(str(path / "offers.rocksdb"), options=_options(), column_families=None)
-        self._sweep_from = FIRST_OFFER_KEY
-        self._render_from = FIRST_OFFER_KEY
+        self._cursors = {"sweep": FIRST_OFFER_KEY, "render": FIRST_OFFER_KEY}
 
     def close(self) -> None:
         self._db.close()
@@ -124,63 +123,54 @@ class OfferStore:
         if not batch.is_empty():
             self._db.write(batch)
 
-    def sweep_expired(self, now: int, limit: int = 20_000) -> int:
-        """Delete expired offers among the next ``limit`` entries; returns how many.
+    def _next_slice(self, cursor: str, limit: int) -> tuple[list[tuple[bytes, bytes]], bool]:
+        """Up to ``limit`` offers from the named cursor on, and whether it reached the end.
 
-        Called repeatedly, the cursor walks the whole store and starts over.
+        Background passes (sweeping, rendering) walk the store a slice at a
+        time; a cursor that reaches the end starts over.
         """
-        batch = WriteBatch(raw_mode=True)
-        removed = seen = 0
+        entries: list[tuple[bytes, bytes]] = []
         it = self._db.iter()
-        it.seek(self._sweep_from)
-        while seen < limit:
-            if not it.valid():
-                self._sweep_from = FIRST_OFFER_KEY  # wrap around
-                break
-            key = it.key()
-            if _U64.unpack_from(it.value())[0] <= now:
-                batch.delete(key)
-                removed += 1
-            seen += 1
+        it.seek(self._cursors[cursor])
+        while len(entries) < limit and it.valid():
+            entries.append((it.key(), it.value()))
             it.next()
-        else:
-            self._sweep_from = key + b"\x00"
+        finished = len(entries) < limit
+        self._cursors[cursor] = FIRST_OFFER_KEY if finished else entries[-1][0] + b"\x00"
+        return entries, finished
+
+    def sweep_expired(self, now: int, limit: int = 20_000) -> int:
+        """Delete expired offers among the next ``limit`` entries; returns how many."""
+        batch = WriteBatch(raw_mode=True)
+        entries, _ = self._next_slice("sweep", limit)
+        for key, value in entries:
+            if _U64.unpack_from(value)[0] <= now:
+                batch.delete(key)
+        removed = batch.len()
         if removed:
             self._db.write(batch)
         return removed
 
     def render_slice(self, render: Callable[[bytes], bytes], limit: int = 200) -> tuple[int, bool]:
-        """Store up to ``limit`` entries' Avro as the JSON they are served as.
+        """Store the next ``limit`` entries' Avro as the JSON they are served as.
 
-        Continues from a cursor; returns how many were rendered and whether the
-        cursor reached the end of the store. A record that does not render is
-        left as it is (a lookup answers 502 for it and logs it).
+        Returns how many were rendered and whether the pass reached the end of
+        the store. A record that does not render is left as it is (a lookup
+        answers 502 for it and logs it).
         """
         batch = WriteBatch(raw_mode=True)
-        rendered = seen = 0
-        it = self._db.iter()
-        it.seek(self._render_from)
-        while seen < limit:
-            if not it.valid():
-                self._render_from = FIRST_OFFER_KEY
-                if rendered:
-                    self._db.write(batch)
-                return rendered, True
-            key, value = it.key(), it.value()
+        entries, finished = self._next_slice("render", limit)
+        for key, value in entries:
             if value[_HEADER.size - 1:_HEADER.size] == AVRO:
                 try:
                     body = render(value[_HEADER.size:])
                 except ValueError:
-                    pass
-                else:
-                    batch.put(key, value[:_HEADER.size - 1] + JSON + body)
-                    rendered += 1
-            seen += 1
-            it.next()
-        self._render_from = key + b"\x00"
+                    continue
+                batch.put(key, value[:_HEADER.size - 1] + JSON + body)
+        rendered = batch.len()
         if rendered:
             self._db.write(batch)
-        return rendered, False
+        return rendered, finished
 
     @property
     def all_json(self) -> bool:
