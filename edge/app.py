@@ -28,6 +28,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from edge.cors import CorsPolicy
 from edge.fast_path import FastLookupPath
 from edge.lookup import Answer, Lookups
 from edge.materializer import Materializer
@@ -57,7 +58,7 @@ class EdgeNode:
         self.materializer: Materializer | None = None
         self._task: asyncio.Task[None] | None = None
         self.base_headers = {"cache-control": "private, no-store", "x-edge-region": region}
-        self.allowed_origins = set(settings.cors_origins)
+        self.cors = CorsPolicy(settings.cors_origins)
 
     async def start(self) -> None:
         self.store = OfferStore(self.data_dir)
@@ -90,12 +91,8 @@ class EdgeNode:
 
     def headers(self, request: Request, **extra: str) -> dict[str, str]:
         headers = {**self.base_headers, **extra}
-        if b"origin" not in (name for name, _ in request.scope["headers"]):
-            return headers
-        origin = request.headers.get("origin")
-        if origin and ("*" in self.allowed_origins or origin in self.allowed_origins):
-            headers["access-control-allow-origin"] = origin
-            headers["vary"] = "Origin"
+        for name, value in self.cors.headers(request.scope["headers"]):
+            headers[name.decode()] = value.decode("latin-1")
         return headers
 
 
@@ -225,6 +222,6 @@ def create_app(settings: Settings, region: str, data_dir: Path,
     ], lifespan=lifespan)
     starlette.state.node = node
     app = FastLookupPath(starlette, lambda: lookups if node.store is not None else None,
-                         node.base_headers, node.allowed_origins)
+                         node.base_headers, node.cors)
     app.state = starlette.state  # type: ignore[attr-defined]
     return app

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from edge.cors import CorsPolicy
 from edge.lookup import Lookups
 
 PREFIX = "/offers/"
@@ -18,13 +19,12 @@ PREFIX = "/offers/"
 
 class FastLookupPath:
     def __init__(self, app: ASGIApp, lookups: Callable[[], Lookups | None],
-                 base_headers: dict[str, str], allowed_origins: set[str]) -> None:
+                 base_headers: dict[str, str], cors: CorsPolicy) -> None:
         self.app = app
         self.lookups = lookups
         self.base = [(k.encode(), v.encode()) for k, v in base_headers.items()]
         self.base.append((b"content-type", b"application/json"))
-        self.any_origin = "*" in allowed_origins
-        self.origins = {o.encode() for o in allowed_origins}
+        self.cors = cors
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET" and not scope["query_string"]:
@@ -34,10 +34,7 @@ class FastLookupPath:
                 answer = lookups.now(path[len(PREFIX):])
                 headers = [*self.base, (b"content-length", str(len(answer.body)).encode())]
                 headers.extend((k.encode(), v.encode()) for k, v in answer.headers)
-                for name, value in scope["headers"]:
-                    if name == b"origin" and (self.any_origin or value in self.origins):
-                        headers.append((b"access-control-allow-origin", value))
-                        headers.append((b"vary", b"Origin"))
+                headers.extend(self.cors.headers(scope["headers"]))
                 await send({"type": "http.response.start", "status": answer.status,
                             "headers": headers})
                 await send({"type": "http.response.body", "body": answer.body})
