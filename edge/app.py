@@ -61,7 +61,8 @@ class EdgeNode:
         self.cors = CorsPolicy(settings.cors_origins)
 
     async def start(self) -> None:
-        self.store = OfferStore(self.data_dir)
+        self.store = OfferStore(self.data_dir,
+                                flush_every=self.settings.edge_catch_up_flush_records)
         self.materializer = Materializer(self.settings.bootstrap_servers,
                                          self.settings.offers_topic, self.store, self.waiters,
                                          self.metrics, ready_lag=self.settings.edge_ready_lag)

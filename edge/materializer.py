@@ -69,6 +69,7 @@ class Materializer:
         self._consumer: AIOKafkaConsumer | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._codec = offer_codec()
+        self._known: set[bytes] = set()  # schema fingerprints seen to be readable
         self._started = time.monotonic()
         self._stalled_checks = 0
         self._last_position = -1
@@ -170,16 +171,18 @@ class Materializer:
         next_offsets: dict[int, int] = {}
         login_times: list[int] = []
         live = self.progress.ready  # positioning latency means something only when live
+        to_change = self._to_live_change if live else self._to_catch_up_change
+        add = changes.append
         for tp, records in batches.items():
             for record in records:
-                change, accepted_at = self._to_change(record)
+                change, accepted_at = to_change(record)
                 if change is not None:
-                    changes.append(change)
+                    add(change)
                     if accepted_at and live:
                         login_times.append(accepted_at)
             if records:
                 next_offsets[tp.partition] = records[-1].offset + 1
-        self.store.apply(changes, next_offsets, applied_at)
+        self.store.apply(changes, next_offsets, applied_at, logged=live)
         self.progress.next_offsets.update(next_offsets)
         self.progress.applied_since_start += len(changes)
         self.metrics.applied.inc(len(changes))
@@ -190,36 +193,51 @@ class Materializer:
         if not self.progress.ready:
             self._check_ready()
 
-    def _to_change(self, record: ConsumerRecord) -> tuple[Change | None, int]:
+    def _usable(self, record: ConsumerRecord) -> bool:
+        """Whether a record has a key and, unless a tombstone, a known Avro offer (else: skip)."""
         if record.key is None:
             self.metrics.undecodable.inc()
             log.warning("offers record at %d/%d has no key; skipped", record.partition, record.offset)
+            return False
+        value = record.value
+        if value is not None and (value[:2] != MAGIC or value[2:HEADER_LEN] not in self._known):
+            if len(value) < HEADER_LEN or not self._codec.knows(value[2:HEADER_LEN]):
+                self.metrics.undecodable.inc()
+                log.warning("offers record at %d/%d is not a known Avro offer; skipped",
+                            record.partition, record.offset)
+                return False
+            self._known.add(value[2:HEADER_LEN])
+        return True
+
+    def _to_catch_up_change(self, record: ConsumerRecord) -> tuple[Change | None, int]:
+        """Catching up: store the record as it is (it is rendered to JSON later)."""
+        if not self._usable(record):
             return None, 0
         if record.value is None:
             return Change(record.key, None), 0
-        value = record.value
-        if len(value) < HEADER_LEN or value[:2] != MAGIC or not self._codec.knows(value[2:HEADER_LEN]):
-            self.metrics.undecodable.inc()
-            log.warning("offers record at %d/%d is not a known Avro offer; skipped",
-                        record.partition, record.offset)
-            return None, 0
         expires_at = accepted_at = 0
         for name, raw in record.headers:
             if name == "expires_at":
                 expires_at = int(raw)
             elif name == "login_accepted_at":
                 accepted_at = int(raw)
-        if expires_at and not self.progress.ready:
-            # Catching up: store the record as it is; it is rendered when first read.
-            return Change(record.key, value, expires_at), accepted_at
+        if not expires_at:  # not written by our worker: decode it to learn the expiry
+            return self._to_live_change(record)
+        return Change(record.key, record.value, expires_at), accepted_at
+
+    def _to_live_change(self, record: ConsumerRecord) -> tuple[Change | None, int]:
+        """Live: decode and store the JSON it is served as, so a lookup is a read only."""
+        if not self._usable(record):
+            return None, 0
+        if record.value is None:
+            return Change(record.key, None), 0
         try:
-            offer = self._codec.decode(value)
+            offer = self._codec.decode(record.value)
         except DecodeError as exc:
             self.metrics.undecodable.inc()
             log.warning("offers record at %d/%d does not decode (%s); skipped",
                         record.partition, record.offset, exc)
             return None, 0
-        # Live: render the JSON once now, so lookups serve stored bytes.
         return (Change(record.key, orjson.dumps(offer), offer["expires_at"], is_json=True),
                 offer["login_accepted_at"])
 
@@ -255,6 +273,7 @@ class Materializer:
         behind = {p: target - self.progress.next_offsets.get(p, 0)
                   for p, target in self.progress.targets.items()}
         if all(lag <= self.ready_lag for lag in behind.values()):
+            self.store.make_durable()
             self.progress.ready = True
             self.progress.ready_at = time.monotonic()
             log.info("caught up with %s after %.2fs (%d records applied)", self.topic,

@@ -171,15 +171,17 @@ def create_app(settings: Settings) -> faust.App:
             except Exception as exc:  # the engine produced an invalid offer
                 log.exception("offer for ticket %s does not encode", offer["ticket_id"])
                 await dead_letter(event, exc, "engine")
-                return
-            # Headers let edges index and measure the offer without decoding it.
-            headers = [("expires_at", str(offer["expires_at"]).encode()),
-                       ("login_accepted_at", str(offer["login_accepted_at"]).encode())]
-            await send_until_acked(settings.offers_topic, offer["ticket_id"].encode(), value,
-                                   headers)
-            expiries.push(offer["expires_at"], offer["ticket_id"])
-        finally:
+            else:
+                # Headers let edges index and measure the offer without decoding it.
+                headers = [("expires_at", str(offer["expires_at"]).encode()),
+                           ("login_accepted_at", str(offer["login_accepted_at"]).encode())]
+                await send_until_acked(settings.offers_topic, offer["ticket_id"].encode(),
+                                       value, headers)
+                expiries.push(offer["expires_at"], offer["ticket_id"])
+            # Not in a finally: a send cut short by shutdown stays unacked, so the
+            # login is consumed again instead of being committed without its offer.
             await stream.ack(event)
+        finally:
             limiter.release()
 
     def begin(event: EventT) -> dict[str, Any]:

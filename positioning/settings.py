@@ -67,6 +67,9 @@ class Settings:
     edge_max_waiters: int = 10_000
     edge_ready_lag: int = 0
     edge_sse_lifetime_s: float = 30.0
+    # While catching up, writes skip RocksDB's log; a flush every this many records
+    # bounds what a crash mid-bootstrap has to read again.
+    edge_catch_up_flush_records: int = 100_000
     cors_origins: tuple[str, ...] = ("*",)
 
     extra: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -188,5 +191,6 @@ ENV_VARS: dict[str, tuple[str, Any]] = {
     "edge_max_waiters": ("POSITIONING_EDGE_MAX_WAITERS", _positive_int),
     "edge_ready_lag": ("POSITIONING_EDGE_READY_LAG", int),
     "edge_sse_lifetime_s": ("POSITIONING_EDGE_SSE_LIFETIME", _non_negative_float),
+    "edge_catch_up_flush_records": ("POSITIONING_EDGE_CATCH_UP_FLUSH_RECORDS", _positive_int),
     "cors_origins": ("POSITIONING_CORS_ORIGINS", _csv),
 }

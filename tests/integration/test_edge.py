@@ -163,7 +163,8 @@ async def test_rejected_tickets(two_edges: tuple[Settings, Edge, Edge]) -> None:
 
 
 async def test_edge_killed_mid_ingestion_resumes_exactly(kafka_bootstrap: str, tmp_path: Path) -> None:
-    settings = unique_settings(kafka_bootstrap, tmp_path)
+    # Catching up writes without RocksDB's log and flushes every 5,000 records here.
+    settings = unique_settings(kafka_bootstrap, tmp_path, edge_catch_up_flush_records=5_000)
     await ensure_topics(settings)
     total = 150_000
     async with OfferFeed(settings) as feed:
@@ -171,7 +172,7 @@ async def test_edge_killed_mid_ingestion_resumes_exactly(kafka_bootstrap: str, t
     steady = Edge(settings, "steady", tmp_path).start(ready=False)
     crashing = Edge(settings, "crashing", tmp_path).start(ready=False)
     try:
-        wait_until(lambda: crashing.readyz()["applied_since_start"] > 10_000, 60,
+        wait_until(lambda: crashing.readyz()["applied_since_start"] > 20_000, 60,
                    "the node to be mid-ingestion")
         crashing.component.kill()
         crashing.start()

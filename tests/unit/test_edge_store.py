@@ -95,3 +95,42 @@ def test_background_render_turns_avro_into_served_json(tmp_path: Path) -> None:
     store.apply([Change(b"late", b"avro", 100)], {0: 52}, applied_at=2)
     assert not store.all_json  # a new Avro entry clears the marker
     store.close()
+
+
+def _crash_after(tmp_path: Path, writes: str) -> OfferStore:
+    """Run ``writes`` (with ``store`` open) in a process that then dies like SIGKILL; reopen."""
+    import subprocess
+    import sys
+
+    program = "\n".join([
+        "import os, sys", "from pathlib import Path", "from edge.store import Change, OfferStore",
+        "store = OfferStore(Path(sys.argv[1]), flush_every=2)", writes,
+        "os._exit(0)  # no close, no flush"])
+    subprocess.run([sys.executable, "-c", program, str(tmp_path)], check=True, timeout=60)
+    return OfferStore(tmp_path)
+
+
+def test_a_crash_after_unlogged_writes_keeps_data_and_offsets_in_step(tmp_path: Path) -> None:
+    """What a crash loses of an unlogged catch-up, it loses with its offsets."""
+    store = _crash_after(tmp_path, "\n".join([
+        "store.apply([Change(b'a1', b'x', 100), Change(b'a2', b'x', 100)], {0: 2}, 1, logged=False)",
+        "store.make_durable()",
+        "store.apply([Change(b'b1', b'y', 100)], {0: 3}, 2, logged=False)"]))
+    try:
+        offsets, keys = store.offsets(), set(store.snapshot())
+        assert (offsets, keys) in [({0: 2}, {b"a1", b"a2"}), ({0: 3}, {b"a1", b"a2", b"b1"})]
+    finally:
+        store.close()
+
+
+def test_a_logged_write_after_unlogged_ones_makes_them_durable_first(tmp_path: Path) -> None:
+    """Going live must not leave a gap: the catch-up writes survive the crash too."""
+    store = _crash_after(tmp_path, "\n".join([
+        "store.flush_every = 1_000",
+        "store.apply([Change(b'boot', b'avro', 100)], {0: 1}, 1, logged=False)",
+        "store.apply([Change(b'live', b'{}', 100, is_json=True)], {0: 2}, 2)"]))
+    try:
+        assert store.offsets() == {0: 2}
+        assert set(store.snapshot()) == {b"boot", b"live"}
+    finally:
+        store.close()
