@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from loadtest.bench import wrk
 from loadtest.produce import produce
@@ -42,6 +42,7 @@ GOALS = {
     "edge_lookup_ratio": (">=", 0.9),
     "origin_login_ratio": (">=", 0.5),
     "pipeline_offers_per_s": (">=", 5000.0),
+    "worker_logins_per_s": (">=", 5000.0),
     "bootstrap_offers_per_s": (">=", 100_000.0),
     "restart_ready_s": ("<=", 2.0),
 }
@@ -291,12 +292,36 @@ class Bench:
         return {"logins": count, "failed": summary.failed, "produce_seconds": produced,
                 "seconds_to_last_offer_at_edge": elapsed, "offers_per_s": count / elapsed}
 
+    # -- the worker alone ---------------------------------------------------------------
+    def bench_worker(self) -> dict[str, Any]:
+        """Logins/s one worker turns into acknowledged offers, with nothing else running.
+
+        The logins are on the topic before the worker starts, so no producer,
+        origin or edge shares the cores with it; the clock runs from its first
+        offer to its last (start-up and joining the group are not throughput).
+        """
+        count = 10_000 if self.quick else 40_000
+        settings = self.settings("worker")
+        asyncio.run(ensure_topics(settings))
+        self.say(f"worker: {count:,} logins waiting on the topic; one worker, nothing else")
+        asyncio.run(produce(settings, count, 0, progress=False))
+        stack = Stack(settings, say=lambda _: None)
+        worker = Component("worker", ["worker"], ready_log_marker="Worker]: Ready")
+        stack.run_component(worker)
+        try:
+            seen, seconds = asyncio.run(_time_offers(settings, count, timeout_s=600))
+        finally:
+            stack.stop_component(worker)
+        return {"logins": count, "timed_offers": count - seen, "seconds": seconds,
+                "logins_per_s": (count - seen) / seconds if seconds else None}
+
     # -- all of it ---------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         self.start_broker()
         try:
             edge = self.bench_edge()
             origin = self.bench_origin()
+            worker = self.bench_worker()
             pipeline = self.bench_pipeline()
         finally:
             self.stop_broker()
@@ -309,6 +334,7 @@ class Bench:
             "origin_login_rps": origin["origin"]["requests_per_s"],
             "origin_login_ratio": origin["ratio"],
             "pipeline_offers_per_s": pipeline["throughput"]["offers_per_s"],
+            "worker_logins_per_s": worker["logins_per_s"],
             "bootstrap_offers_per_s": edge["bootstrap_offers_per_s"],
             "restart_ready_s": edge["restart_ready_s"],
         }
@@ -322,8 +348,31 @@ class Bench:
                if self.quick else []),
             "machine": {"cpus": _cpus(), "python": platform.python_version(),
                         "platform": platform.platform()},
-            "edge": edge, "origin": origin, "pipeline": pipeline,
+            "edge": edge, "origin": origin, "worker": worker, "pipeline": pipeline,
         }
+
+
+async def _time_offers(settings: Settings, count: int, timeout_s: float) -> tuple[int, float]:
+    """Watch the offers topic's end offsets: (offers already there at the first look that
+    found any, seconds from that look until ``count`` offers are there)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(settings.offers_topic, p) for p in range(settings.partitions)]
+        deadline = time.monotonic() + timeout_s
+        first: tuple[int, float] | None = None
+        while time.monotonic() < deadline:
+            total = sum((await consumer.end_offsets(tps)).values())
+            now = time.perf_counter()
+            if total and first is None:
+                first = (total, now)
+            if total >= count:
+                assert first is not None
+                return first[0], now - first[1]
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"the worker did not produce {count} offers in {timeout_s:.0f}s")
+    finally:
+        await consumer.stop()
 
 
 def _met(value: float | None, op: str, goal: float) -> bool | None:
@@ -369,6 +418,7 @@ def render_table(report: dict[str, Any]) -> str:
             ("origin_login_rps", "origin logins/s (1 process)"),
             ("origin_login_ratio", "origin logins / bare Starlette"),
             ("pipeline_offers_per_s", "pipeline offers/s reaching an edge"),
+            ("worker_logins_per_s", "worker logins/s, worker alone"),
             ("bootstrap_offers_per_s", "edge bootstrap offers/s"),
             ("restart_ready_s", "edge restart to ready (s)")]
     lines = [f"{'figure':<50}{'value':>12}  goal"]

@@ -1,0 +1,29 @@
+"""The benchmark report: every summary key has a row, and a missed goal says so."""
+
+from __future__ import annotations
+
+from loadtest.bench.runner import GOALS, _met, render_table
+
+
+def _report(**overrides: float | None) -> dict:
+    summary = {"positioning_p99_ms": 20.0, "edge_lookup_rps": 10_000.0, "edge_lookup_ratio": 0.95,
+               "edge_lookup_p99_ms": 5.0, "origin_login_rps": 8_000.0, "origin_login_ratio": 0.4,
+               "pipeline_offers_per_s": 6_000.0, "worker_logins_per_s": None,
+               "bootstrap_offers_per_s": 120_000.0, "restart_ready_s": 0.3, **overrides}
+    goals = {k: {"goal": f"{op} {v:g}", "met": _met(summary[k], op, v)} for k, (op, v) in GOALS.items()}
+    return {"summary": summary, "goals": goals}
+
+
+def test_goals_are_judged_in_the_right_direction() -> None:
+    assert _met(20.0, "<=", 25.0) and not _met(30.0, "<=", 25.0)
+    assert _met(0.95, ">=", 0.9) and not _met(0.5, ">=", 0.9)
+    assert _met(None, ">=", 0.9) is None
+
+
+def test_the_table_has_a_row_per_figure_and_names_misses() -> None:
+    table = render_table(_report())
+    lines = {line.split("  ")[0].strip(): line for line in table.splitlines()[1:]}
+    assert len(lines) == len(_report()["summary"])
+    assert "MISSED" in lines["origin logins / bare Starlette"]
+    assert lines["edge lookups / bare Starlette"].rstrip().endswith("met")
+    assert "-" in lines["worker logins/s, worker alone"]
