@@ -229,8 +229,8 @@ class Bench:
         async with httpx.AsyncClient(timeout=30) as http:
             async def one(region: str, port: int, token: str, accepted: int) -> None:
                 async with limiter:
-                    r = await http.get(f"http://127.0.0.1:{port}/offers/{token}",
-                                       params={"wait": 20})
+                    r = await _get_retrying(http, f"http://127.0.0.1:{port}/offers/{token}",
+                                            params={"wait": 20})
                 if r.status_code == 200:
                     out[region].append(int(r.headers["x-offer-applied-at"]) - accepted)
             await asyncio.gather(*(one(region, port, token, accepted)
@@ -350,6 +350,20 @@ class Bench:
                         "platform": platform.platform()},
             "edge": edge, "origin": origin, "worker": worker, "pipeline": pipeline,
         }
+
+
+async def _get_retrying(http: httpx.AsyncClient, url: str, params: dict[str, Any],
+                        attempts: int = 3) -> httpx.Response:
+    """GET, again on a dropped connection: a pooled keep-alive connection the server
+    closed just then fails the request (seen once in a run), and the lookup is safe
+    to repeat."""
+    for attempt in range(attempts):
+        try:
+            return await http.get(url, params=params)
+        except httpx.TransportError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 async def _time_offers(settings: Settings, count: int, timeout_s: float) -> tuple[int, float]:

@@ -27,3 +27,35 @@ def test_the_table_has_a_row_per_figure_and_names_misses() -> None:
     assert "MISSED" in lines["origin logins / bare Starlette"]
     assert lines["edge lookups / bare Starlette"].rstrip().endswith("met")
     assert "-" in lines["worker logins/s, worker alone"]
+
+
+async def test_a_lookup_on_a_dropped_connection_is_made_again() -> None:
+    import httpx
+
+    from loadtest.bench.runner import _get_retrying
+
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.params["wait"])
+        if len(calls) == 1:
+            raise httpx.ReadError("connection reset", request=request)
+        return httpx.Response(200, json={"ok": True})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        response = await _get_retrying(http, "http://edge/offers/t", params={"wait": 20})
+    assert response.status_code == 200 and calls == ["20", "20"]
+
+
+async def test_a_lookup_that_keeps_failing_raises() -> None:
+    import httpx
+    import pytest
+
+    from loadtest.bench.runner import _get_retrying
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadError("connection reset", request=request)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        with pytest.raises(httpx.ReadError):
+            await _get_retrying(http, "http://edge/offers/t", params={"wait": 20})
