@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from typing import Any
 
 USER_ID = re.compile(r"^[A-Za-z0-9._@+-]{1,128}$")
@@ -22,6 +23,14 @@ def validate_user_id(user_id: object) -> str:
 def validate_ip(ip: object) -> str:
     if not isinstance(ip, str):
         raise LoginRejected("ip must be a string")
+    if ":" not in ip:
+        # The common case, a canonical dotted quad, checked by the C library:
+        # a tenth of the cost of ipaddress, which the origin and the worker pay per login.
+        try:
+            if socket.inet_ntoa(socket.inet_pton(socket.AF_INET, ip)) == ip:
+                return ip
+        except (OSError, ValueError):
+            pass  # not canonical IPv4: ipaddress decides, and says why
     try:
         return str(ipaddress.ip_address(ip))
     except ValueError as exc:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-import json
+import orjson
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,7 +54,7 @@ async def read_json_body(request: Request) -> dict[str, Any]:
             raise BadRequest(413, f"body larger than {MAX_BODY_BYTES} bytes")
         chunks.append(chunk)
     try:
-        data = json.loads(b"".join(chunks))
+        data = orjson.loads(b"".join(chunks))
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(400, f"body is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):

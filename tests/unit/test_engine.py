@@ -121,3 +121,24 @@ def test_shipped_catalog_is_what_the_generator_makes() -> None:
     assert len(items) == catalog.ITEM_COUNT
     assert {it.category for it in items} == set(catalog.CATEGORIES)
     assert all(set(it.prices) == set(catalog.FX_PER_USD) for it in items)
+
+
+def test_ip_validation_agrees_with_the_ipaddress_module() -> None:
+    """The dotted-quad fast path accepts and normalises exactly what ipaddress does."""
+    import ipaddress
+
+    from pipeline.engine.validation import LoginRejected, validate_ip
+
+    candidates = ["81.2.69.160", "0.0.0.0", "255.255.255.255", "01.2.3.4", "1.2.3", "1.2.3.4.5",
+                  "256.1.1.1", "1.2.3.4\x00", " 1.2.3.4", "1.2.3.4 ", "1.02.3.4", "0x1.2.3.4",
+                  "::1", "2001:DB8::1", "::ffff:1.2.3.4", "", "localhost"]
+    for ip in candidates:
+        try:
+            expected: str | None = str(ipaddress.ip_address(ip))
+        except ValueError:
+            expected = None
+        try:
+            got: str | None = validate_ip(ip)
+        except LoginRejected:
+            got = None
+        assert got == expected, ip
