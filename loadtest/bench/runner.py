@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import platform
 import re
 import socket
@@ -312,8 +313,27 @@ class Bench:
             seen, seconds = asyncio.run(_time_offers(settings, count, timeout_s=600))
         finally:
             stack.stop_component(worker)
+        worker_rate = (count - seen) / seconds if seconds else None
+        self.say("worker: the Faust floor on the same logins (a table row and a record per event)")
+        floor = self._faust_floor(settings, count)
         return {"logins": count, "timed_offers": count - seen, "seconds": seconds,
-                "logins_per_s": (count - seen) / seconds if seconds else None}
+                "logins_per_s": worker_rate, "faust_floor": floor,
+                "ratio_to_floor": worker_rate / floor["events_per_s"]
+                if worker_rate and floor["events_per_s"] else None}
+
+    def _faust_floor(self, settings: Settings, count: int) -> dict[str, Any]:
+        out = settings.home / "faust-floor.json"
+        env = {**os.environ, "FLOOR_BOOTSTRAP": settings.bootstrap_servers,
+               "FLOOR_TOPIC": settings.logins_topic, "FLOOR_COUNT": str(count),
+               "FLOOR_DATA_DIR": str(settings.home / "faust-floor"),
+               "FLOOR_PARTITIONS": str(settings.partitions), "FLOOR_OUT": str(out)}
+        run = subprocess.run([sys.executable, "-m", "loadtest.bench.faust_floor", "worker",
+                              "-l", "warn", "--without-web"],
+                             env=env, capture_output=True, text=True, timeout=600)
+        if not out.exists():
+            raise RuntimeError(f"the Faust floor did not finish ({run.returncode}): "
+                               f"{(run.stdout + run.stderr)[-2000:]}")
+        return json.loads(out.read_text())
 
     # -- all of it ---------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -335,6 +355,7 @@ class Bench:
             "origin_login_ratio": origin["ratio"],
             "pipeline_offers_per_s": pipeline["throughput"]["offers_per_s"],
             "worker_logins_per_s": worker["logins_per_s"],
+            "worker_faust_floor_per_s": worker["faust_floor"]["events_per_s"],
             "bootstrap_offers_per_s": edge["bootstrap_offers_per_s"],
             "restart_ready_s": edge["restart_ready_s"],
         }
@@ -433,6 +454,7 @@ def render_table(report: dict[str, Any]) -> str:
             ("origin_login_ratio", "origin logins / bare Starlette"),
             ("pipeline_offers_per_s", "pipeline offers/s reaching an edge"),
             ("worker_logins_per_s", "worker logins/s, worker alone"),
+            ("worker_faust_floor_per_s", "Faust floor events/s (table row + record)"),
             ("bootstrap_offers_per_s", "edge bootstrap offers/s"),
             ("restart_ready_s", "edge restart to ready (s)")]
     lines = [f"{'figure':<50}{'value':>12}  goal"]

@@ -9,6 +9,7 @@ def _report(**overrides: float | None) -> dict:
     summary = {"positioning_p99_ms": 20.0, "edge_lookup_rps": 10_000.0, "edge_lookup_ratio": 0.95,
                "edge_lookup_p99_ms": 5.0, "origin_login_rps": 8_000.0, "origin_login_ratio": 0.4,
                "pipeline_offers_per_s": 6_000.0, "worker_logins_per_s": None,
+               "worker_faust_floor_per_s": 2_500.0,
                "bootstrap_offers_per_s": 120_000.0, "restart_ready_s": 0.3, **overrides}
     goals = {k: {"goal": f"{op} {v:g}", "met": _met(summary[k], op, v)} for k, (op, v) in GOALS.items()}
     return {"summary": summary, "goals": goals}

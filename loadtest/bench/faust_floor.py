@@ -1,0 +1,83 @@
+"""The Faust floor: a Faust agent that only updates one table row and produces one record per event.
+
+Issue 3 asks the worker for a Faust agent with a RocksDB-backed table
+updated on every login and an offer produced per login. This app does just
+that and nothing else (no decoding, ranking, Avro or waiting for acks), on
+the same transport and store as the worker, so its rate is the ceiling the
+worker's design has on this machine. ``positioning bench`` runs it on the
+worker's logins topic right after the worker and reports both.
+
+Configured by environment variables (it runs under Faust's own CLI):
+``FLOOR_BOOTSTRAP``, ``FLOOR_TOPIC``, ``FLOOR_COUNT``, ``FLOOR_DATA_DIR``,
+``FLOOR_PARTITIONS``, ``FLOOR_OUT``. It writes ``{"events": n, "seconds": s,
+"events_per_s": r}`` to ``FLOOR_OUT`` (Faust takes over stdout), timed from
+the first event to the last, and exits.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.types import StreamT
+
+from pipeline.worker import _broker_url
+
+
+def create_app(environ: dict[str, str]) -> faust.App:
+    topic_name = environ["FLOOR_TOPIC"]
+    count = int(environ["FLOOR_COUNT"])
+    partitions = int(environ.get("FLOOR_PARTITIONS", "6"))
+    app = faust.App(f"faust-floor-{uuid.uuid4().hex[:8]}",
+                    broker=_broker_url(environ["FLOOR_BOOTSTRAP"]), store="rocksdb://",
+                    datadir=environ["FLOOR_DATA_DIR"], topic_partitions=partitions,
+                    web_enabled=False, producer_acks=-1, producer_linger=0.002,
+                    consumer_auto_offset_reset="earliest")
+    source = app.topic(topic_name, key_serializer="raw", value_serializer="raw",
+                       partitions=partitions)
+    rows = app.Table("floor-rows", default=None, partitions=partitions, key_type=str)
+    sink = app.topic(f"{topic_name}.floor", key_serializer="raw", value_serializer="raw",
+                     partitions=partitions)
+    progress: dict[str, Any] = {"events": 0, "started": None}
+
+    @app.task
+    async def quiet() -> None:
+        # Debug records built for aiokafka's loggers would be measured too.
+        for name in ("aiokafka", "faust", "mode"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+    @app.agent(source)
+    async def floor(stream: StreamT) -> None:
+        async for event in stream.events():
+            if progress["started"] is None:
+                await sink.maybe_declare()  # before the clock starts
+                progress["started"] = time.perf_counter()
+            key = event.key.decode() if event.key else ""
+            row = rows.get(key) or {"logins": 0}
+            rows[key] = {"logins": row["logins"] + 1}
+            await app.producer.send(sink.get_topic_name(), event.key, event.value, None, None,
+                                    None)
+            progress["events"] += 1
+            if progress["events"] == count:
+                seconds = time.perf_counter() - progress["started"]
+                Path(environ["FLOOR_OUT"]).write_text(json.dumps(
+                    {"events": count, "seconds": seconds, "events_per_s": count / seconds}))
+                # The figure is out; shutting Faust down cleanly would only add time.
+                os._exit(0)
+
+    return app
+
+
+def main() -> None:
+    create_app(dict(os.environ)).main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
