@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import re
+import resource
 import socket
 import subprocess
 import sys
@@ -27,6 +28,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from loadtest.bench import wrk
+from loadtest.bench.cpu import CpuShares
 from loadtest.produce import produce
 from loadtest.stats import latency_summary
 from pipeline.engine.offers import compute_offer
@@ -34,7 +36,7 @@ from pipeline.engine.state import new_user_view
 from pipeline.tickets import TicketSigner
 from positioning.broker.local import LocalBroker
 from positioning.settings import Settings
-from positioning.stack import Component, Stack
+from positioning.stack import Component, Stack, components
 from positioning.topics import ensure_topics
 from schemas.codec import offer_codec
 
@@ -252,7 +254,15 @@ class Bench:
                          " (after a 2 s warm-up at that rate)")
                 self._login_load(settings, rate, 2, self.root / f"warmup-{rate}.tsv")
                 out = self.root / f"logins-{rate}.tsv"
+                cpu = CpuShares(self._stack_pids(stack))
+                children = resource.getrusage(resource.RUSAGE_CHILDREN)
+                started = time.perf_counter()
                 sent = self._login_load(settings, rate, seconds, out)
+                cpu_share = cpu.stop()
+                done = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu_share["load generator"] = round(
+                    (done.ru_utime + done.ru_stime - children.ru_utime - children.ru_stime)
+                    / (time.perf_counter() - started), 3)
                 logins = [(t, int(a)) for t, a in
                           (line.split("\t") for line in out.read_text().splitlines())]
                 lags = asyncio.run(self._applied_times(settings, logins))
@@ -260,6 +270,7 @@ class Bench:
                     "load": sent,
                     "edges": {r: latency_summary(v) for r, v in lags.items()},
                     "all": latency_summary([x for v in lags.values() for x in v]),
+                    "cpu_share_of_one_core": cpu_share,
                 }
             count = 20_000 if self.quick else 100_000
             self.say(f"pipeline: {count:,} logins as fast as `produce` sends them")
@@ -267,6 +278,12 @@ class Bench:
         finally:
             stack.down()
         return results
+
+    def _stack_pids(self, stack: Stack) -> dict[str, int | None]:
+        pids = {c.name: stack.pid(c) for c in components(stack.settings)}
+        if self.broker is not None:
+            pids["broker"] = self.broker.status().pid
+        return pids
 
     def _login_load(self, settings: Settings, rate: int, seconds: float, out: Path) -> dict[str, Any]:
         """Open-loop logins from a separate process; returns its summary."""
