@@ -171,11 +171,10 @@ class Materializer:
         next_offsets: dict[int, int] = {}
         login_times: list[int] = []
         live = self.progress.ready  # positioning latency means something only when live
-        to_change = self._to_live_change if live else self._to_catch_up_change
         add = changes.append
         for tp, records in batches.items():
             for record in records:
-                change, accepted_at = to_change(record)
+                change, accepted_at = self._to_change(record, live)
                 if change is not None:
                     add(change)
                     if accepted_at and live:
@@ -209,28 +208,27 @@ class Materializer:
             self._known.add(value[2:HEADER_LEN])
         return True
 
-    def _to_catch_up_change(self, record: ConsumerRecord) -> tuple[Change | None, int]:
-        """Catching up: store the record as it is (it is rendered to JSON later)."""
-        if not self._usable(record):
-            return None, 0
-        if record.value is None:
-            return Change(record.key, None), 0
-        expires_at = accepted_at = 0
-        for name, raw in record.headers:
-            if name == "expires_at":
-                expires_at = int(raw)
-            elif name == "login_accepted_at":
-                accepted_at = int(raw)
-        if not expires_at:  # not written by our worker: decode it to learn the expiry
-            return self._to_live_change(record)
-        return Change(record.key, record.value, expires_at), accepted_at
+    def _to_change(self, record: ConsumerRecord, live: bool) -> tuple[Change | None, int]:
+        """The change a record makes, and its login time (0 if unknown or a tombstone).
 
-    def _to_live_change(self, record: ConsumerRecord) -> tuple[Change | None, int]:
-        """Live: decode and store the JSON it is served as, so a lookup is a read only."""
+        Catching up, a record our worker wrote is stored as it is (its expiry
+        and login time are in headers; it is rendered to JSON later). Live, or
+        without those headers, it is decoded and stored as the JSON it is
+        served as, so a lookup is a read only.
+        """
         if not self._usable(record):
             return None, 0
         if record.value is None:
             return Change(record.key, None), 0
+        if not live:
+            expires_at = accepted_at = 0
+            for name, raw in record.headers:
+                if name == "expires_at":
+                    expires_at = int(raw)
+                elif name == "login_accepted_at":
+                    accepted_at = int(raw)
+            if expires_at:
+                return Change(record.key, record.value, expires_at), accepted_at
         try:
             offer = self._codec.decode(record.value)
         except DecodeError as exc:

@@ -92,8 +92,8 @@ class OfferStore:
         self._unlogged = WriteOptions()
         self._unlogged.disable_wal = True
         self.flush_every = flush_every
-        self._unflushed = 0
-        self._flushing = 0  # unlogged records in flushes started without waiting
+        self._unlogged_pending = False  # unlogged writes not yet flushed and waited for
+        self._since_flush = 0           # unlogged records since the last flush started
 
     def close(self) -> None:
         self.make_durable()
@@ -101,9 +101,10 @@ class OfferStore:
 
     def make_durable(self) -> None:
         """Flush what was written without the log; logged writes may follow."""
-        if self._unflushed or self._flushing:
+        if self._unlogged_pending:
             self._db.flush(wait=True)
-            self._unflushed = self._flushing = 0
+            self._unlogged_pending = False
+            self._since_flush = 0
 
     def get(self, ticket_id: bytes) -> StoredOffer | None:
         raw = self._db.get(ticket_id)
@@ -154,12 +155,12 @@ class OfferStore:
             self.make_durable()
             self._db.write(batch)
         else:
-            self._unflushed += batch.len()  # (a written batch cannot be asked)
+            self._since_flush += batch.len()  # (a written batch cannot be asked)
             self._db.write(batch, self._unlogged)
-            if self._unflushed >= self.flush_every:
+            self._unlogged_pending = True
+            if self._since_flush >= self.flush_every:
                 self._db.flush(wait=False)  # in the background; the count starts over
-                self._flushing += self._unflushed
-                self._unflushed = 0
+                self._since_flush = 0
 
     def _next_slice(self, cursor: str, limit: int) -> tuple[list[tuple[bytes, bytes]], bool]:
         """Up to ``limit`` offers from the named cursor on, and whether it reached the end.

@@ -8,6 +8,7 @@ CPU" is the first question behind a latency figure that misses. Linux only
 from __future__ import annotations
 
 import os
+import resource
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,19 +24,35 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-class CpuShares:
-    """Start before a measurement, ``stop()`` after: name → share of one core (1.0 = a core)."""
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
-    def __init__(self, pids: Mapping[str, int | None]) -> None:
+
+class CpuShares:
+    """Start before a measurement, ``stop()`` after: name → share of one core (1.0 = a core).
+
+    ``children`` names the CPU of this process's children that finished and
+    were waited for in between (a load generator run with ``subprocess.run``).
+    """
+
+    def __init__(self, pids: Mapping[str, int | None], children: str | None = None) -> None:
         self._pids = {name: pid for name, pid in pids.items() if pid is not None}
         self._start = {name: cpu_seconds(pid) for name, pid in self._pids.items()}
+        self._children = children
+        self._children_start = _children_cpu_seconds()
         self._started = time.perf_counter()
 
     def stop(self) -> dict[str, float]:
         elapsed = time.perf_counter() - self._started
+        if elapsed <= 0:
+            return {}
         shares = {}
         for name, pid in self._pids.items():
             before, after = self._start[name], cpu_seconds(pid)
-            if before is not None and after is not None and elapsed > 0:
+            if before is not None and after is not None:
                 shares[name] = round((after - before) / elapsed, 3)
+        if self._children is not None:
+            shares[self._children] = round(
+                (_children_cpu_seconds() - self._children_start) / elapsed, 3)
         return shares

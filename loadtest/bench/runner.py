@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import re
-import resource
 import socket
 import subprocess
 import sys
@@ -254,15 +253,9 @@ class Bench:
                          " (after a 2 s warm-up at that rate)")
                 self._login_load(settings, rate, 2, self.root / f"warmup-{rate}.tsv")
                 out = self.root / f"logins-{rate}.tsv"
-                cpu = CpuShares(self._stack_pids(stack))
-                children = resource.getrusage(resource.RUSAGE_CHILDREN)
-                started = time.perf_counter()
+                cpu = CpuShares(self._stack_pids(stack), children="load generator")
                 sent = self._login_load(settings, rate, seconds, out)
                 cpu_share = cpu.stop()
-                done = resource.getrusage(resource.RUSAGE_CHILDREN)
-                cpu_share["load generator"] = round(
-                    (done.ru_utime + done.ru_stime - children.ru_utime - children.ru_stime)
-                    / (time.perf_counter() - started), 3)
                 logins = [(t, int(a)) for t, a in
                           (line.split("\t") for line in out.read_text().splitlines())]
                 lags = asyncio.run(self._applied_times(settings, logins))
