@@ -65,7 +65,9 @@ class EdgeNode:
                                 flush_every=self.settings.edge_catch_up_flush_records)
         self.materializer = Materializer(self.settings.bootstrap_servers,
                                          self.settings.offers_topic, self.store, self.waiters,
-                                         self.metrics, ready_lag=self.settings.edge_ready_lag)
+                                         self.metrics, ready_lag=self.settings.edge_ready_lag,
+                                         fetch_wait_ms=self.settings.fetch_wait_ms,
+                                         fetch_min_bytes=self.settings.fetch_min_bytes)
         self.metrics.track_waiters(lambda: self.waiters.count)
         self.metrics.track_stored(self.store.estimated_count)
         self._task = asyncio.create_task(self._run_materializer())

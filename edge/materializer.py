@@ -57,7 +57,8 @@ class Progress:
 
 class Materializer:
     def __init__(self, bootstrap_servers: str, topic: str, store: OfferStore, waiters: Waiters,
-                 metrics: EdgeMetrics, ready_lag: int = 0, max_records: int = 20_000) -> None:
+                 metrics: EdgeMetrics, ready_lag: int = 0, max_records: int = 20_000,
+                 fetch_wait_ms: int = 5, fetch_min_bytes: int = 1) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.topic = topic
         self.store = store
@@ -65,6 +66,8 @@ class Materializer:
         self.metrics = metrics
         self.ready_lag = ready_lag
         self.max_records = max_records
+        self.fetch_wait_ms = fetch_wait_ms
+        self.fetch_min_bytes = fetch_min_bytes
         self.progress = Progress()
         self._consumer: AIOKafkaConsumer | None = None
         self._admin: AIOKafkaAdminClient | None = None
@@ -94,7 +97,8 @@ class Materializer:
             bootstrap_servers=self.bootstrap_servers, group_id=None, enable_auto_commit=False,
             auto_offset_reset="earliest", metadata_max_age_ms=10_000,
             fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=8 * 1024 * 1024,
-            fetch_max_wait_ms=5, check_crcs=False)
+            fetch_max_wait_ms=self.fetch_wait_ms, fetch_min_bytes=self.fetch_min_bytes,
+            check_crcs=False)
 
     async def _connect(self) -> None:
         assert self._consumer is not None

@@ -28,7 +28,13 @@ from typing import Any
 import faust
 from faust.types import StreamT
 
-from pipeline.worker import _broker_url
+from pipeline.transport import FetchTuning
+from pipeline.worker import broker_url
+from positioning.settings import Settings
+
+
+# The worker's defaults, so the floor fetches the way the worker does.
+FLOOR_FETCH = FetchTuning(Settings().fetch_wait_ms, Settings().fetch_min_bytes)
 
 
 def create_app(environ: dict[str, str]) -> faust.App:
@@ -36,7 +42,7 @@ def create_app(environ: dict[str, str]) -> faust.App:
     count = int(environ["FLOOR_COUNT"])
     partitions = int(environ.get("FLOOR_PARTITIONS", "6"))
     app = faust.App(f"faust-floor-{uuid.uuid4().hex[:8]}",
-                    broker=_broker_url(environ["FLOOR_BOOTSTRAP"]), store="rocksdb://",
+                    broker=broker_url(environ["FLOOR_BOOTSTRAP"], FLOOR_FETCH), store="rocksdb://",
                     datadir=environ["FLOOR_DATA_DIR"], topic_partitions=partitions,
                     web_enabled=False, producer_acks=-1, producer_linger=0.002,
                     consumer_auto_offset_reset="earliest")

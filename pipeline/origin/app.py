@@ -56,7 +56,8 @@ def create_app(settings: Settings, signer: TicketSigner | None = None) -> Starle
     signer = signer or signer_from_settings(settings.ticket_secret, settings.ticket_ttl_s,
                                             DEV_TICKET_SECRET)
     publisher = LoginPublisher(settings.bootstrap_servers, settings.logins_topic,
-                               timeout_s=settings.login_timeout_s)
+                               timeout_s=settings.login_timeout_s,
+                               linger_ms=settings.origin_linger_ms)
     metrics = OriginMetrics()
     codec = login_codec()
     accepted = metrics.logins.labels("accepted").inc

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from loadtest.bench.runner import GOALS, _met, render_table
+from loadtest.bench.runner import GOALS, _cpu_ms_per_login, _met, render_table
 
 
 def _report(**overrides: float | None) -> dict:
-    summary = {"positioning_p99_ms": 20.0, "edge_lookup_rps": 10_000.0, "edge_lookup_ratio": 0.95,
+    summary = {"positioning_p99_ms": 20.0, "positioning_p99_ms_at_100": 9.0,
+               "positioning_p99_ms_at_500": None, "stack_cpu_ms_per_login": 1.75,
+               "edge_lookup_rps": 10_000.0, "edge_lookup_ratio": 0.95,
                "edge_lookup_p99_ms": 5.0, "origin_login_rps": 8_000.0, "origin_login_ratio": 0.4,
                "pipeline_offers_per_s": 6_000.0, "worker_logins_per_s": None,
                "worker_faust_floor_per_s": 2_500.0,
@@ -28,6 +30,12 @@ def test_the_table_has_a_row_per_figure_and_names_misses() -> None:
     assert "MISSED" in lines["origin logins / bare Starlette"]
     assert lines["edge lookups / bare Starlette"].rstrip().endswith("met")
     assert "-" in lines["worker logins/s, worker alone"]
+
+
+def test_cpu_per_login_counts_every_process_but_the_load_generator() -> None:
+    shares = {"worker": 0.6, "origin": 0.4, "broker": 0.3, "edge-eu": None,
+              "load generator": 0.15}
+    assert abs(_cpu_ms_per_login(shares, 1000) - 1.3) < 1e-9
 
 
 async def test_a_lookup_on_a_dropped_connection_is_made_again() -> None:

@@ -1,7 +1,8 @@
-"""The materializer reconnects only when records wait and nothing moves."""
+"""The materializer reconnects only when records wait and nothing moves, and fetches as configured."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from aiokafka import TopicPartition
@@ -64,3 +65,14 @@ async def test_an_unreachable_broker_is_not_a_stall(tmp_path: Path) -> None:
     for _ in range(4):
         await m._watch_for_stall()
     assert calls == []
+
+
+def test_the_consumer_fetches_with_the_configured_wait_and_minimum(tmp_path: Path) -> None:
+    m = Materializer("unused:9092", "offers", OfferStore(tmp_path), Waiters(10), EdgeMetrics("t"),
+                     fetch_wait_ms=9, fetch_min_bytes=12345)
+
+    async def build() -> tuple[int, int]:
+        consumer = m._new_consumer()
+        return consumer._fetch_max_wait_ms, consumer._fetch_min_bytes
+
+    assert asyncio.run(build()) == (9, 12345)
