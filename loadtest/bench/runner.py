@@ -381,7 +381,7 @@ class Bench:
                       for k, (op, v) in GOALS.items()},
             "quick": self.quick,
             "notes": ["edge offers are one template offer under many signed tickets"]
-            + (["--quick: 200k offers instead of 1M, shorter runs, no 3000/s rate"]
+            + (["--quick: 200k offers instead of 1M, shorter runs, only the 100 and 1000/s rates"]
                if self.quick else []),
             "machine": {"cpus": _cpus(), "python": platform.python_version(),
                         "platform": platform.platform()},
