@@ -25,6 +25,7 @@ from starlette.routing import Route
 
 from pipeline.engine.offers import compute_offer, simulate_model_latency
 from pipeline.engine.state import new_user_view
+from pipeline.origin.fast_path import FastLoginPath
 from pipeline.origin.openapi import openapi_document
 from pipeline.origin.publisher import LoginPublisher, PublisherUnavailable
 from pipeline.origin.requests import BadRequest, client_address, parse_login, read_json_body
@@ -52,7 +53,7 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
-def create_app(settings: Settings, signer: TicketSigner | None = None) -> Starlette:
+def create_app(settings: Settings, signer: TicketSigner | None = None) -> FastLoginPath:
     signer = signer or signer_from_settings(settings.ticket_secret, settings.ticket_ttl_s,
                                             DEV_TICKET_SECRET)
     publisher = LoginPublisher(settings.bootstrap_servers, settings.logins_topic,
@@ -159,7 +160,9 @@ def create_app(settings: Settings, signer: TicketSigner | None = None) -> Starle
     ]
     # No CORS middleware: the web client is served by the origin itself, and
     # every middleware layer costs each login.
-    app = Starlette(routes=routes, lifespan=lifespan)
-    app.state.publisher = publisher
-    app.state.signer = signer
+    starlette = Starlette(routes=routes, lifespan=lifespan)
+    starlette.state.publisher = publisher
+    starlette.state.signer = signer
+    app = FastLoginPath(starlette, login)
+    app.state = starlette.state  # type: ignore[attr-defined]
     return app
