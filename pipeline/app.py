@@ -1,4 +1,5 @@
-"""The Faust app, built from the environment: ``faust -A pipeline.app worker -l info`` (add ``-L uvloop`` for the faster loop).
+"""The Faust app, built from the environment: ``faust -A pipeline.app worker -l info``
+(add ``-L uvloop`` for the faster loop).
 
 Faust's command line imports a module-level app, so this is the one place a
 component is built at import time; everything it needs comes from

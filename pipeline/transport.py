@@ -23,6 +23,8 @@ from typing import Any, NamedTuple
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from yarl import URL
 
+from positioning.settings import Settings
+
 
 class FetchTuning(NamedTuple):
     wait_ms: int = 5
@@ -30,6 +32,10 @@ class FetchTuning(NamedTuple):
 
     def query(self) -> str:
         return f"fetch_wait_ms={self.wait_ms}&fetch_min_bytes={self.min_bytes}"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FetchTuning:
+        return cls(settings.fetch_wait_ms, settings.fetch_min_bytes)
 
     @classmethod
     def from_url(cls, url: URL) -> FetchTuning:

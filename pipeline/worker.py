@@ -60,6 +60,11 @@ def broker_url(bootstrap: str, fetch: FetchTuning) -> str:
                     for server in bootstrap.split(","))
 
 
+def load_state(stored: bytes | None) -> dict[str, Any] | None:
+    """A user's state from its table value (JSON bytes, written with orjson.dumps)."""
+    return orjson.loads(stored) if stored else None
+
+
 class PoisonMessage(Exception):
     """A login that cannot be processed; it goes to the dead-letter topic."""
 
@@ -100,8 +105,7 @@ def create_app(settings: Settings) -> faust.App:
     faust_codecs.register()
     app = faust.App(
         settings.worker_id,
-        broker=broker_url(settings.bootstrap_servers,
-                          FetchTuning(settings.fetch_wait_ms, settings.fetch_min_bytes)),
+        broker=broker_url(settings.bootstrap_servers, FetchTuning.from_settings(settings)),
         store="rocksdb://",
         datadir=str(settings.worker_data_dir or settings.home / "worker"),
         topic_partitions=settings.partitions,
@@ -204,8 +208,7 @@ def create_app(settings: Settings) -> faust.App:
             validate_login(login)
         except LoginRejected as exc:
             raise PoisonMessage("validate", exc) from exc
-        stored = users.get(login["user_id"])
-        state = orjson.loads(stored) if stored else None
+        state = load_state(users.get(login["user_id"]))
         position = Position(event.message.partition, event.message.offset)
         view, replayed = view_for_login(state, login["ticket_id"], position)
         try:
@@ -247,7 +250,7 @@ def create_app(settings: Settings) -> faust.App:
         if not expiry_ready.is_set():
             horizon = now_us() - settings.tombstone_horizon_s * 1_000_000
             for _, stored in users.items():
-                for entry in (orjson.loads(stored) if stored else {}).get("recent", ()):
+                for entry in (load_state(stored) or {}).get("recent", ()):
                     if entry.get("expires_at", 0) > horizon:
                         expiries.push(entry["expires_at"], entry["ticket_id"])
             expiry_ready.set()

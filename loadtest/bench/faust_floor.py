@@ -34,7 +34,7 @@ from positioning.settings import Settings
 
 
 # The worker's defaults, so the floor fetches the way the worker does.
-FLOOR_FETCH = FetchTuning(Settings().fetch_wait_ms, Settings().fetch_min_bytes)
+FLOOR_FETCH = FetchTuning.from_settings(Settings())
 
 
 def create_app(environ: dict[str, str]) -> faust.App:
