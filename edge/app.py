@@ -37,6 +37,7 @@ from edge.render import CorruptOffer
 from edge.store import OfferStore
 from edge.waiters import TooManyWaiters, Waiters
 from pipeline.tickets import TicketSigner, signer_from_settings
+from positioning.fetch_tuning import FetchTuning
 from positioning.settings import DEV_TICKET_SECRET, Settings
 
 log = logging.getLogger(__name__)
@@ -62,12 +63,12 @@ class EdgeNode:
 
     async def start(self) -> None:
         self.store = OfferStore(self.data_dir,
-                                flush_every=self.settings.edge_catch_up_flush_records)
+                                flush_every=self.settings.edge_catch_up_flush_records,
+                                block_cache_mb=self.settings.edge_block_cache_mb)
         self.materializer = Materializer(self.settings.bootstrap_servers,
                                          self.settings.offers_topic, self.store, self.waiters,
                                          self.metrics, ready_lag=self.settings.edge_ready_lag,
-                                         fetch_wait_ms=self.settings.fetch_wait_ms,
-                                         fetch_min_bytes=self.settings.fetch_min_bytes)
+                                         fetch=FetchTuning.from_settings(self.settings))
         self.metrics.track_waiters(lambda: self.waiters.count)
         self.metrics.track_stored(self.store.estimated_count)
         self._task = asyncio.create_task(self._run_materializer())

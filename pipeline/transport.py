@@ -11,47 +11,37 @@ fetch a round trip through the consumer thread and the broker.
 
 This transport is the same driver with the fetch wait and minimum taken
 from the broker URL's query (``positioning://host:port?fetch_wait_ms=5&
-fetch_min_bytes=65536``; the worker builds it from the settings). It is
+fetch_min_bytes=65536&fetch_idle_wait_ms=500``; the worker builds it from
+the settings), long-polling while the topic is quiet
+(positioning/fetch_tuning.py). It is
 registered under the ``faust.transports`` entry point as ``positioning``
 (see pyproject.toml).
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from yarl import URL
 
-from positioning.settings import Settings
-
-
-class FetchTuning(NamedTuple):
-    wait_ms: int = 5
-    min_bytes: int = 1
-
-    def query(self) -> str:
-        return f"fetch_wait_ms={self.wait_ms}&fetch_min_bytes={self.min_bytes}"
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> FetchTuning:
-        return cls(settings.fetch_wait_ms, settings.fetch_min_bytes)
-
-    @classmethod
-    def from_url(cls, url: URL) -> FetchTuning:
-        default = cls()
-        return cls(int(url.query.get("fetch_wait_ms", default.wait_ms)),
-                   int(url.query.get("fetch_min_bytes", default.min_bytes)))
+from positioning.fetch_tuning import FetchTuning, adapt_to_traffic
 
 
 class BatchedFetchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    def _tuning(self) -> FetchTuning:
+        return FetchTuning.from_query(self.transport.url[0].query)
+
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
-        tuning = FetchTuning.from_url(transport.url[0])
+        tuning = self._tuning()
         # aiokafka reads these when the consumer starts (it builds its Fetcher then).
         consumer._fetch_max_wait_ms = tuning.wait_ms
         consumer._fetch_min_bytes = tuning.min_bytes
         return consumer
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        adapt_to_traffic(self._consumer, self._tuning())
 
 
 class Consumer(faust_aiokafka.Consumer):

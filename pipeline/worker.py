@@ -40,7 +40,7 @@ from faust.types import EventT, StreamT
 from pipeline.engine.offers import compute_offer, shown_categories, simulate_model_latency
 from pipeline.engine.state import Position, next_state, view_for_login
 from pipeline.engine.validation import LoginRejected, validate_login
-from pipeline.transport import FetchTuning
+from positioning.fetch_tuning import FetchTuning
 from positioning.settings import Settings
 from schemas.codec import DecodeError, login_codec, offer_codec
 
@@ -55,7 +55,7 @@ def now_us() -> int:
 
 def broker_url(bootstrap: str, fetch: FetchTuning) -> str:
     """Faust's broker URL: the "positioning" transport is Faust's aiokafka driver
-    with the fetch wait and minimum from the query (pipeline/transport.py)."""
+    with the fetch tuning in the query (pipeline/transport.py)."""
     return ";".join(f"positioning://{server.strip()}?{fetch.query()}"
                     for server in bootstrap.split(","))
 

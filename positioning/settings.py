@@ -72,6 +72,7 @@ class Settings:
     # logins/s; at low rates a record waits at most the fetch wait per hop.
     fetch_wait_ms: int = 5
     fetch_min_bytes: int = 64 * 1024
+    fetch_idle_wait_ms: int = 500  # after an empty fetch: ask for one byte, wait up to this
     # Edge.
     edge_host: str = "127.0.0.1"
     edges: tuple[str, ...] = ("eu=8100", "us=8101")  # region=port, for `up` and the story
@@ -82,6 +83,9 @@ class Settings:
     # While catching up, writes skip RocksDB's log; a flush every this many records
     # bounds what a crash mid-bootstrap has to read again.
     edge_catch_up_flush_records: int = 100_000
+    # RocksDB's block cache for the edge's offers: hot lookups skip reading and
+    # decompressing blocks.
+    edge_block_cache_mb: int = 256
     cors_origins: tuple[str, ...] = ("*",)
 
     extra: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -207,6 +211,7 @@ ENV_VARS: dict[str, tuple[str, Any]] = {
     "origin_linger_ms": ("POSITIONING_ORIGIN_LINGER_MS", _non_negative_int),
     "fetch_wait_ms": ("POSITIONING_FETCH_WAIT_MS", _positive_int),
     "fetch_min_bytes": ("POSITIONING_FETCH_MIN_BYTES", _positive_int),
+    "fetch_idle_wait_ms": ("POSITIONING_FETCH_IDLE_WAIT_MS", _non_negative_int),
     "edge_host": ("POSITIONING_EDGE_HOST", str),
     "edges": ("POSITIONING_EDGES", _csv),
     "edge_max_wait_s": ("POSITIONING_EDGE_MAX_WAIT", _non_negative_float),
@@ -214,5 +219,6 @@ ENV_VARS: dict[str, tuple[str, Any]] = {
     "edge_ready_lag": ("POSITIONING_EDGE_READY_LAG", int),
     "edge_sse_lifetime_s": ("POSITIONING_EDGE_SSE_LIFETIME", _non_negative_float),
     "edge_catch_up_flush_records": ("POSITIONING_EDGE_CATCH_UP_FLUSH_RECORDS", _positive_int),
+    "edge_block_cache_mb": ("POSITIONING_EDGE_BLOCK_CACHE_MB", _positive_int),
     "cors_origins": ("POSITIONING_CORS_ORIGINS", _csv),
 }

@@ -28,7 +28,7 @@ from typing import Any
 import faust
 from faust.types import StreamT
 
-from pipeline.transport import FetchTuning
+from positioning.fetch_tuning import FetchTuning
 from pipeline.worker import broker_url
 from positioning.settings import Settings
 

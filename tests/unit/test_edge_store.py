@@ -22,6 +22,20 @@ def test_records_and_offsets_are_applied_together(tmp_path: Path) -> None:
     reopened.close()
 
 
+def test_a_reopened_store_keeps_its_tuning(tmp_path: Path) -> None:
+    # rocksdict reopens an existing store with the options saved in it (and an
+    # 8 MiB block cache) unless the column family's options are passed too.
+    store = OfferStore(tmp_path, block_cache_mb=64)
+    assert store.block_cache_bytes() == 64 * 1024 * 1024
+    store.apply([Change(b"t1", b"offer", 100)], {0: 1}, 1)
+    store.close()
+    for size in (64, 32):
+        reopened = OfferStore(tmp_path, block_cache_mb=size)
+        assert reopened.block_cache_bytes() == size * 1024 * 1024
+        assert reopened.get(b"t1") is not None
+        reopened.close()
+
+
 def test_skipped_records_still_advance_the_offset(tmp_path: Path) -> None:
     store = OfferStore(tmp_path)
     store.apply([], {3: 17}, applied_at=1)

@@ -11,6 +11,7 @@ from edge.materializer import Materializer
 from edge.metrics import EdgeMetrics
 from edge.store import OfferStore
 from edge.waiters import Waiters
+from positioning.fetch_tuning import FetchTuning
 
 
 class EndOffsets:
@@ -69,7 +70,7 @@ async def test_an_unreachable_broker_is_not_a_stall(tmp_path: Path) -> None:
 
 def test_the_consumer_fetches_with_the_configured_wait_and_minimum(tmp_path: Path) -> None:
     m = Materializer("unused:9092", "offers", OfferStore(tmp_path), Waiters(10), EdgeMetrics("t"),
-                     fetch_wait_ms=9, fetch_min_bytes=12345)
+                     fetch=FetchTuning(wait_ms=9, min_bytes=12345, idle_wait_ms=300))
 
     async def build() -> tuple[int, int]:
         consumer = m._new_consumer()

@@ -1,0 +1,86 @@
+"""A consumer long-polls a quiet topic and batches a busy one (positioning/fetch_tuning.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from positioning.fetch_tuning import FetchTuning, adapt_to_traffic
+from positioning.settings import Settings
+from positioning.topics import ensure_topics
+
+pytestmark = pytest.mark.integration
+
+TUNING = FetchTuning(wait_ms=5, min_bytes=64 * 1024, idle_wait_ms=3_000)
+
+
+async def test_quiet_topic_is_long_polled_and_a_record_still_arrives_at_once(
+        base_settings: Settings) -> None:
+    await ensure_topics(base_settings)
+    topic = base_settings.offers_topic
+    consumer = AIOKafkaConsumer(bootstrap_servers=base_settings.bootstrap_servers, group_id=None,
+                                enable_auto_commit=False, auto_offset_reset="earliest",
+                                fetch_max_wait_ms=TUNING.wait_ms,
+                                fetch_min_bytes=TUNING.min_bytes)
+    producer = AIOKafkaProducer(bootstrap_servers=base_settings.bootstrap_servers)
+    await consumer.start()
+    await producer.start()
+    try:
+        adapt_to_traffic(consumer, TUNING)
+        fetches: list[tuple[int, int, bool]] = []  # (wait asked, minimum asked, got records)
+        fetcher = consumer._fetcher
+        adapted = fetcher._proc_fetch_request
+
+        async def recording(assignment: Any, node_id: int, request: Any) -> bool:
+            got = await adapted(assignment, node_id, request)
+            fetches.append((request._max_wait_ms, request._min_bytes, got))
+            return got
+        fetcher._proc_fetch_request = recording
+        consumer.assign([TopicPartition(topic, p) for p in range(base_settings.partitions)])
+
+        # Quiet for 1.5 s: a 5 ms fetch would go out ~300 times; a long poll a few.
+        assert await consumer.getmany(timeout_ms=1_500) == {}
+        assert 1 <= len(fetches) <= 3, fetches
+        assert (fetcher._fetch_max_wait_ms, fetcher._fetch_min_bytes) == (TUNING.idle_wait_ms, 1)
+
+        # A record lands during the long poll: the broker answers at once, not after 3 s.
+        sent_at = time.monotonic()
+        await producer.send_and_wait(topic, b"offer", key=b"ticket", partition=0)
+        got = await consumer.getmany(timeout_ms=5_000)
+        arrived_after = time.monotonic() - sent_at
+        assert [r.value for records in got.values() for r in records] == [b"offer"]
+        assert arrived_after < 1.0, arrived_after
+        carrier = next(f for f in fetches if f[2])
+        assert carrier[:2] == (TUNING.idle_wait_ms, 1)
+
+        # The fetch after one that brought records batches again.
+        async def next_fetch() -> None:
+            while fetches[-1][2]:
+                await asyncio.sleep(0.01)
+        await asyncio.wait_for(next_fetch(), timeout=10)
+        after = fetches[fetches.index(carrier) + 1]
+        assert after[:2] == (TUNING.wait_ms, TUNING.min_bytes)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+def test_no_long_poll_when_it_is_turned_off() -> None:
+    async def proc(*args: Any) -> bool:
+        return False
+
+    class Fetcher:
+        _proc_fetch_request = staticmethod(proc)
+        _fetch_max_wait_ms, _fetch_min_bytes = 5, 1
+
+    class Consumer:
+        _fetcher = Fetcher()
+    consumer = Consumer()
+    adapt_to_traffic(consumer, FetchTuning(idle_wait_ms=0))
+    assert consumer._fetcher._proc_fetch_request is proc
+    adapt_to_traffic(consumer, FetchTuning(idle_wait_ms=100))
+    assert consumer._fetcher._proc_fetch_request is not proc
