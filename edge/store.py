@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -51,8 +50,9 @@ JSON = b"J"
 AVRO = b"A"
 
 
-@dataclass(frozen=True)
-class StoredOffer:
+class StoredOffer(NamedTuple):
+    """One stored entry as read (a named tuple: one is built per lookup)."""
+
     expires_at: int   # µs
     applied_at: int   # µs, when this node applied it
     payload: bytes    # JSON to serve, or the Avro record as produced

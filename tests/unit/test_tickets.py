@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import logging
+import os
 
 import pytest
 
-from pipeline.tickets import (TicketExpired, TicketForged, TicketMalformed, TicketSigner,
-                              parse_keys, signer_from_settings)
+from pipeline.tickets import (TicketExpired, TicketForged, TicketMalformed, TicketSigner, _b64d,
+                              _b64e, parse_keys, signer_from_settings)
 
 KEY = "k1:" + "a" * 32
 
@@ -90,3 +92,11 @@ def test_development_secret_warns_loudly(caplog: pytest.LogCaptureFixture) -> No
     with caplog.at_level(logging.WARNING):
         signer_from_settings(KEY, 900, dev_default=dev)
     assert "INSECURE" not in caplog.text
+
+
+def test_base64url_helpers_match_the_standard_library() -> None:
+    for size in range(0, 40):
+        raw = os.urandom(size)
+        text = _b64e(raw)
+        assert text == base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+        assert _b64d(text) == raw
