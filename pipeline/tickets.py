@@ -59,12 +59,14 @@ _FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
 
 
 def _b64e(raw: bytes) -> str:
-    return binascii.b2a_base64(raw, newline=False).translate(_TO_URLSAFE).rstrip(b"=").decode("ascii")
+    encoded = binascii.b2a_base64(raw, newline=False)
+    return encoded.translate(_TO_URLSAFE).rstrip(b"=").decode("ascii")
 
 
 def _b64d(text: str) -> bytes:
     """Decode base64url; callers check the alphabet first (binascii skips stray characters)."""
-    return binascii.a2b_base64(text.encode("ascii").translate(_FROM_URLSAFE) + b"=" * (-len(text) % 4))
+    padded = text.encode("ascii").translate(_FROM_URLSAFE) + b"=" * (-len(text) % 4)
+    return binascii.a2b_base64(padded)
 
 
 class Ticket(NamedTuple):

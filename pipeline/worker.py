@@ -106,7 +106,8 @@ def create_app(settings: Settings) -> faust.App:
     app = faust.App(
         settings.worker_id,
         broker=broker_url(settings.bootstrap_servers, FetchTuning.from_settings(settings)),
-        store="rocksdb://",
+        # Faust's RocksDB store, keeping its tuning when it reopens (pipeline/state_store.py).
+        store="positioning://",
         datadir=str(settings.worker_data_dir or settings.home / "worker"),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,

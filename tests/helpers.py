@@ -136,5 +136,9 @@ class OfferReader:
         async def all_there() -> bool:
             await self.poll()
             return all(self.offers.get(t) is not None for t in ticket_ids)
-        await wait_until_async(all_there, timeout, f"offers for {len(ticket_ids)} tickets")
+        try:
+            await wait_until_async(all_there, timeout, f"offers for {len(ticket_ids)} tickets")
+        except AssertionError as exc:
+            missing = sum(self.offers.get(t) is None for t in ticket_ids)
+            raise AssertionError(f"{exc}: {missing} still missing") from None
         return {t: self.offers[t] for t in ticket_ids}

@@ -42,7 +42,8 @@ def create_app(environ: dict[str, str]) -> faust.App:
     count = int(environ["FLOOR_COUNT"])
     partitions = int(environ.get("FLOOR_PARTITIONS", "6"))
     app = faust.App(f"faust-floor-{uuid.uuid4().hex[:8]}",
-                    broker=broker_url(environ["FLOOR_BOOTSTRAP"], FLOOR_FETCH), store="rocksdb://",
+                    broker=broker_url(environ["FLOOR_BOOTSTRAP"], FLOOR_FETCH),
+                    store="positioning://",
                     datadir=environ["FLOOR_DATA_DIR"], topic_partitions=partitions,
                     web_enabled=False, producer_acks=-1, producer_linger=0.002,
                     consumer_auto_offset_reset="earliest")

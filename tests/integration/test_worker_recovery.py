@@ -43,7 +43,11 @@ async def test_sigkill_mid_stream_loses_nothing(kafka_bootstrap: str, tmp_path: 
             from pipeline.tickets import TicketSigner
             signer = TicketSigner.from_spec(settings.ticket_secret, 900)
             ticket_ids = [signer.verify(t).ticket_id for t in summary.tickets]
-            offers = await reader.wait_for(ticket_ids, timeout=120)
+            try:
+                offers = await reader.wait_for(ticket_ids, timeout=120)
+            except AssertionError as exc:  # say what the restarted worker was doing
+                raise AssertionError(f"{exc}\nrestarted worker's log:\n"
+                                     f"{worker.log_text()[-4000:]}") from None
     finally:
         worker.stop()
 

@@ -1,4 +1,4 @@
-"""The edge sweeps expired offers out in small slices, so a lookup never waits behind a long walk."""
+"""The edge sweeps expired offers in small slices, so a lookup never waits behind a long walk."""
 
 from __future__ import annotations
 
