@@ -38,8 +38,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import NamedTuple
 
-from rocksdict import (BlockBasedOptions, Cache, DataBlockIndexType, Options, Rdict, WriteBatch,
-                       WriteOptions)
+from rocksdict import BlockBasedOptions, Cache, DataBlockIndexType, Options, WriteBatch, WriteOptions
+
+from positioning.rocksdb_open import open_keeping_options
 
 OFFSET_PREFIX = b"\x00offset\x00"
 ALL_JSON_KEY = b"\x00all-json"  # present while no entry is stored as Avro
@@ -75,11 +76,7 @@ class Change(NamedTuple):
 def _options(block_cache_mb: int) -> Options:
     """Tuned for point lookups: a block cache of the given size, bloom filters, hashed data blocks.
 
-    Opened with these as the default column family's options too (see
-    ``OfferStore``): given only as database options, rocksdict reopens an
-    existing store with the column family options saved in its OPTIONS file
-    and an 8 MiB block cache, so every tuning below would silently vanish on
-    the node's first restart.
+    The store opens through ``open_keeping_options``, so a restart keeps them.
     """
     table = BlockBasedOptions()
     table.set_block_cache(Cache(block_cache_mb * 1024 * 1024))
@@ -103,9 +100,7 @@ class OfferStore:
     def __init__(self, path: Path, flush_every: int = 100_000, block_cache_mb: int = 256) -> None:
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
-        opts = _options(block_cache_mb)
-        self._db = Rdict(str(path / "offers.rocksdb"), options=opts,
-                         column_families={"default": opts})
+        self._db = open_keeping_options(path / "offers.rocksdb", _options(block_cache_mb))
         self._cursors = {"sweep": FIRST_OFFER_KEY, "render": FIRST_OFFER_KEY}
         self._unlogged = WriteOptions()
         self._unlogged.disable_wal = True

@@ -1,13 +1,10 @@
 """Faust's RocksDB table store, reopened with the options it was created with.
 
 Faust 0.15 opens each table partition with rocksdict, giving only database
-options. rocksdict then reopens an existing store with the column family
-options saved in it and an 8 MiB block cache, so after its first restart a
-worker reads per-user state through a block cache 256 times smaller than the
-2 GiB Faust configures (the edge store had the same problem, see
-``edge/store.py``; quix-streams fixed it in its own store, quixio/quix-streams
-#1136). This store is Faust's, with the options also given for the default
-column family.
+options, so after its first restart a worker reads per-user state through an
+8 MiB block cache instead of the 2 GiB Faust configures (see
+positioning/rocksdb_open.py). This store is Faust's, opened through
+``open_keeping_options``.
 
 Registered under the ``faust.stores`` entry point as ``positioning`` (see
 pyproject.toml); the worker uses ``store="positioning://"``. The files are
@@ -22,16 +19,16 @@ from typing import Any
 import rocksdict
 from faust.stores import rocksdb as faust_rocksdb
 
+from positioning.rocksdb_open import open_keeping_options
+
 
 class ReopeningRocksDBOptions(faust_rocksdb.RocksDBOptions):
     def open(self, path: Path, *, read_only: bool = False) -> Any:
         if not self.use_rocksdict:
             return super().open(path, read_only=read_only)
-        options = self.as_options()
         access = (rocksdict.AccessType.read_write() if self.ttl is None
                   else rocksdict.AccessType.with_ttl(self.ttl))
-        db = rocksdict.Rdict(str(path), options=options, column_families={"default": options},
-                             access_type=access)
+        db = open_keeping_options(path, self.as_options(), access)
         db.set_read_options(rocksdict.ReadOptions())
         return db
 
