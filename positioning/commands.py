@@ -16,8 +16,10 @@ from positioning.settings import Settings
 def _serve(app: object, host: str, port: int) -> int:
     import uvicorn
 
+    from positioning.http_protocol import CoalescingHttpToolsProtocol
+
     config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False,
-                            loop="uvloop", http="httptools", lifespan="on")
+                            loop="uvloop", http=CoalescingHttpToolsProtocol, lifespan="on")
     server = uvicorn.Server(config)
     server.run()
     return 0 if server.started else 1

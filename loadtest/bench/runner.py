@@ -27,6 +27,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from loadtest.bench import wrk
+from loadtest.bench.compare import Comparison, compare
 from loadtest.bench.cpu import CpuShares
 from loadtest.produce import produce
 from loadtest.stats import latency_summary
@@ -47,6 +48,14 @@ GOALS = {
     "worker_logins_per_s": (">=", 5000.0),
     "bootstrap_offers_per_s": (">=", 100_000.0),
     "restart_ready_s": ("<=", 2.0),
+}
+
+# A throughput comparison in which requests failed does not measure its path.
+FAILED_REQUESTS = {
+    "edge_lookup_rps": "edge_lookup_failed_requests",
+    "edge_lookup_ratio": "edge_lookup_failed_requests",
+    "origin_login_rps": "origin_login_failed_requests",
+    "origin_login_ratio": "origin_login_failed_requests",
 }
 
 
@@ -162,8 +171,7 @@ class Bench:
         stack.run_component(edge, timeout=120)
         restart = time.perf_counter() - spawned
 
-        self.say("edge: lookups against a bare Starlette endpoint (wrk)")
-        duration = 6 if self.quick else 15
+        self.say("edge: lookups against a bare Starlette endpoint (wrk, alternating rounds)")
         bare_port = _free_port()
         bare = subprocess.Popen([sys.executable, "-m", "loadtest.bench.bare", "--kind", "edge",
                                  "--port", str(bare_port)], stdout=subprocess.DEVNULL,
@@ -171,28 +179,33 @@ class Bench:
         try:
             _wait_http(f"http://127.0.0.1:{bare_port}/healthz")
             env = {"BENCH_TICKETS": str(tickets)}
-            # Warm both, then measure both (bare first, edge second, then bare again).
-            wrk.run(f"http://127.0.0.1:{edge.port}", wrk.EDGE_LOOKUP_LUA, self.root, 2, env=env)
-            wrk.run(f"http://127.0.0.1:{bare_port}", wrk.EDGE_LOOKUP_LUA, self.root, 2, env=env)
-            bare_1 = wrk.run(f"http://127.0.0.1:{bare_port}", wrk.EDGE_LOOKUP_LUA, self.root,
-                             duration, env=env)
-            real = wrk.run(f"http://127.0.0.1:{edge.port}", wrk.EDGE_LOOKUP_LUA, self.root,
-                           duration, env=env)
-            bare_2 = wrk.run(f"http://127.0.0.1:{bare_port}", wrk.EDGE_LOOKUP_LUA, self.root,
-                             duration, env=env)
+            lookups = self._compare(f"http://127.0.0.1:{edge.port}", f"http://127.0.0.1:{bare_port}",
+                                    wrk.EDGE_LOOKUP_LUA, env)
         finally:
             bare.terminate()
             bare.wait(10)
             stack.stop_component(edge)
-        bare_rps = (bare_1.requests_per_s + bare_2.requests_per_s) / 2
         return {
             "offers": count, "bootstrap_seconds": seconds, "bootstrap_applied": applied,
             "bootstrap_offers_per_s": applied / seconds if seconds else None,
             "bootstrap_wall_seconds": bootstrap_wall, "restart_ready_s": restart,
             "render_to_json_seconds": rendered_in,
-            "lookup": {"edge": real.__dict__, "bare": [bare_1.__dict__, bare_2.__dict__],
-                       "ratio": real.requests_per_s / bare_rps if bare_rps else None},
+            "lookup": lookups.as_dict(),
         }
+
+    def _compare(self, real_url: str, bare_url: str, script: str,
+                 env: dict[str, str] | None = None) -> Comparison:
+        """Alternating wrk rounds against the bare endpoint (loadtest/bench/compare.py)."""
+        rounds, seconds = (2, 4) if self.quick else (3, 8)
+
+        def run(url: str, duration: float) -> wrk.WrkResult:
+            return wrk.run(url, script, self.root, duration, env=env)
+
+        result = compare(run, real_url, bare_url, rounds, seconds)
+        if result.failed_requests:
+            self.say(f"WARNING: {result.failed_requests} requests to {real_url} or its baseline "
+                     "failed; the comparison is flagged invalid")
+        return result
 
     # -- origin logins ------------------------------------------------------------
     def bench_origin(self) -> dict[str, Any]:
@@ -206,22 +219,16 @@ class Bench:
         bare = subprocess.Popen([sys.executable, "-m", "loadtest.bench.bare", "--kind", "origin",
                                  "--port", str(bare_port)], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.STDOUT)
-        duration = 6 if self.quick else 15
-        self.say("origin: POST /login against a bare Starlette endpoint (wrk)")
+        self.say("origin: POST /login against a bare Starlette endpoint (wrk, alternating rounds)")
         try:
             _wait_http(f"http://127.0.0.1:{bare_port}/healthz")
-            base = f"http://127.0.0.1:{settings.origin_port}"
-            wrk.run(base, wrk.LOGIN_LUA, self.root, 2)
-            bare_1 = wrk.run(f"http://127.0.0.1:{bare_port}", wrk.LOGIN_LUA, self.root, duration)
-            real = wrk.run(base, wrk.LOGIN_LUA, self.root, duration)
-            bare_2 = wrk.run(f"http://127.0.0.1:{bare_port}", wrk.LOGIN_LUA, self.root, duration)
+            logins = self._compare(f"http://127.0.0.1:{settings.origin_port}",
+                                   f"http://127.0.0.1:{bare_port}", wrk.LOGIN_LUA)
         finally:
             bare.terminate()
             bare.wait(10)
             stack.stop_component(origin)
-        bare_rps = (bare_1.requests_per_s + bare_2.requests_per_s) / 2
-        return {"origin": real.__dict__, "bare": [bare_1.__dict__, bare_2.__dict__],
-                "ratio": real.requests_per_s / bare_rps if bare_rps else None}
+        return logins.as_dict()
 
     # -- positioning latency and pipeline throughput ----------------------------------
     async def _applied_times(self, settings: Settings, logins: list[tuple[str, int]]
@@ -364,11 +371,17 @@ class Bench:
             if "500" in by_rate else None,
             "stack_cpu_ms_per_login": _cpu_ms_per_login(at_1000["cpu_share_of_one_core"], 1000)
             if self.broker is not None else None,
-            "edge_lookup_rps": edge["lookup"]["edge"]["requests_per_s"],
+            "edge_lookup_rps": edge["lookup"]["requests_per_s"],
             "edge_lookup_ratio": edge["lookup"]["ratio"],
-            "edge_lookup_p99_ms": edge["lookup"]["edge"]["p99_ms"],
-            "origin_login_rps": origin["origin"]["requests_per_s"],
+            "edge_lookup_ratio_low": edge["lookup"]["ratio_low"],
+            "edge_lookup_ratio_high": edge["lookup"]["ratio_high"],
+            "edge_lookup_p99_ms": edge["lookup"]["p99_ms"],
+            "edge_lookup_failed_requests": edge["lookup"]["failed_requests"],
+            "origin_login_rps": origin["requests_per_s"],
             "origin_login_ratio": origin["ratio"],
+            "origin_login_ratio_low": origin["ratio_low"],
+            "origin_login_ratio_high": origin["ratio_high"],
+            "origin_login_failed_requests": origin["failed_requests"],
             "pipeline_offers_per_s": pipeline["throughput"]["offers_per_s"],
             "worker_logins_per_s": worker["logins_per_s"],
             "worker_faust_floor_per_s": worker["faust_floor"]["events_per_s"],
@@ -377,8 +390,7 @@ class Bench:
         }
         return {
             "summary": summary,
-            "goals": {k: {"goal": f"{op} {v:g}", "met": _met(summary[k], op, v)}
-                      for k, (op, v) in GOALS.items()},
+            "goals": judge(summary),
             "quick": self.quick,
             "notes": ["edge offers are one template offer under many signed tickets"]
             + (["--quick: 200k offers instead of 1M, shorter runs, only the 100 and 1000/s rates"]
@@ -432,6 +444,17 @@ def _cpu_ms_per_login(shares: dict[str, float | None], rate: float) -> float:
                       if name != "load generator") / rate
 
 
+def judge(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each goal, met or not; None when the figure is missing or its requests failed."""
+    goals: dict[str, dict[str, Any]] = {}
+    for key, (op, value) in GOALS.items():
+        failed = summary.get(FAILED_REQUESTS.get(key, ""))
+        goals[key] = {"goal": f"{op} {value:g}", "met": _met(summary[key], op, value)}
+        if failed:
+            goals[key].update(met=None, invalid=f"{failed} requests failed")
+    return goals
+
+
 def _met(value: float | None, op: str, goal: float) -> bool | None:
     if value is None:
         return None
@@ -473,10 +496,16 @@ def render_table(report: dict[str, Any]) -> str:
             ("positioning_p99_ms", "positioning latency p99 at 1,000 logins/s (ms)"),
             ("stack_cpu_ms_per_login", "CPU ms per login, whole stack, at 1,000/s"),
             ("edge_lookup_rps", "edge lookups/s (1 process)"),
-            ("edge_lookup_ratio", "edge lookups / bare Starlette"),
+            ("edge_lookup_ratio", "edge lookups / bare Starlette (median round)"),
+            ("edge_lookup_ratio_low", "edge lookups / bare, lowest round"),
+            ("edge_lookup_ratio_high", "edge lookups / bare, highest round"),
             ("edge_lookup_p99_ms", "edge lookup p99 (ms)"),
+            ("edge_lookup_failed_requests", "edge lookups failed (non-2xx, socket errors)"),
             ("origin_login_rps", "origin logins/s (1 process)"),
-            ("origin_login_ratio", "origin logins / bare Starlette"),
+            ("origin_login_ratio", "origin logins / bare Starlette (median round)"),
+            ("origin_login_ratio_low", "origin logins / bare, lowest round"),
+            ("origin_login_ratio_high", "origin logins / bare, highest round"),
+            ("origin_login_failed_requests", "origin logins failed (non-2xx, socket errors)"),
             ("pipeline_offers_per_s", "pipeline offers/s reaching an edge"),
             ("worker_logins_per_s", "worker logins/s, worker alone"),
             ("worker_faust_floor_per_s", "Faust floor events/s (table row + record)"),
@@ -486,7 +515,9 @@ def render_table(report: dict[str, Any]) -> str:
     for key, label in rows:
         value = s[key]
         goal = goals.get(key)
-        mark = "" if goal is None else f"{goal['goal']:<10} {'met' if goal['met'] else 'MISSED'}"
+        verdict = "" if goal is None else (
+            f"INVALID: {goal['invalid']}" if goal.get("invalid") else "met" if goal["met"] else "MISSED")
+        mark = "" if goal is None else f"{goal['goal']:<10} {verdict}"
         lines.append(f"{label:<50}{value:>12,.2f}  {mark}" if value is not None
                      else f"{label:<50}{'-':>12}  {mark}")
     return "\n".join(lines)

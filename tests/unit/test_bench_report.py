@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from loadtest.bench.runner import GOALS, _cpu_ms_per_login, _met, render_table
+from loadtest.bench.runner import _cpu_ms_per_login, _met, judge, render_table
 
 
 def _report(**overrides: float | None) -> dict:
     summary = {"positioning_p99_ms": 20.0, "positioning_p99_ms_at_100": 9.0,
                "positioning_p99_ms_at_500": None, "stack_cpu_ms_per_login": 1.75,
                "edge_lookup_rps": 10_000.0, "edge_lookup_ratio": 0.95,
-               "edge_lookup_p99_ms": 5.0, "origin_login_rps": 8_000.0, "origin_login_ratio": 0.4,
+               "edge_lookup_ratio_low": 0.91, "edge_lookup_ratio_high": 0.97,
+               "edge_lookup_p99_ms": 5.0, "edge_lookup_failed_requests": 0,
+               "origin_login_rps": 8_000.0, "origin_login_ratio": 0.4,
+               "origin_login_ratio_low": 0.35, "origin_login_ratio_high": 0.45,
+               "origin_login_failed_requests": 0,
                "pipeline_offers_per_s": 6_000.0, "worker_logins_per_s": None,
                "worker_faust_floor_per_s": 2_500.0,
                "bootstrap_offers_per_s": 120_000.0, "restart_ready_s": 0.3, **overrides}
-    goals = {k: {"goal": f"{op} {v:g}", "met": _met(summary[k], op, v)} for k, (op, v) in GOALS.items()}
-    return {"summary": summary, "goals": goals}
+    return {"summary": summary, "goals": judge(summary)}
 
 
 def test_goals_are_judged_in_the_right_direction() -> None:
@@ -27,9 +30,19 @@ def test_the_table_has_a_row_per_figure_and_names_misses() -> None:
     table = render_table(_report())
     lines = {line.split("  ")[0].strip(): line for line in table.splitlines()[1:]}
     assert len(lines) == len(_report()["summary"])
-    assert "MISSED" in lines["origin logins / bare Starlette"]
-    assert lines["edge lookups / bare Starlette"].rstrip().endswith("met")
+    assert "MISSED" in lines["origin logins / bare Starlette (median round)"]
+    assert lines["edge lookups / bare Starlette (median round)"].rstrip().endswith("met")
     assert "-" in lines["worker logins/s, worker alone"]
+
+
+def test_a_comparison_with_failed_requests_is_flagged_not_judged() -> None:
+    report = _report(edge_lookup_failed_requests=1_200)
+    goal = report["goals"]["edge_lookup_ratio"]
+    assert goal["met"] is None and goal["invalid"] == "1200 requests failed"
+    assert report["goals"]["origin_login_ratio"]["met"] is False  # its own requests were fine
+    table = render_table(report)
+    assert "INVALID: 1200 requests failed" in next(
+        line for line in table.splitlines() if line.startswith("edge lookups / bare Starlette"))
 
 
 def test_cpu_per_login_counts_every_process_but_the_load_generator() -> None:
