@@ -12,6 +12,16 @@ so the first record after a quiet spell is delivered at once, sooner than a
 5 ms batch would be. After a fetch that brought records, the consumer
 batches again. ``idle_wait_ms=0`` turns the long poll off.
 
+Only an idle consumer long-polls. aiokafka keeps one fetch in flight per
+broker, for the partitions whose records have all been handed over; a
+consumer that is still working through records of other partitions (the
+worker when it is behind) would park its next fetch on the quiet ones, and
+the partitions it then drains would wait behind that fetch for up to
+``idle_wait_ms``. So while the Fetcher still holds records, an empty fetch
+leaves the consumer batching. (At 500 logins/s on a slow hour, the long
+poll without this rule put p50 at 0.6-2.9 s, against 0.17-0.18 s with no
+long poll at all.)
+
 aiokafka reads the wait and minimum from its Fetcher each time it builds a
 fetch request, and the Fetcher's per-request step (``_proc_fetch_request``)
 returns whether records came back; ``adapt_to_traffic`` wraps that step.
@@ -57,7 +67,7 @@ def adapt_to_traffic(consumer: Any, tuning: FetchTuning) -> None:
         return
     fetcher = consumer._fetcher
     if fetcher is None or not all(hasattr(fetcher, name) for name in (
-            "_proc_fetch_request", "_fetch_max_wait_ms", "_fetch_min_bytes")):
+            "_proc_fetch_request", "_fetch_max_wait_ms", "_fetch_min_bytes", "_records")):
         raise RuntimeError("this aiokafka's Fetcher has no per-request step to adapt; "
                            "set POSITIONING_FETCH_IDLE_WAIT_MS=0")
     fetcher._proc_fetch_request = _switching_modes(fetcher, fetcher._proc_fetch_request, tuning)
@@ -68,7 +78,7 @@ def _switching_modes(fetcher: Any, proc: Callable[..., Awaitable[bool]],
     @functools.wraps(proc)
     async def proc_then_switch(*args: Any) -> bool:
         got_records = await proc(*args)
-        if got_records:
+        if got_records or fetcher._records:  # records came, or some wait to be handed over
             fetcher._fetch_max_wait_ms = tuning.wait_ms
             fetcher._fetch_min_bytes = tuning.min_bytes
         else:

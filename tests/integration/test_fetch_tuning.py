@@ -69,6 +69,60 @@ async def test_quiet_topic_is_long_polled_and_a_record_still_arrives_at_once(
         await consumer.stop()
 
 
+async def test_a_consumer_still_holding_records_never_parks_a_long_poll(
+        base_settings: Settings) -> None:
+    """A long poll on the quiet partitions would hold back the fetch of a partition just drained."""
+    await ensure_topics(base_settings)
+    topic = base_settings.offers_topic
+    producer = AIOKafkaProducer(bootstrap_servers=base_settings.bootstrap_servers)
+    await producer.start()
+    try:
+        for i in range(5):
+            await producer.send_and_wait(topic, b"offer-%d" % i, key=b"t%d" % i, partition=0)
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(bootstrap_servers=base_settings.bootstrap_servers, group_id=None,
+                                enable_auto_commit=False, auto_offset_reset="earliest",
+                                fetch_max_wait_ms=TUNING.wait_ms,
+                                fetch_min_bytes=TUNING.min_bytes)
+    await consumer.start()
+    try:
+        adapt_to_traffic(consumer, TUNING)
+        fetcher = consumer._fetcher
+        adapted = fetcher._proc_fetch_request
+        fetches: list[tuple[int, bool]] = []  # (wait asked, records buffered when asked)
+
+        async def recording(assignment: Any, node_id: int, request: Any) -> bool:
+            buffered = TopicPartition(topic, 0) in fetcher._records
+            got = await adapted(assignment, node_id, request)
+            fetches.append((request._max_wait_ms, buffered))
+            return got
+        fetcher._proc_fetch_request = recording
+        consumer.assign([TopicPartition(topic, p) for p in range(base_settings.partitions)])
+
+        # Partition 0's records are fetched but not taken: the consumer is busy with them.
+        # Its fetches of the quiet partitions must stay short (a 3 s long poll would let
+        # a few through in the 3 s allowed here, not 20).
+        async def busy_fetches(count: int) -> None:
+            while sum(1 for _, buffered in fetches if buffered) < count:
+                await asyncio.sleep(0.01)
+        await asyncio.wait_for(busy_fetches(20), timeout=3)
+        asked = [wait for wait, buffered in fetches if buffered]
+        assert set(asked[1:]) == {TUNING.wait_ms}, asked  # the first may predate the records
+
+        # Once everything is handed over and the topic stays quiet, it long-polls.
+        got = await consumer.getmany(timeout_ms=5_000)
+        assert sorted(r.value for records in got.values() for r in records) == [
+            b"offer-%d" % i for i in range(5)]
+
+        async def idle() -> None:
+            while fetcher._fetch_max_wait_ms != TUNING.idle_wait_ms:
+                await asyncio.sleep(0.01)
+        await asyncio.wait_for(idle(), timeout=5)
+    finally:
+        await consumer.stop()
+
+
 def test_no_long_poll_when_it_is_turned_off() -> None:
     async def proc(*args: Any) -> bool:
         return False
@@ -76,6 +130,7 @@ def test_no_long_poll_when_it_is_turned_off() -> None:
     class Fetcher:
         _proc_fetch_request = staticmethod(proc)
         _fetch_max_wait_ms, _fetch_min_bytes = 5, 1
+        _records: dict[Any, Any] = {}
 
     class Consumer:
         _fetcher = Fetcher()
