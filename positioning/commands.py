@@ -16,10 +16,10 @@ from positioning.settings import Settings
 def _serve(app: object, host: str, port: int) -> int:
     import uvicorn
 
-    from positioning.http_protocol import CoalescingHttpToolsProtocol
+    from positioning.http_protocol import SERVER_SETTINGS
 
-    config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False,
-                            loop="uvloop", http=CoalescingHttpToolsProtocol, lifespan="on")
+    config = uvicorn.Config(app, host=host, port=port, log_level="info", lifespan="on",
+                            **SERVER_SETTINGS)
     server = uvicorn.Server(config)
     server.run()
     return 0 if server.started else 1

@@ -66,7 +66,13 @@ class CoalescingWrites:
 
 
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
-    """Pass as uvicorn's ``http`` protocol class."""
+    """Pass as uvicorn's ``http`` protocol class (``SERVER_SETTINGS`` does)."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingWrites(transport, self.loop))  # type: ignore[arg-type]
+
+
+# The uvicorn settings every HTTP server here runs with: the origin, the edges
+# (positioning/commands.py) and the benchmark's bare baselines (loadtest/bench/bare.py).
+SERVER_SETTINGS: dict[str, Any] = {"loop": "uvloop", "http": CoalescingHttpToolsProtocol,
+                                   "access_log": False}

@@ -3,7 +3,8 @@
 ``python -m loadtest.bench.bare --kind edge --port N`` answers ``GET
 /offers/{ticket}`` with a fixed offer-sized JSON body; ``--kind origin``
 answers ``POST /login`` with a fixed 202. Same uvicorn settings as the real
-components (uvloop, httptools writing each response in one call, no access log).
+components (``SERVER_SETTINGS``: uvloop, httptools writing each response in one call, no
+access log).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from starlette.routing import Route
 
 from pipeline.engine.offers import compute_offer
 from pipeline.engine.state import new_user_view
-from positioning.http_protocol import CoalescingHttpToolsProtocol
+from positioning.http_protocol import SERVER_SETTINGS
 
 HEADERS = {"cache-control": "private, no-store", "x-edge-region": "bare"}
 
@@ -55,8 +56,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     app = edge_app() if args.kind == "edge" else origin_app()
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False,
-                loop="uvloop", http=CoalescingHttpToolsProtocol)
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", **SERVER_SETTINGS)
 
 
 if __name__ == "__main__":

@@ -172,18 +172,10 @@ class Bench:
         restart = time.perf_counter() - spawned
 
         self.say("edge: lookups against a bare Starlette endpoint (wrk, alternating rounds)")
-        bare_port = _free_port()
-        bare = subprocess.Popen([sys.executable, "-m", "loadtest.bench.bare", "--kind", "edge",
-                                 "--port", str(bare_port)], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.STDOUT)
         try:
-            _wait_http(f"http://127.0.0.1:{bare_port}/healthz")
-            env = {"BENCH_TICKETS": str(tickets)}
-            lookups = self._compare(f"http://127.0.0.1:{edge.port}", f"http://127.0.0.1:{bare_port}",
-                                    wrk.EDGE_LOOKUP_LUA, env)
+            lookups = self._compare_with_bare("edge", f"http://127.0.0.1:{edge.port}",
+                                              wrk.EDGE_LOOKUP_LUA, {"BENCH_TICKETS": str(tickets)})
         finally:
-            bare.terminate()
-            bare.wait(10)
             stack.stop_component(edge)
         return {
             "offers": count, "bootstrap_seconds": seconds, "bootstrap_applied": applied,
@@ -193,15 +185,25 @@ class Bench:
             "lookup": lookups.as_dict(),
         }
 
-    def _compare(self, real_url: str, bare_url: str, script: str,
-                 env: dict[str, str] | None = None) -> Comparison:
-        """Alternating wrk rounds against the bare endpoint (loadtest/bench/compare.py)."""
+    def _compare_with_bare(self, kind: str, real_url: str, script: str,
+                           env: dict[str, str] | None = None) -> Comparison:
+        """Alternating wrk rounds against a bare endpoint of this kind
+        (loadtest/bench/bare.py, loadtest/bench/compare.py)."""
         rounds, seconds = (2, 4) if self.quick else (3, 8)
+        bare_port = _free_port()
+        bare = subprocess.Popen([sys.executable, "-m", "loadtest.bench.bare", "--kind", kind,
+                                 "--port", str(bare_port)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.STDOUT)
 
         def run(url: str, duration: float) -> wrk.WrkResult:
             return wrk.run(url, script, self.root, duration, env=env)
 
-        result = compare(run, real_url, bare_url, rounds, seconds)
+        try:
+            _wait_http(f"http://127.0.0.1:{bare_port}/healthz")
+            result = compare(run, real_url, f"http://127.0.0.1:{bare_port}", rounds, seconds)
+        finally:
+            bare.terminate()
+            bare.wait(10)
         if result.failed_requests:
             self.say(f"WARNING: {result.failed_requests} requests to {real_url} or its baseline "
                      "failed; the comparison is flagged invalid")
@@ -215,18 +217,11 @@ class Bench:
         origin = Component("origin", ["origin"], port=settings.origin_port,
                            ready_url=f"http://127.0.0.1:{settings.origin_port}/readyz")
         stack.run_component(origin)
-        bare_port = _free_port()
-        bare = subprocess.Popen([sys.executable, "-m", "loadtest.bench.bare", "--kind", "origin",
-                                 "--port", str(bare_port)], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.STDOUT)
         self.say("origin: POST /login against a bare Starlette endpoint (wrk, alternating rounds)")
         try:
-            _wait_http(f"http://127.0.0.1:{bare_port}/healthz")
-            logins = self._compare(f"http://127.0.0.1:{settings.origin_port}",
-                                   f"http://127.0.0.1:{bare_port}", wrk.LOGIN_LUA)
+            logins = self._compare_with_bare("origin", f"http://127.0.0.1:{settings.origin_port}",
+                                             wrk.LOGIN_LUA)
         finally:
-            bare.terminate()
-            bare.wait(10)
             stack.stop_component(origin)
         return logins.as_dict()
 
