@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import random
+import uuid
 
 import gevent
 from locust import HttpUser, between, task
@@ -35,12 +36,20 @@ class PositionedUser(HttpUser):
     @task
     def login_then_fetch_offer(self) -> None:
         user_id = f"locust-{random.randrange(1_000_000)}"
-        with self.client.post("/login", json={"user_id": user_id, "ip": random.choice(IPS)},
-                              name="POST /login", catch_response=True) as login:
-            if login.status_code != 202:
+        body = {"user_id": user_id, "ip": random.choice(IPS)}
+        key = str(uuid.uuid4())  # a 503 is retried with the same key: one visit
+        for _attempt in range(3):
+            with self.client.post("/login", json=body, headers={"Idempotency-Key": key},
+                                  name="POST /login", catch_response=True) as login:
+                if login.status_code == 202:
+                    ticket = login.json()["ticket"]
+                    break
                 login.failure(f"login answered {login.status_code}")
-                return
-            ticket = login.json()["ticket"]
+                if login.status_code != 503:
+                    return
+            gevent.sleep(1)
+        else:
+            return
         gevent.sleep(GAP_S)  # the user reads the next page; cooperative under Locust
         with self.client.get(f"{EDGE_URL}/offers/{ticket}", params={"wait": 10},
                              name="GET edge /offers/{ticket}", catch_response=True) as offer:

@@ -21,6 +21,7 @@ import asyncio
 import json
 import random
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from loadtest.synthetic import ips_by_country
 from positioning.settings import Settings
 
 WAYS = ("sync", "positioned", "pushed")
+LOGIN_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -64,9 +66,26 @@ class Story:
         self.edge_proxy: DelayProxy | None = None
 
     async def _login(self, http: httpx.AsyncClient, user_id: str, ip: str) -> tuple[dict[str, Any], int]:
+        """POST /login with an Idempotency-Key, retried with the same key on 503 or no answer.
+
+        The wait includes the retries: that is what the user waited.
+        """
         assert self.origin_proxy is not None
+        key = str(uuid.uuid4())
         t0 = time.perf_counter_ns()
-        response = await http.post(f"{self.origin_proxy.url}/login", json={"user_id": user_id, "ip": ip})
+        for attempt in range(LOGIN_ATTEMPTS):
+            try:
+                response = await http.post(f"{self.origin_proxy.url}/login",
+                                           json={"user_id": user_id, "ip": ip},
+                                           headers={"Idempotency-Key": key})
+            except httpx.TransportError:
+                if attempt == LOGIN_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.5)
+                continue
+            if response.status_code != 503:
+                break
+            await asyncio.sleep(float(response.headers.get("retry-after", "1")))
         spent = (time.perf_counter_ns() - t0) // 1000
         if response.status_code != 202:
             raise RuntimeError(f"login failed: {response.status_code} {response.text[:200]}")

@@ -121,12 +121,27 @@ class TicketSigner:
     def from_spec(cls, spec: str, ttl_s: int) -> TicketSigner:
         return cls(parse_keys(spec), ttl_s)
 
-    def _mac(self, key: bytes, signed: str) -> bytes:
-        return hmac.digest(key, signed.encode("ascii"), "sha256")
+    def _mac(self, key: bytes, signed: str | bytes) -> bytes:
+        return hmac.digest(key, signed.encode("ascii") if isinstance(signed, str) else signed,
+                           "sha256")
 
-    def issue(self, now_ms: int | None = None) -> Ticket:
+    def ticket_id_for(self, user_id: str, idempotency_key: str) -> bytes:
+        """The ticket id of a login retried under ``idempotency_key``: 16 bytes.
+
+        HMAC-SHA256 of the user id and the key under the signing key, so the
+        same user and key give the same ticket id on any origin, with no
+        state, and nobody without the secret can predict one. Raises nothing.
+        """
+        message = b"idempotency\0" + user_id.encode() + b"\0" + idempotency_key.encode()
+        return self._mac(self._keys[self._signing_kid], message)[:16]
+
+    def issue(self, now_ms: int | None = None, raw_id: bytes | None = None) -> Ticket:
+        """A new ticket; ``raw_id`` (16 bytes) fixes its id, else it is random."""
         issued = int(time.time() * 1000) if now_ms is None else now_ms
-        raw_id = secrets.token_bytes(16)
+        if raw_id is None:
+            raw_id = secrets.token_bytes(16)
+        elif len(raw_id) != 16:
+            raise ValueError("a ticket id is 16 bytes")
         payload = _b64e(_PAYLOAD.pack(VERSION, raw_id, issued, issued + self.ttl_ms))
         signed = f"{self._signing_kid}.{payload}"
         token = f"{signed}.{_b64e(self._mac(self._keys[self._signing_kid], signed))}"

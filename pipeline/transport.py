@@ -16,13 +16,23 @@ the settings), long-polling while the topic is quiet
 (positioning/fetch_tuning.py). It is
 registered under the ``faust.transports`` entry point as ``positioning``
 (see pyproject.toml).
+
+Its consumer also hands every commit of the worker's source topic to the
+worker's ``OffsetLedger`` (pipeline/offset_ledger.py), which commits only
+what the worker really finished, and tells the ledger where each partition
+restarts after Faust seeks it to the committed offset.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from typing import Any
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+
+from pipeline.offset_ledger import OffsetLedger
 
 from positioning.fetch_tuning import FetchTuning, adapt_to_traffic
 
@@ -44,9 +54,40 @@ class BatchedFetchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         adapt_to_traffic(self._consumer, self._tuning())
 
 
+log = logging.getLogger(__name__)
+
+
+def ledger_of(app: Any) -> OffsetLedger | None:
+    """The ledger the worker attached to its app (``app.offset_ledger``), if any."""
+    ledger = getattr(app, "offset_ledger", None)
+    return ledger if isinstance(ledger, OffsetLedger) else None
+
+
 class Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return BatchedFetchConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        """Seek as Faust does, and tell the ledger where each source partition restarts."""
+        offsets = await super().seek_to_committed()
+        ledger = ledger_of(self.app)
+        if ledger is not None:
+            ledger.restart({tp: offset for tp, offset in offsets.items()
+                            if tp.topic == ledger.topic})
+        return offsets
+
+    async def _commit(self, offsets: Mapping[TP, int]) -> bool:
+        """Commit what the ledger allows, whatever Faust computed."""
+        ledger = ledger_of(self.app)
+        if ledger is None:
+            return bool(await super()._commit(offsets))
+        allowed = ledger.fence(offsets)
+        if not allowed:
+            return False
+        committed = bool(await super()._commit(allowed))
+        if committed:
+            ledger.committed(allowed)
+        return committed
 
 
 class Transport(faust_aiokafka.Transport):

@@ -1,45 +1,57 @@
 """The offer worker: a faust-streaming app that turns logins into offers.
 
 One agent reads ``logins`` (keyed by user id). For each login it decodes the
-event, counts the login in the user's state (a RocksDB-backed table, updated
-synchronously so a user's logins apply in order), then hands the slow part
-(the simulated model call, computing and producing the offer) to a bounded
-pool of tasks, so model latency does not serialise throughput.
+event, counts the login in the user's state (a RocksDB-backed table) and
+computes the offer, all without awaiting, so a user's logins update the
+state in order (``LoginProcessor.begin``). The slow part, the simulated
+model call and producing the offer, runs in a bounded pool of tasks, so
+model latency does not serialise throughput.
 
 Delivery is at-least-once with idempotent effects, which we chose over
-Faust's ``exactly_once`` (Kafka transactions) because transactions would add
-a commit round trip per batch to the positioning latency:
+Faust's ``exactly_once`` (Kafka transactions; docs/decisions/):
 
-- acks are manual (``stream.noack()``); an event is acked only after its
-  offer (or its dead letter) is acknowledged by the broker, and Faust
-  commits only offsets below the oldest unacked event, so a crash replays
-  what was in flight and loses nothing;
+- acks are manual (``stream.noack()``); an event is finished only after its
+  offer (or its dead letter) is acknowledged by the broker, however long
+  that takes; sends are retried without end and the worker reports itself
+  stuck meanwhile (``/status/`` on its web port, ``/metrics``);
+- what is committed is decided by the worker's ``OffsetLedger``, not by
+  Faust: only offsets below the oldest unfinished event (pipeline/offset_ledger.py);
 - the user state remembers the offset of the last counted login (a user's
   logins share one partition), so a replayed login is never counted twice,
-  and the views of recent logins, so a replay yields the same offer;
+  and every live ticket, so a retried login (same ticket id, from the
+  ``Idempotency-Key``) is not counted twice either;
 - the offer is keyed by ticket on a compacted topic, so a replay overwrites
-  it with identical content.
+  it with the same offer.
 
 Poison messages (undecodable bytes, an unknown schema, a login the engine
 refuses or fails on) go to ``logins.dlq`` with the error in headers, and the
-stream goes on. Expired tickets get tombstones on ``offers``.
+stream goes on. Expired offers get tombstones on ``offers``, found by
+reading ``offers`` itself (pipeline/expiry.py), so a restart or a partition
+move loses none.
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from functools import partial
+from dataclasses import dataclass
 from typing import Any
 
 import faust
 import orjson
-from faust.types import EventT, StreamT
+from faust.types import TP, StreamT
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from pipeline.engine.offers import compute_offer, shown_categories, simulate_model_latency
-from pipeline.engine.state import Position, next_state, view_for_login
+from pipeline.engine.state import (Position, is_retry, next_state, retried_state,
+                                   view_for_login)
 from pipeline.engine.validation import LoginRejected, validate_login
+from pipeline.expiry import EXPIRES_AT_HEADER, Expirer
+from pipeline.gap_reader import SourceRecord, read_range
+from pipeline.offset_ledger import Admission, OffsetLedger
 from positioning.fetch_tuning import FetchTuning
 from positioning.settings import Settings
 from schemas.codec import DecodeError, login_codec, offer_codec
@@ -74,35 +86,122 @@ class PoisonMessage(Exception):
         self.error = error
 
 
-class ExpiryQueue:
-    """Tickets waiting for their tombstone, soonest first (rebuilt from the table on start)."""
+@dataclass
+class Planned:
+    """What one login leads to: its offer, and whether it counted as a visit."""
+
+    offer: dict[str, Any]
+    counted: bool = True
+
+
+class LoginProcessor:
+    """The ordered half of a login: decode, count it in the user's state, compute the offer.
+
+    ``users`` maps user id to the state's JSON bytes: the worker's Faust
+    table, or any mutable mapping (the unit tests use a dict).
+    """
+
+    def __init__(self, users: MutableMapping[str, Any]) -> None:
+        self.users = users
+        self.codec = login_codec()
+
+    def begin(self, value: bytes | None, position: Position) -> Planned:
+        """Raises PoisonMessage for anything that must go to the dead-letter topic."""
+        try:
+            login = self.codec.decode(value)  # type: ignore[arg-type]
+        except DecodeError as exc:
+            raise PoisonMessage("decode", exc) from exc
+        try:
+            validate_login(login)
+        except LoginRejected as exc:
+            raise PoisonMessage("validate", exc) from exc
+        user_id = login["user_id"]
+        state = load_state(self.users.get(user_id))
+        view, replayed = view_for_login(state, login["ticket_id"], position)
+        try:
+            offer = compute_offer(login, view, created_at=0)
+        except Exception as exc:  # the engine failed on this login
+            raise PoisonMessage("engine", exc) from exc
+        if replayed:
+            if state is not None and is_retry(state, login["ticket_id"], position):
+                retried, offer["expires_at"] = retried_state(
+                    state, login["ticket_id"], position, login["expires_at"])
+                self.users[user_id] = orjson.dumps(retried)
+            return Planned(offer, counted=False)
+        self.users[user_id] = orjson.dumps(next_state(
+            state, login["ticket_id"], view, position, login["login_accepted_at"],
+            offer["country"], shown_categories(offer), login["expires_at"]))
+        return Planned(offer)
+
+
+class WorkerMetrics:
+    """The worker's Prometheus metrics (``/metrics`` on its web port)."""
 
     def __init__(self) -> None:
-        self._heap: list[tuple[int, str]] = []
-        self._queued: set[str] = set()
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.logins = Counter("worker_logins_total", "Logins by outcome", ["outcome"], registry=r)
+        self.send_failures = Counter("worker_send_failures_total",
+                                     "Produce attempts that failed and are retried", registry=r)
+        self.oldest_send_s = Gauge("worker_oldest_unacked_send_seconds",
+                                   "Age of the oldest record not yet acknowledged by Kafka",
+                                   registry=r)
+        self.in_flight = Gauge("worker_logins_in_flight", "Logins begun and not finished",
+                               registry=r)
+        self.offset_gaps = Counter("worker_offset_gaps_total",
+                                   "Offsets Faust did not hand over (sought back)", registry=r)
+        self.expiry_queue = Gauge("worker_offers_awaiting_expiry",
+                                  "Live offers in this worker's expiry partitions", registry=r)
+        self.tombstones = Counter("worker_tombstones_total",
+                                  "Tombstones produced for expired offers", registry=r)
 
-    def push(self, expires_at: int, ticket_id: str) -> None:
-        if ticket_id not in self._queued:
-            self._queued.add(ticket_id)
-            heapq.heappush(self._heap, (expires_at, ticket_id))
 
-    def pop_due(self, now: int) -> list[str]:
-        due = []
-        while self._heap and self._heap[0][0] <= now:
-            _, ticket_id = heapq.heappop(self._heap)
-            self._queued.discard(ticket_id)
-            due.append(ticket_id)
-        return due
+class Deliveries:
+    """Produce records and wait for the broker's ack, retrying for as long as it takes.
 
-    def __len__(self) -> int:
-        return len(self._heap)
+    Nothing gives up: a login is finished only when its record is acked. The
+    age of the oldest pending send is what says the worker is stuck.
+    """
+
+    def __init__(self, app: faust.App, metrics: WorkerMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+        self._pending: dict[int, float] = {}
+        self._next_id = 0
+
+    def oldest_pending_s(self) -> float:
+        if not self._pending:
+            return 0.0
+        return time.monotonic() - min(self._pending.values())
+
+    async def send(self, topic: str, key: bytes, value: bytes | None,
+                   headers: list[tuple[str, bytes]] | None = None) -> None:
+        """Straight to the app's producer: Faust's Topic.send would attach the
+        record to the current event (sent only at ack, which here waits for
+        this very send) and costs a good share of the worker's CPU per record."""
+        send_id = self._next_id
+        self._next_id += 1
+        self._pending[send_id] = time.monotonic()
+        attempt = 0
+        try:
+            while True:
+                try:
+                    delivery = await self.app.producer.send(topic, key, value, None, None, headers)
+                    await delivery
+                    return
+                except Exception as exc:  # the broker or network failed: retry, loudly
+                    delay = RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)]
+                    attempt += 1
+                    self.metrics.send_failures.inc()
+                    log.error("send to %s failed (attempt %d, %r); retrying in %.1fs",
+                              topic, attempt, exc, delay)
+                    await asyncio.sleep(delay)
+        finally:
+            del self._pending[send_id]
 
 
 def create_app(settings: Settings) -> faust.App:
     """Build the Faust app for these settings (``pipeline.app`` builds it from the env)."""
-    from schemas import faust_codecs
-
-    faust_codecs.register()
     app = faust.App(
         settings.worker_id,
         broker=broker_url(settings.bootstrap_servers, FetchTuning.from_settings(settings)),
@@ -132,48 +231,42 @@ def create_app(settings: Settings) -> faust.App:
     # Faust's json serializer writes, at a fraction of its per-login cost.
     users = app.Table("user-state", default=None, partitions=settings.partitions,
                       key_type=str, value_type=bytes)
-    codec = login_codec()
+    # The transport commits only what the ledger allows (pipeline/transport.py).
+    ledger = OffsetLedger(settings.logins_topic)
+    app.offset_ledger = ledger  # type: ignore[attr-defined]
+    processor = LoginProcessor(users)
+    metrics = WorkerMetrics()
+    deliveries = Deliveries(app, metrics)
     encoder = offer_codec()
-    expiries = ExpiryQueue()
     limiter = asyncio.Semaphore(settings.worker_concurrency)
     in_flight: set[asyncio.Task[None]] = set()
-    expiry_ready = asyncio.Event()
 
-    async def send_until_acked(topic: str, key: bytes, value: bytes | None,
-                               headers: list[tuple[str, bytes]] | None = None) -> None:
-        """Produce one record and wait for the broker's ack, retrying broker errors.
+    async def tombstone(ticket_id: bytes) -> None:
+        await deliveries.send(settings.offers_topic, ticket_id, None)
 
-        Straight to the app's producer: Faust's Topic.send would attach the
-        record to the current event (sent only at ack, which here waits for
-        this very send) and costs a good share of the worker's CPU per record.
-        """
-        for attempt in range(10_000):
-            try:
-                delivery = await app.producer.send(topic, key, value, None, None, headers)
-                await delivery
-                return
-            except Exception as exc:  # the broker or network failed: retry, loudly
-                delay = RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)]
-                log.error("send to %s failed (%r); retrying in %.1fs", topic, exc, delay)
-                await asyncio.sleep(delay)
+    expirer = Expirer(settings.bootstrap_servers, settings.offers_topic,
+                      f"{settings.worker_id}-expiry", tombstone, settings.expiry_sweep_s,
+                      on_tombstone=metrics.tombstones.inc)
 
-    async def dead_letter(event: EventT, error: Exception, stage: str) -> None:
-        message = event.message
+    async def dead_letter(source: SourceRecord, error: Exception, stage: str) -> None:
         headers = [
             ("error.type", type(error).__name__.encode()),
             ("error.message", str(error).encode()[:4096]),
             ("error.stage", stage.encode()),
-            ("source.topic", message.topic.encode()),
-            ("source.partition", str(message.partition).encode()),
-            ("source.offset", str(message.offset).encode()),
+            ("source.topic", source.topic.encode()),
+            ("source.partition", str(source.partition).encode()),
+            ("source.offset", str(source.offset).encode()),
             ("dead_lettered_at", str(now_us()).encode()),
         ]
-        log.warning("dead letter from %s[%d]@%d: %s: %s", message.topic, message.partition,
-                    message.offset, type(error).__name__, error)
-        await send_until_acked(settings.dlq_topic, message.key, message.value, headers)
+        log.warning("dead letter from %s[%d]@%d: %s: %s", source.topic, source.partition,
+                    source.offset, type(error).__name__, error)
+        metrics.logins.labels("dead_lettered").inc()
+        await deliveries.send(settings.dlq_topic, source.key, source.value, headers)  # type: ignore[arg-type]
 
-    async def finish(stream: StreamT, event: EventT, offer: dict[str, Any]) -> None:
+    async def finish(source: SourceRecord, planned: Planned, generation: int,
+                     ack: Callable[[], Awaitable[Any]] | None) -> None:
         """The slow half of one login: model call, then produce the offer, then ack."""
+        offer = planned.offer
         try:
             await simulate_model_latency(settings.model_latency_ms)
             offer["created_at"] = now_us()
@@ -181,81 +274,108 @@ def create_app(settings: Settings) -> faust.App:
                 value = encoder.encode(offer)
             except Exception as exc:  # the engine produced an invalid offer
                 log.exception("offer for ticket %s does not encode", offer["ticket_id"])
-                await dead_letter(event, exc, "engine")
+                await dead_letter(source, exc, "engine")
             else:
                 # Headers let edges index and measure the offer without decoding it.
-                headers = [("expires_at", str(offer["expires_at"]).encode()),
+                headers = [(EXPIRES_AT_HEADER, str(offer["expires_at"]).encode()),
                            ("login_accepted_at", str(offer["login_accepted_at"]).encode())]
-                await send_until_acked(settings.offers_topic, offer["ticket_id"].encode(),
-                                       value, headers)
-                expiries.push(offer["expires_at"], offer["ticket_id"])
-            # Not in a finally: a send cut short by shutdown stays unacked, so the
+                await deliveries.send(settings.offers_topic, offer["ticket_id"].encode(),
+                                      value, headers)
+                metrics.logins.labels("positioned" if planned.counted else "repeated").inc()
+            # Not in a finally: a send cut short by shutdown stays unfinished, so the
             # login is consumed again instead of being committed without its offer.
-            await stream.ack(event)
+            ledger.finish(TP(source.topic, source.partition), source.offset, generation)
+            if ack is not None:
+                await ack()
         finally:
             limiter.release()
 
-    def begin(event: EventT) -> dict[str, Any]:
-        """The fast, ordered half of one login: decode, count it, compute the offer.
+    async def handle(source: SourceRecord, generation: int,
+                     ack: Callable[[], Awaitable[Any]] | None) -> None:
+        """Begin one admitted login in order; its slow half goes to the task pool."""
+        await limiter.acquire()
+        try:
+            planned = processor.begin(source.value, Position(source.partition, source.offset))
+        except Exception as exc:
+            if isinstance(exc, PoisonMessage):
+                log.warning("poison message (%s): %r", exc.stage, exc.error)
+                error, stage = exc.error, exc.stage
+            else:  # a bug: keep the stream alive, keep the message
+                log.exception("unexpected error on %s[%d]", source.topic, source.partition)
+                error, stage = exc, "worker"
+            try:
+                await dead_letter(source, error, stage)
+                ledger.finish(TP(source.topic, source.partition), source.offset, generation)
+                if ack is not None:
+                    await ack()
+            finally:
+                limiter.release()
+            return
+        task = asyncio.create_task(finish(source, planned, generation, ack))
+        in_flight.add(task)
+        task.add_done_callback(in_flight.discard)
 
-        Runs without awaiting, so a user's logins update the state in order.
-        Raises PoisonMessage for anything that must go to the dead-letter topic.
-        """
-        try:
-            login = codec.decode(event.value)
-        except DecodeError as exc:
-            raise PoisonMessage("decode", exc) from exc
-        try:
-            validate_login(login)
-        except LoginRejected as exc:
-            raise PoisonMessage("validate", exc) from exc
-        state = load_state(users.get(login["user_id"]))
-        position = Position(event.message.partition, event.message.offset)
-        view, replayed = view_for_login(state, login["ticket_id"], position)
-        try:
-            offer = compute_offer(login, view, created_at=0)
-        except Exception as exc:  # the engine failed on this login
-            raise PoisonMessage("engine", exc) from exc
-        if not replayed:
-            users[login["user_id"]] = orjson.dumps(next_state(
-                state, login["ticket_id"], view, position, login["login_accepted_at"],
-                offer["country"], shown_categories(offer), login["expires_at"]))
-        return offer
+    async def fill_gap(tp: TP, end: int) -> None:
+        """Read and handle the offsets Faust skipped before ``end`` (pipeline/gap_reader.py)."""
+        metrics.offset_gaps.inc()
+        start = ledger.expected(tp)
+        for record in await read_range(settings.bootstrap_servers, tp.topic, tp.partition,
+                                       start, end):
+            admission, generation = ledger.admit(tp, record.offset)
+            if admission is Admission.PROCESS:
+                await handle(record, generation, None)
+        if ledger.expected(tp) != end:  # offsets with no record (none in `logins`): step over
+            ledger.step_to(tp, end)
 
     @app.agent(logins)
     async def position(stream: StreamT) -> None:
         manual = stream.noack()
         async for event in manual.events():
-            await limiter.acquire()
-            try:
-                offer = begin(event)
-            except PoisonMessage as poison:
-                log.warning("poison message (%s): %r", poison.stage, poison.error)
-                await dead_letter(event, poison.error, poison.stage)
+            message = event.message
+            admission, generation = ledger.admit(message.tp, message.offset)
+            if admission is Admission.GAP:
+                await fill_gap(message.tp, message.offset)
+                admission, generation = ledger.admit(message.tp, message.offset)
+            if admission is Admission.SKIP:
                 await manual.ack(event)
-                limiter.release()
                 continue
-            except Exception as exc:  # a bug: keep the stream alive, keep the message
-                log.exception("unexpected error on %s", event.message.tp)
-                await dead_letter(event, exc, "worker")
-                await manual.ack(event)
-                limiter.release()
-                continue
-            task = asyncio.create_task(finish(manual, event, offer))
-            in_flight.add(task)
-            task.add_done_callback(in_flight.discard)
+            source = SourceRecord(message.topic, message.partition, message.offset,
+                                  message.key, message.value)
+            await handle(source, generation, partial(manual.ack, event))
 
-    @app.timer(interval=settings.expiry_sweep_s)
-    async def sweep_expired() -> None:
-        """Tombstone offers whose tickets expired, so `offers` does not grow forever."""
-        if not expiry_ready.is_set():
-            horizon = now_us() - settings.tombstone_horizon_s * 1_000_000
-            for _, stored in users.items():
-                for entry in (load_state(stored) or {}).get("recent", ()):
-                    if entry.get("expires_at", 0) > horizon:
-                        expiries.push(entry["expires_at"], entry["ticket_id"])
-            expiry_ready.set()
-        for ticket_id in expiries.pop_due(now_us()):
-            await send_until_acked(settings.offers_topic, ticket_id.encode(), None)
+    @app.task
+    async def expire_offers() -> None:
+        """Tombstone expired offers for as long as the worker runs; a fault stops it loudly."""
+        try:
+            await expirer.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("the expiry consumer failed")
+            await app.crash(exc)
 
+    def status() -> tuple[bool, dict[str, Any]]:
+        oldest = deliveries.oldest_pending_s()
+        stuck = oldest > settings.worker_stuck_after_s
+        body = {"ready": not stuck and app.rebalancing is False,
+                "stuck": stuck, "oldest_unacked_send_s": round(oldest, 3),
+                "in_flight": ledger.in_flight(), "offset_gaps": ledger.gaps,
+                "offers_awaiting_expiry": len(expirer.index),
+                "expiry_loading_partitions": sorted(expirer.index.loading)}
+        return bool(body["ready"]), body
+
+    @app.page("/status/")
+    async def status_page(web: Any, request: Any) -> Any:
+        ready, body = status()
+        return web.json(body, status=200 if ready else 503)
+
+    @app.page("/metrics/")
+    async def metrics_page(web: Any, request: Any) -> Any:
+        metrics.oldest_send_s.set(deliveries.oldest_pending_s())
+        metrics.in_flight.set(ledger.in_flight())
+        metrics.expiry_queue.set(len(expirer.index))
+        return web.bytes(generate_latest(metrics.registry),
+                         content_type="text/plain; version=0.0.4")
+
+    app.worker_status = status  # type: ignore[attr-defined]
     return app

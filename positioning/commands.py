@@ -120,6 +120,31 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _chaos(args: argparse.Namespace, settings: Settings) -> int:
+    import logging
+
+    from loadtest.chaos import Chaos, ChaosConfig, passed, render_table, write_report
+    from positioning.stack import StackError
+
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+
+    config = ChaosConfig(kill=tuple(k.strip() for k in args.kill.split(",") if k.strip()),
+                         runs=args.runs, logins=args.logins, rate=args.rate, users=args.users,
+                         max_down_s=args.max_down, ttl_s=args.ttl,
+                         model_latency_ms=args.model_latency_ms, seed=args.seed,
+                         keep_stack=args.keep_stack)
+    try:
+        report = Chaos(settings, config).run(progress=not args.quiet)
+    except (ValueError, StackError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    path = write_report(report, settings.home / "chaos")
+    print()
+    print(render_table(report))
+    print(f"\nreport: {path}")
+    return 0 if passed(report) else 1
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the component sub-commands to the ``positioning`` parser."""
     origin = sub.add_parser("origin", help="run the origin (login API, sync baseline, web client)")
@@ -156,6 +181,25 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     bench = sub.add_parser("bench", help="the benchmarks; JSON results in <home>/bench/")
     bench.add_argument("--quick", action="store_true", help="a run of a few minutes, smaller data")
     bench.set_defaults(run=_bench)
+
+    chaos = sub.add_parser(
+        "chaos", help="fault injection with counting: kill a component while logins flow, "
+                      "then check every acked login on every edge")
+    chaos.add_argument("--kill", required=True,
+                       help="worker, edge, origin or broker (or several, comma-separated)")
+    chaos.add_argument("--runs", type=int, default=20, help="runs per component")
+    chaos.add_argument("--logins", type=int, default=500, help="logins per run")
+    chaos.add_argument("--rate", type=float, default=100.0, help="logins per second")
+    chaos.add_argument("--users", type=int, default=50, help="distinct users per run")
+    chaos.add_argument("--max-down", type=float, default=12.0,
+                       help="a killed component stays down a random 0..this many seconds")
+    chaos.add_argument("--ttl", type=int, default=60,
+                       help="ticket TTL of the chaos stack (the tombstone check waits for it)")
+    chaos.add_argument("--model-latency-ms", type=float, default=100.0)
+    chaos.add_argument("--seed", type=int, default=None)
+    chaos.add_argument("--keep-stack", action="store_true", help="leave the chaos stack up")
+    chaos.add_argument("--quiet", action="store_true", help="no progress bar")
+    chaos.set_defaults(run=_chaos)
 
     produce = sub.add_parser("produce", help="produce synthetic logins onto the logins topic")
     produce.add_argument("--count", type=int, default=1000)

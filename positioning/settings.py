@@ -63,8 +63,10 @@ class Settings:
     worker_data_dir: Path | None = None  # default: <home>/worker
     worker_web_port: int = 6066
     expiry_sweep_s: float = 10.0
-    tombstone_horizon_s: int = 24 * 3600
     worker_concurrency: int = 64
+    # The worker reports itself stuck (not ready, /status/ 503) once a record
+    # has waited this long for the broker's ack; it keeps retrying regardless.
+    worker_stuck_after_s: float = 10.0
     # Kafka consumers (worker and edges): the broker answers a fetch once this many
     # bytes are ready or this many ms have passed. A busy topic then arrives in
     # batches of a few ms each instead of one or two records per fetch, which is
@@ -206,8 +208,8 @@ ENV_VARS: dict[str, tuple[str, Any]] = {
     "worker_data_dir": ("POSITIONING_WORKER_DATA_DIR", Path),
     "worker_web_port": ("POSITIONING_WORKER_WEB_PORT", int),
     "expiry_sweep_s": ("POSITIONING_EXPIRY_SWEEP", _non_negative_float),
-    "tombstone_horizon_s": ("POSITIONING_TOMBSTONE_HORIZON", _positive_int),
     "worker_concurrency": ("POSITIONING_WORKER_CONCURRENCY", _positive_int),
+    "worker_stuck_after_s": ("POSITIONING_WORKER_STUCK_AFTER", _non_negative_float),
     "origin_linger_ms": ("POSITIONING_ORIGIN_LINGER_MS", _non_negative_int),
     "fetch_wait_ms": ("POSITIONING_FETCH_WAIT_MS", _positive_int),
     "fetch_min_bytes": ("POSITIONING_FETCH_MIN_BYTES", _positive_int),

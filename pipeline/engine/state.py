@@ -4,10 +4,16 @@ State is a plain dict (JSON in the Faust table's changelog). A user's logins
 all live in one partition of ``logins`` (the key is the user id), so the
 offset of the last counted login tells a replayed login (at-least-once
 delivery after a crash) from a new one: a replay is never counted twice.
-``recent`` remembers the view each of the last few logins was computed
-from, so a replay within that window gets exactly the same offer; an older
-replay gets the right visit number (from the remembered offsets) and the
-oldest remembered categories.
+``recent`` remembers the view each of the last ``RECENT_LOGINS`` logins was
+computed from, with its ticket id, so
+
+- a replay within that window gets exactly the same offer; an older replay
+  gets the right visit number (from the remembered offsets) and the oldest
+  remembered categories;
+- a login whose ticket id is already there is a retry of that login (the
+  origin derives the ticket id from the ``Idempotency-Key``): it is not
+  counted again and gets the same view. A retry is recognised while the
+  user has had fewer than ``RECENT_LOGINS`` other logins since.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-RECENT_LOGINS = 16       # full views remembered, for identical replays
+RECENT_LOGINS = 32       # full views remembered, for identical replays and retries
 COUNTED_OFFSETS = 128    # offsets remembered, for exact visit numbers on replay
 RECENT_CATEGORIES = 5
 
@@ -47,17 +53,38 @@ def _view_of(entry: dict[str, Any]) -> UserView:
                     entry["last_country"])
 
 
+def already_counted(state: dict[str, Any], position: Position) -> bool:
+    """This offset of the user's partition was counted before: a replay."""
+    return (state.get("partition") == position.partition
+            and position.offset <= state.get("last_offset", -1))
+
+
+def _remembered(state: dict[str, Any], ticket_id: str) -> dict[str, Any] | None:
+    for entry in state.get("recent", ()):
+        if entry["ticket_id"] == ticket_id:
+            return entry  # type: ignore[no-any-return]
+    return None
+
+
+def is_retry(state: dict[str, Any] | None, ticket_id: str, position: Position) -> bool:
+    """A login new at this offset whose ticket id the user already has (a client retry)."""
+    return bool(state) and not already_counted(state, position) \
+        and _remembered(state, ticket_id) is not None  # type: ignore[arg-type]
+
+
 def view_for_login(state: dict[str, Any] | None, ticket_id: str,
                    position: Position) -> tuple[UserView, bool]:
-    """The view for this login, and whether the login was already counted."""
+    """The view for this login, and whether the login was already counted.
+
+    Already counted: a replay of a counted offset, or a retry (a ticket id
+    the user already has).
+    """
     if not state:
         return new_user_view(), False
-    already_counted = (state.get("partition") == position.partition
-                       and position.offset <= state.get("last_offset", -1))
-    if already_counted:
-        for entry in state.get("recent", ()):
-            if entry["ticket_id"] == ticket_id:
-                return _view_of(entry), True
+    remembered = _remembered(state, ticket_id)
+    if remembered is not None:
+        return _view_of(remembered), True
+    if already_counted(state, position):
         later = sum(1 for o in state.get("offsets", ()) if o > position.offset)
         oldest = state["recent"][-1] if state.get("recent") else None
         return UserView(
@@ -99,3 +126,24 @@ def next_state(state: dict[str, Any] | None, ticket_id: str, view: UserView, pos
         "last_offset": position.offset,
         "offsets": offsets[-COUNTED_OFFSETS:],
     }
+
+
+def retried_state(state: dict[str, Any], ticket_id: str, position: Position,
+                  expires_at: int) -> tuple[dict[str, Any], int]:
+    """The state after a retry, and the expiry its offer carries (µs).
+
+    Nothing is counted. The offset is remembered, so a replay of the retry
+    is known too, and the ticket keeps the later of the two expiries: the
+    client holds the ticket of whichever attempt answered last.
+    """
+    same_partition = state.get("partition") == position.partition
+    last = max(position.offset, state.get("last_offset", -1)) if same_partition else position.offset
+    effective = expires_at
+    recent = []
+    for entry in state.get("recent", ()):
+        if entry["ticket_id"] == ticket_id:
+            effective = max(int(entry.get("expires_at", 0)), expires_at)
+            entry = {**entry, "expires_at": effective}
+        recent.append(entry)
+    return {**state, "partition": position.partition, "last_offset": last,
+            "recent": recent}, effective

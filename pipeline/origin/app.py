@@ -28,7 +28,8 @@ from pipeline.engine.state import new_user_view
 from pipeline.origin.fast_path import FastLoginPath
 from pipeline.origin.openapi import openapi_document
 from pipeline.origin.publisher import LoginPublisher, PublisherUnavailable
-from pipeline.origin.requests import BadRequest, client_address, parse_login, read_json_body
+from pipeline.origin.requests import (BadRequest, client_address, idempotency_key, parse_login,
+                                      read_json_body)
 from pipeline.tickets import TicketSigner, signer_from_settings
 from positioning.settings import DEV_TICKET_SECRET, Settings
 from schemas.codec import login_codec
@@ -73,10 +74,13 @@ def create_app(settings: Settings, signer: TicketSigner | None = None) -> FastLo
             body = await read_json_body(request)
             req = parse_login(body, client_address(request, settings.trusted_proxies),
                               request.headers.get("user-agent"))
+            key = idempotency_key(request)
         except BadRequest as exc:
             metrics.logins.labels("rejected").inc()
             return error(exc)
-        ticket = signer.issue()
+        # With an Idempotency-Key the ticket id is derived from it: a retry gets
+        # the same ticket id, and the worker counts the login once.
+        ticket = signer.issue(raw_id=None if key is None else signer.ticket_id_for(req.user_id, key))
         event = {
             "ticket_id": ticket.ticket_id,
             "user_id": req.user_id,
@@ -90,7 +94,12 @@ def create_app(settings: Settings, signer: TicketSigner | None = None) -> FastLo
         except PublisherUnavailable as exc:
             metrics.logins.labels("unavailable").inc()
             log.warning("login not accepted: %s", exc)
-            return JSONResponse({"error": "the event log is unavailable; retry shortly"},
+            message = ("the event log did not acknowledge the login in time; retry with the "
+                       "same Idempotency-Key" if key is not None else
+                       "the event log did not acknowledge the login in time; the login may "
+                       "still be processed. Retry with an Idempotency-Key header to make "
+                       "retries safe")
+            return JSONResponse({"error": message, "may_be_processed": True},
                                 status_code=503, headers={"Retry-After": "1", **NO_STORE})
         accepted()
         observe_login(time.perf_counter() - started)

@@ -25,6 +25,15 @@ def openapi_document() -> dict[str, Any]:
         "paths": {
             "/login": {"post": {
                 "summary": "Log a user in; the offer is positioned at the edges",
+                "parameters": [{
+                    "name": "Idempotency-Key", "in": "header", "required": False,
+                    "description": (
+                        "Makes retries safe (IETF draft-ietf-httpapi-idempotency-key-header): "
+                        "the same key for the same user within the ticket TTL gets the same "
+                        "ticket id and counts one visit, whether the first attempt got 202, "
+                        "503 or no answer. A structured-field string (\"...\") or bare, "
+                        "1-255 printable ASCII characters without quote or backslash."),
+                    "schema": {"type": "string", "pattern": '^"?[ !#-\\[\\]-~]{1,255}"?$'}}],
                 "requestBody": {"required": True, "content": {
                     "application/json": {"schema": {"$ref": "#/components/schemas/LoginRequest"}}}},
                 "responses": {
@@ -35,7 +44,9 @@ def openapi_document() -> dict[str, Any]:
                     "413": {"description": "Body over 4 KiB", "content": _JSON_ERROR},
                     "422": {"description": "A field is invalid; `field` names it",
                             "content": _JSON_ERROR},
-                    "503": {"description": "Kafka unavailable; see Retry-After",
+                    "503": {"description": ("Kafka did not acknowledge in time; see Retry-After. "
+                                            "The login may still be processed: retry with "
+                                            "the same Idempotency-Key"),
                             "content": _JSON_ERROR},
                 }}},
             "/offers/sync": {"post": {

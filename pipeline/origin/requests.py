@@ -12,6 +12,8 @@ from starlette.requests import Request
 from pipeline.engine.validation import LoginRejected, validate_ip, validate_user_id
 
 MAX_BODY_BYTES = 4096
+MAX_IDEMPOTENCY_KEY_LEN = 255
+IDEMPOTENCY_HEADER = "idempotency-key"
 
 
 class BadRequest(Exception):
@@ -97,3 +99,26 @@ def parse_login(data: dict[str, Any], fallback_ip: str, user_agent: str | None) 
     except LoginRejected as exc:
         raise BadRequest(422, str(exc), "ip") from exc
     return LoginRequest(user_id=user_id, ip=ip, user_agent=(user_agent or None) and user_agent[:256])
+
+
+def idempotency_key(request: Request) -> str | None:
+    """The ``Idempotency-Key`` header's key, or None when absent; BadRequest if malformed.
+
+    The IETF httpapi draft (draft-ietf-httpapi-idempotency-key-header) makes
+    the value a structured-field string: ``"..."``, printable ASCII without
+    ``"`` or ``\\``. A bare value of the same characters is taken too (what most
+    clients send). 1 to 255 characters; one header only.
+    """
+    values = request.headers.getlist(IDEMPOTENCY_HEADER)
+    if not values:
+        return None
+    if len(values) > 1:
+        raise BadRequest(400, "Idempotency-Key given more than once", "Idempotency-Key")
+    raw = values[0]
+    if len(raw) >= 2 and raw[0] == raw[-1] == '"':
+        raw = raw[1:-1]
+    if not 1 <= len(raw) <= MAX_IDEMPOTENCY_KEY_LEN or not all(
+            " " <= ch <= "~" and ch not in '"\\' for ch in raw):
+        raise BadRequest(400, "Idempotency-Key must be 1 to 255 printable ASCII characters "
+                         "(no quote or backslash)", "Idempotency-Key")
+    return raw

@@ -1,0 +1,57 @@
+"""Reading records of ``logins`` that Faust never handed to the worker's agent.
+
+Faust 0.15 can drop records it already took from aiokafka: the rest of a
+batch when a rebalance starts or the generation changes, and re-read records
+below its own read offset after a seek (``Consumer.getmany`` and
+``_drain_messages``). The worker's ``OffsetLedger`` sees the jump; this
+module fetches exactly the missing offsets with a consumer of its own (no
+group, the partition assigned by hand), so the agent processes them, in
+order, before the event that revealed the gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import NamedTuple
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+
+class GapUnreadable(RuntimeError):
+    """The missing records could not be read (gone from the log, or the broker is away)."""
+
+
+class SourceRecord(NamedTuple):
+    """The fields of a ``logins`` record the worker uses, from Faust or from this reader."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+async def read_range(bootstrap_servers: str, topic: str, partition: int, start: int,
+                     end: int, timeout_s: float = 60.0) -> list[SourceRecord]:
+    """Records ``start`` to ``end`` (exclusive) of one partition, in order.
+
+    Raises GapUnreadable if any of them cannot be read within ``timeout_s``.
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None,
+                                enable_auto_commit=False, auto_offset_reset="none")
+    tp = TopicPartition(topic, partition)
+    records: list[SourceRecord] = []
+    try:
+        await consumer.start()
+        consumer.assign([tp])
+        consumer.seek(tp, start)
+        async with asyncio.timeout(timeout_s):
+            while await consumer.position(tp) < end:
+                batch = await consumer.getmany(tp, timeout_ms=1000)
+                records.extend(SourceRecord(topic, partition, r.offset, r.key, r.value)
+                               for r in batch.get(tp, ()) if start <= r.offset < end)
+    except Exception as exc:
+        raise GapUnreadable(f"{topic}[{partition}] offsets {start}..{end - 1}: {exc!r}") from exc
+    finally:
+        await consumer.stop()
+    return records

@@ -1,0 +1,48 @@
+"""`positioning chaos`, short: SIGKILLed workers and an edge, every acked login counted."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port, unique_settings
+
+pytestmark = pytest.mark.e2e
+
+
+def run_chaos(kafka_bootstrap: str, home: Path, *args: str) -> dict[str, object]:
+    settings = unique_settings(kafka_bootstrap, home, origin_port=free_port(),
+                               worker_web_port=free_port(),
+                               edges=(f"eu={free_port()}", f"us={free_port()}"))
+    env = {**os.environ, **settings.to_env()}
+    result = subprocess.run([sys.executable, "-m", "positioning.cli", "chaos", "--quiet",
+                             "--ttl", "15", *args], env=env, capture_output=True, text=True,
+                            timeout=600)
+    report_path = home / "chaos" / "chaos-latest.json"
+    assert report_path.exists(), result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads(report_path.read_text())
+    assert result.returncode == 0, (result.stdout[-3000:], report["summary"], report["runs"])
+    return report  # type: ignore[no-any-return]
+
+
+def test_chaos_kills_the_worker_and_an_edge_and_counts_no_loss(kafka_bootstrap: str,
+                                                                 tmp_path: Path) -> None:
+    report = run_chaos(kafka_bootstrap, tmp_path / "workers", "--kill", "worker", "--runs", "3",
+                       "--logins", "200", "--rate", "80", "--seed", "3")
+    summary = report["summary"]
+    assert summary["runs"] == 3 and summary["acked"] == 600  # type: ignore[index]
+    assert {k: summary[k] for k in ("lost", "wrong_visits", "phantoms", "inconsistent",  # type: ignore[index]
+                                    "missing_tombstones", "gave_up")} == dict.fromkeys(
+        ("lost", "wrong_visits", "phantoms", "inconsistent", "missing_tombstones", "gave_up"), 0)
+    assert all(run["killed"] == "worker" for run in report["runs"])  # type: ignore[attr-defined]
+
+    report = run_chaos(kafka_bootstrap, tmp_path / "edge", "--kill", "edge", "--runs", "1",
+                       "--logins", "150", "--rate", "80", "--seed", "4")
+    run = report["runs"][0]  # type: ignore[index]
+    assert run["killed"].startswith("edge-") and run["acked"] == 150
+    assert report["summary"]["lost"] == 0  # type: ignore[index]
