@@ -23,6 +23,7 @@ import orjson
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
@@ -35,10 +36,13 @@ from edge.materializer import Materializer
 from edge.metrics import EdgeMetrics
 from edge.render import CorruptOffer
 from edge.store import OfferStore
+from edge.disconnect import ClientGone, until_disconnected
+from edge.openapi import edge_openapi_document
 from edge.waiters import TooManyWaiters, Waiters
 from pipeline.tickets import TicketSigner, signer_from_settings
 from positioning.fetch_tuning import FetchTuning
-from positioning.settings import DEV_TICKET_SECRET, Settings
+from positioning.settings import Settings
+from positioning.strict_parsing import decimal
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +55,7 @@ class EdgeNode:
         self.settings = settings
         self.region = region
         self.data_dir = data_dir
-        self.signer = signer or signer_from_settings(settings.ticket_secret, settings.ticket_ttl_s,
-                                                     DEV_TICKET_SECRET)
+        self.signer = signer or signer_from_settings(settings)
         self.metrics = EdgeMetrics(region)
         self.waiters = Waiters(settings.edge_max_waiters)
         self.store: OfferStore | None = None
@@ -62,9 +65,12 @@ class EdgeNode:
         self.cors = CorsPolicy(settings.cors_origins)
 
     async def start(self) -> None:
+        # A tombstone is remembered as a revocation as long as a ticket can live.
+        remember_us = int((self.settings.ticket_ttl_s + self.settings.ticket_clock_skew_s) * 1e6)
         self.store = OfferStore(self.data_dir,
                                 flush_every=self.settings.edge_catch_up_flush_records,
-                                block_cache_mb=self.settings.edge_block_cache_mb)
+                                block_cache_mb=self.settings.edge_block_cache_mb,
+                                remember_revoked_us=remember_us)
         self.materializer = Materializer(self.settings.bootstrap_servers,
                                          self.settings.offers_topic, self.store, self.waiters,
                                          self.metrics, ready_lag=self.settings.edge_ready_lag,
@@ -118,16 +124,17 @@ def create_app(settings: Settings, region: str, data_dir: Path,
     def wait_seconds(request: Request) -> float | Response:
         if not request.scope["query_string"]:
             return 0.0
-        raw = request.query_params.get("wait")
-        if raw is None:
+        values = request.query_params.getlist("wait")
+        unknown = set(request.query_params) - {"wait"}
+        if unknown or len(values) > 1:
+            return _json({"status": "rejected", "error": "the only query parameter is one wait"},
+                         400, node.headers(request))
+        if not values:
             return 0.0
         try:
-            wait = float(raw)
-        except ValueError:
-            wait = -1.0
-        if not (0 <= wait < float("inf")):
-            return _json({"status": "rejected", "error": "wait must be a number of seconds >= 0"},
-                         400, node.headers(request))
+            wait = decimal(values[0], "wait")
+        except ValueError as exc:
+            return _json({"status": "rejected", "error": str(exc)}, 400, node.headers(request))
         return min(wait, settings.edge_max_wait_s)
 
     async def get_offer(request: Request) -> Response:
@@ -145,10 +152,13 @@ def create_app(settings: Settings, region: str, data_dir: Path,
             # Time left on the ticket bounds the wait too.
             wait = min(wait, max(0.0, ticket.expires_at_ms / 1000 - time.time()))
             try:
-                stored = await node.waiters.wait(key, wait)
+                stored = await until_disconnected(request, node.waiters.wait(key, wait))
             except TooManyWaiters:
                 return _json({"status": "busy", "error": "too many waiting requests"}, 503,
                              node.headers(request, **{"retry-after": "1"}))
+            except ClientGone:
+                # Nobody to answer; the waiter's slot is already free.
+                return Response(status_code=499, headers=node.headers(request))
         return respond(request, lookups.answer(ticket, stored, started))
 
     async def offer_events(request: Request) -> Response:
@@ -207,7 +217,19 @@ def create_app(settings: Settings, region: str, data_dir: Path,
         return _json(body, 200 if p.ready else 503, node.headers(request))
 
     async def metrics(request: Request) -> Response:
-        return Response(generate_latest(node.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(node.metrics.registry), media_type=CONTENT_TYPE_LATEST,
+                        headers=node.headers(request))
+
+    async def openapi(request: Request) -> Response:
+        return _json(edge_openapi_document(), 200, node.headers(request))
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        """404, 405 and the like, with the headers every edge answer carries."""
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        extra = dict(exc.headers or {}) if isinstance(exc, HTTPException) else {}
+        detail = exc.detail if isinstance(exc, HTTPException) else "internal error"
+        return _json({"status": "error", "error": detail}, status,
+                     node.headers(request, **extra))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -223,7 +245,11 @@ def create_app(settings: Settings, region: str, data_dir: Path,
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics),
-    ], lifespan=lifespan)
+        Route("/openapi.json", openapi),
+    ], lifespan=lifespan, exception_handlers={HTTPException: http_error, 500: http_error})
+    # No redirect from /offers/<ticket>/ to /offers/<ticket>: it would echo the
+    # ticket in a Location header, without the edge's headers.
+    starlette.router.redirect_slashes = False
     starlette.state.node = node
     app = FastLookupPath(starlette, lambda: lookups if node.store is not None else None,
                          node.base_headers, node.cors)

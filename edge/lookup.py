@@ -64,7 +64,11 @@ class Lookups:
         return body
 
     def answer(self, ticket: Ticket, stored: StoredOffer | None, started: float) -> Answer:
-        """200 with the offer, or 404 pending (absent or expired), or 502 if corrupt."""
+        """200 with the offer, 410 revoked, 404 pending (absent or expired), or 502 if corrupt."""
+        if stored is not None and stored.revoked:
+            self.observe_rejected(time.perf_counter() - started)
+            return json_answer(410, {"status": "revoked", "ticket_id": ticket.ticket_id,
+                                     "error": "the offer was revoked"})
         if stored is None or stored.expires_at <= now_us():
             self.observe_pending(time.perf_counter() - started)
             return json_answer(404, {"status": "pending", "ticket_id": ticket.ticket_id,

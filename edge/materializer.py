@@ -10,14 +10,26 @@ While catching up, records are stored as they come (Avro), so applying a
 million offers does not decode a million records; the expiry and the login
 time come from record headers the worker sets. Once caught up, each record
 is decoded and stored as the JSON the node serves, so a lookup is a read and
-nothing more. A record that is not a known Avro offer is counted, logged and
-skipped.
+nothing more.
+
+Every record passes the same checks, live or catching up (``_to_change``):
+a key that is a ticket id (22 base64url characters), a known Avro offer or a
+tombstone, and headers that, when present, are ASCII digits; the expiry is
+the header's when there is one, else the decoded offer's, on both paths. A
+record that fails is counted (``edge_records_undecodable_total``), logged
+with its partition and offset, skipped, never stored and never fatal. The
+one check catching up leaves for later, that an offer's body decodes, is
+made by the render pass, which deletes what a live node would have skipped,
+so nodes reading the same topic end with the same state. A tombstone is
+stored as a revocation until any ticket it concerns has expired, so a
+revoked offer answers 410, not "pending".
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -31,6 +43,7 @@ from edge.render import avro_to_json
 from edge.store import Change, OfferStore, StoredOffer
 from edge.waiters import Waiters
 from positioning.fetch_tuning import FetchTuning, adapt_to_traffic
+from positioning.strict_parsing import ascii_int
 from schemas.codec import HEADER_LEN, MAGIC, DecodeError, offer_codec
 
 log = logging.getLogger(__name__)
@@ -39,6 +52,8 @@ HOUSEKEEPING_EVERY_S = 5.0
 SWEEP_EVERY_S = 0.25
 SWEEP_SLICE = 1_000
 STALLED_CHECKS_BEFORE_RECONNECT = 2
+TICKET_ID = re.compile(rb"[A-Za-z0-9_-]{22}")  # 16 bytes in base64url, no padding
+TIME_HEADERS = ("expires_at", "login_accepted_at")
 
 
 def now_us() -> int:
@@ -202,57 +217,57 @@ class Materializer:
         self.metrics.applied.inc(len(changes))
         for accepted_at in login_times:
             self.metrics.positioning_seconds.observe(max(0, applied_at - accepted_at) / 1e6)
-        self.waiters.notify((c.ticket_id, StoredOffer(c.expires_at, applied_at, c.payload, c.is_json))
-                            for c in changes if c.payload is not None)
+        revoked_until = applied_at + self.store.remember_revoked_us
+        self.waiters.notify(
+            (c.ticket_id, StoredOffer(c.expires_at, applied_at, c.payload, c.is_json)
+             if c.payload is not None else StoredOffer(revoked_until, applied_at, b"", False, True))
+            for c in changes)
         if not self.progress.ready:
             self._check_ready()
 
-    def _usable(self, record: ConsumerRecord) -> bool:
-        """Whether a record has a key and, unless a tombstone, a known Avro offer (else: skip)."""
-        if record.key is None:
-            self.metrics.undecodable.inc()
-            log.warning("offers record at %d/%d has no key; skipped", record.partition, record.offset)
-            return False
-        value = record.value
-        if value is not None and (value[:2] != MAGIC or value[2:HEADER_LEN] not in self._known):
-            if len(value) < HEADER_LEN or not self._codec.knows(value[2:HEADER_LEN]):
-                self.metrics.undecodable.inc()
-                log.warning("offers record at %d/%d is not a known Avro offer; skipped",
-                            record.partition, record.offset)
-                return False
-            self._known.add(value[2:HEADER_LEN])
-        return True
+    def _skip(self, record: ConsumerRecord, why: str) -> tuple[None, int]:
+        self.metrics.undecodable.inc()
+        log.warning("offers record at partition %d offset %d skipped: %s", record.partition,
+                    record.offset, why)
+        return None, 0
 
     def _to_change(self, record: ConsumerRecord, live: bool) -> tuple[Change | None, int]:
         """The change a record makes, and its login time (0 if unknown or a tombstone).
 
-        Catching up, a record our worker wrote is stored as it is (its expiry
-        and login time are in headers; it is rendered to JSON later). Live, or
-        without those headers, it is decoded and stored as the JSON it is
-        served as, so a lookup is a read only.
+        The same checks live and catching up (see the module docstring).
+        Catching up, a record with an expiry header is stored as it is, and
+        rendered to JSON later; live, or without the header, it is decoded and
+        stored as the JSON it is served as, so a lookup is a read only.
         """
-        if not self._usable(record):
-            return None, 0
-        if record.value is None:
-            return Change(record.key, None), 0
-        if not live:
-            expires_at = accepted_at = 0
-            for name, raw in record.headers:
+        key = record.key
+        if key is None or not TICKET_ID.fullmatch(key):
+            return self._skip(record, "its key is not a ticket id")
+        value = record.value
+        if value is None:
+            return Change(key, None), 0
+        if value[:2] != MAGIC or value[2:HEADER_LEN] not in self._known:
+            if len(value) < HEADER_LEN or not self._codec.knows(value[2:HEADER_LEN]):
+                return self._skip(record, "not a known Avro offer")
+            self._known.add(value[2:HEADER_LEN])
+        expires_at = accepted_at = 0
+        for name, raw in record.headers:
+            if name in TIME_HEADERS:
+                try:
+                    number = ascii_int(raw, f"header {name}")
+                except ValueError as exc:
+                    return self._skip(record, str(exc))
                 if name == "expires_at":
-                    expires_at = int(raw)
-                elif name == "login_accepted_at":
-                    accepted_at = int(raw)
-            if expires_at:
-                return Change(record.key, record.value, expires_at), accepted_at
+                    expires_at = number
+                else:
+                    accepted_at = number
+        if expires_at and not live:
+            return Change(key, value, expires_at), accepted_at
         try:
-            offer = self._codec.decode(record.value)
+            offer = self._codec.decode(value)
         except DecodeError as exc:
-            self.metrics.undecodable.inc()
-            log.warning("offers record at %d/%d does not decode (%s); skipped",
-                        record.partition, record.offset, exc)
-            return None, 0
-        return (Change(record.key, orjson.dumps(offer), offer["expires_at"], is_json=True),
-                offer["login_accepted_at"])
+            return self._skip(record, f"does not decode ({exc})")
+        return (Change(key, orjson.dumps(offer), expires_at or offer["expires_at"], is_json=True),
+                accepted_at or offer["login_accepted_at"])
 
     async def _render_backlog(self) -> None:
         """After catching up, store what arrived as Avro as the JSON it is served as.
@@ -269,7 +284,11 @@ class Materializer:
         total = 0
         pass_rendered = 0
         while True:
-            rendered, finished = self.store.render_slice(avro_to_json)
+            rendered, finished, dropped = self.store.render_slice(avro_to_json)
+            for ticket_id in dropped:
+                self.metrics.undecodable.inc()
+                log.warning("stored offer %s does not decode; deleted, as a live node would "
+                            "have skipped its record", ticket_id.decode(errors="replace"))
             total += rendered
             pass_rendered += rendered
             if finished:

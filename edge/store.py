@@ -49,15 +49,17 @@ _U64 = struct.Struct(">Q")
 _HEADER = struct.Struct(">QQc")
 JSON = b"J"
 AVRO = b"A"
+REVOKED = b"R"  # a tombstone, remembered until any ticket it could concern has expired
 
 
 class StoredOffer(NamedTuple):
     """One stored entry as read (a named tuple: one is built per lookup)."""
 
-    expires_at: int   # µs
+    expires_at: int   # µs (for a revocation: until when it is remembered)
     applied_at: int   # µs, when this node applied it
-    payload: bytes    # JSON to serve, or the Avro record as produced
+    payload: bytes    # JSON to serve, or the Avro record as produced; empty if revoked
     is_json: bool
+    revoked: bool = False
 
 
 class Change(NamedTuple):
@@ -97,7 +99,11 @@ def _options(block_cache_mb: int) -> Options:
 class OfferStore:
     """Point lookups by ticket id; batch application of topic records with their offsets."""
 
-    def __init__(self, path: Path, flush_every: int = 100_000, block_cache_mb: int = 256) -> None:
+    def __init__(self, path: Path, flush_every: int = 100_000, block_cache_mb: int = 256,
+                 remember_revoked_us: int = 900 * 1_000_000) -> None:
+        """``remember_revoked_us``: how long a tombstone is kept as a revocation (the
+        ticket TTL: no ticket it could concern outlives that)."""
+        self.remember_revoked_us = remember_revoked_us
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._db = open_keeping_options(path / "offers.rocksdb", _options(block_cache_mb))
@@ -128,7 +134,8 @@ class OfferStore:
         if raw is None:
             return None
         expires_at, applied_at, kind = _HEADER.unpack_from(raw)
-        return StoredOffer(expires_at, applied_at, raw[_HEADER.size:], kind == JSON)
+        return StoredOffer(expires_at, applied_at, raw[_HEADER.size:], kind == JSON,
+                           kind == REVOKED)
 
     def replace_with_json(self, ticket_id: bytes, stored: StoredOffer, body: bytes) -> None:
         """Keep the rendered JSON of an offer that was stored as Avro (read once, render once)."""
@@ -156,9 +163,10 @@ class OfferStore:
         write-ahead log (catching up; see the module docstring).
         """
         batch = WriteBatch(raw_mode=True)
+        revoked = _HEADER.pack(applied_at + self.remember_revoked_us, applied_at, REVOKED)
         for change in changes:
             if change.payload is None:
-                batch.delete(change.ticket_id)
+                batch.put(change.ticket_id, revoked)
             else:
                 if not change.is_json:
                     batch.delete(ALL_JSON_KEY)
@@ -207,26 +215,30 @@ class OfferStore:
             self._db.write(batch)
         return removed
 
-    def render_slice(self, render: Callable[[bytes], bytes], limit: int = 200) -> tuple[int, bool]:
+    def render_slice(self, render: Callable[[bytes], bytes], limit: int = 200
+                     ) -> tuple[int, bool, list[bytes]]:
         """Store the next ``limit`` entries' Avro as the JSON they are served as.
 
-        Returns how many were rendered and whether the pass reached the end of
-        the store. A record that does not render is left as it is (a lookup
-        answers 502 for it and logs it).
+        Returns how many were rendered, whether the pass reached the end of
+        the store, and the ticket ids of records that did not render: those
+        are deleted, as a live node would have skipped them.
         """
         batch = WriteBatch(raw_mode=True)
         entries, finished = self._next_slice("render", limit)
+        dropped = []
         for key, value in entries:
             if value[_HEADER.size - 1:_HEADER.size] == AVRO:
                 try:
                     body = render(value[_HEADER.size:])
                 except ValueError:
+                    batch.delete(key)
+                    dropped.append(key)
                     continue
                 batch.put(key, value[:_HEADER.size - 1] + JSON + body)
-        rendered = batch.len()
-        if rendered:
+        rendered = batch.len() - len(dropped)
+        if batch.len():
             self._db.write(batch)
-        return rendered, finished
+        return rendered, finished, dropped
 
     @property
     def all_json(self) -> bool:

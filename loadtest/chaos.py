@@ -223,19 +223,25 @@ class Chaos:
         gate = asyncio.Semaphore(64)
         offers: dict[str, list[dict[str, Any] | None]] = {}
 
+        why_missing: dict[str, str] = {}
+
         async def fetch(http: httpx.AsyncClient, edge: str, ticket: Acked) -> dict[str, Any] | None:
             async with gate:
+                last = "no answer"
                 while time.monotonic() < deadline:
                     try:
                         response = await http.get(f"{edge}/offers/{ticket.token}",
                                                   params={"wait": 10})
-                    except httpx.TransportError:
+                    except httpx.TransportError as exc:
+                        last = repr(exc)
                         await asyncio.sleep(0.5)
                         continue
                     if response.status_code == 200:
                         return response.json()  # type: ignore[no-any-return]
+                    last = f"{response.status_code} {response.text[:120]}"
                     if response.status_code not in (404, 503):
-                        return None
+                        break
+                why_missing[ticket.ticket_id] = f"{edge}: {last}"
                 return None
 
         async with httpx.AsyncClient(timeout=15) as http:
@@ -247,7 +253,8 @@ class Chaos:
             if any(copy is None for copy in copies):
                 result.lost += 1
                 if len(result.examples) < 5:
-                    result.examples.append(f"lost {ticket.ticket_id} of {ticket.user_id}")
+                    result.examples.append(f"lost {ticket.ticket_id} of {ticket.user_id} "
+                                           f"({why_missing.get(ticket.ticket_id)})")
                 continue
             if any(copy != copies[0] for copy in copies[1:]):
                 result.inconsistent += 1

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from loadtest.synthetic import SyntheticUsers
 from pipeline.engine.markets import country_of
-from pipeline.tickets import TicketSigner
+from pipeline.tickets import signer_from_settings
 from positioning.settings import Settings
 from schemas.codec import login_codec
 
@@ -42,7 +42,7 @@ async def produce(settings: Settings, count: int, rate: float, users: int | None
                   seed: int = 1, progress: bool = True, keep_tickets: bool = False
                   ) -> ProduceSummary:
     """Send ``count`` logins at ``rate`` per second (0: as fast as possible)."""
-    signer = TicketSigner.from_spec(settings.ticket_secret, settings.ticket_ttl_s)
+    signer = signer_from_settings(settings)
     synthetic = SyntheticUsers(users or max(1, count // 3), seed=seed)
     codec = login_codec()
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all",

@@ -8,8 +8,10 @@ rotate by adding a new key in front and keeping the old ones to verify.
 
 An edge node verifies a ticket without touching storage: malformed, forged
 and expired are told apart, and an unexpired valid ticket whose offer is
-missing is known to be pending. This module must not import Faust: the edge
-imports it.
+missing is known to be pending. A ticket whose lifetime exceeds the TTL, or
+that is issued in the future beyond the clock skew, is refused as forged:
+only a holder of the key can make one. This module must not import Faust:
+the edge imports it.
 """
 
 from __future__ import annotations
@@ -23,13 +25,22 @@ import struct
 import time
 from typing import NamedTuple
 
+from positioning.settings import Settings
+from positioning.ticket_secret import ticket_secret
+
 log = logging.getLogger(__name__)
 
 VERSION = 1
 _PAYLOAD = struct.Struct(">B16sQQ")
-_KID = re.compile(r"^[A-Za-z0-9_-]{1,16}$")
-_B64 = re.compile(r"^[A-Za-z0-9_-]+$")
+_KID = re.compile(r"[A-Za-z0-9_-]{1,16}")
+_B64 = re.compile(r"[A-Za-z0-9_-]+")
 MAX_TICKET_LEN = 160
+_CANONICAL_LAST = frozenset("AEIMQUYcgkosw048")
+# A well-formed ticket exactly (the edge's OpenAPI publishes it): a kid, the
+# 33-byte payload (version 1 first) and the 32-byte MAC, canonical base64url
+# (the MAC's last character carries two zero bits).
+TICKET_PATTERN = ("[A-Za-z0-9_-]{1,16}\\.A[Q-Za-f][A-Za-z0-9_-]{42}"
+                  "\\.[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]")
 MIN_SECRET_LEN = 16
 
 
@@ -95,7 +106,7 @@ def parse_keys(spec: str) -> dict[str, bytes]:
         if not part:
             continue
         kid, sep, secret = part.partition(":")
-        if not sep or not _KID.match(kid):
+        if not sep or not _KID.fullmatch(kid):
             raise ValueError(f"ticket key {kid!r}: expected kid:secret with kid of [A-Za-z0-9_-]{{1,16}}")
         if len(secret) < MIN_SECRET_LEN:
             raise ValueError(f"ticket key {kid!r}: secret must be at least {MIN_SECRET_LEN} characters")
@@ -110,16 +121,22 @@ def parse_keys(spec: str) -> dict[str, bytes]:
 class TicketSigner:
     """Issues and verifies tickets under a set of keys."""
 
-    def __init__(self, keys: dict[str, bytes], ttl_s: int) -> None:
+    def __init__(self, keys: dict[str, bytes], ttl_s: int, clock_skew_s: float = 5.0) -> None:
+        """``ttl_s``: the lifetime of issued tickets, and the longest one honoured;
+        ``clock_skew_s``: how far in the future an issue time may be (clocks differ)."""
         if not keys:
             raise ValueError("at least one key is needed")
         self._keys = dict(keys)
         self._signing_kid = next(iter(self._keys))
         self.ttl_ms = ttl_s * 1000
+        self.skew_ms = int(clock_skew_s * 1000)
+
+    def __repr__(self) -> str:  # never the keys
+        return f"TicketSigner(kids={list(self._keys)}, ttl_ms={self.ttl_ms})"
 
     @classmethod
-    def from_spec(cls, spec: str, ttl_s: int) -> TicketSigner:
-        return cls(parse_keys(spec), ttl_s)
+    def from_spec(cls, spec: str, ttl_s: int, clock_skew_s: float = 5.0) -> TicketSigner:
+        return cls(parse_keys(spec), ttl_s, clock_skew_s)
 
     def _mac(self, key: bytes, signed: str | bytes) -> bytes:
         return hmac.digest(key, signed.encode("ascii") if isinstance(signed, str) else signed,
@@ -155,7 +172,8 @@ class TicketSigner:
         if len(parts) != 3:
             raise TicketMalformed("ticket must have three dot-separated parts")
         kid, payload_b64, mac_b64 = parts
-        if not _KID.match(kid) or not _B64.match(payload_b64) or not _B64.match(mac_b64):
+        if not (_KID.fullmatch(kid) and _B64.fullmatch(payload_b64)
+                and _B64.fullmatch(mac_b64)):
             raise TicketMalformed("ticket has characters outside base64url")
         try:
             payload = _b64d(payload_b64)
@@ -164,6 +182,10 @@ class TicketSigner:
             raise TicketMalformed("ticket is not valid base64url") from exc
         if len(payload) != _PAYLOAD.size or len(mac) != 32:
             raise TicketMalformed("ticket has the wrong length")
+        # 33 payload bytes fill 44 characters exactly; the MAC's 32 bytes leave two
+        # unused bits in its last character, which must be zero (canonical form).
+        if len(payload_b64) != 44 or mac_b64[-1] not in _CANONICAL_LAST:
+            raise TicketMalformed("ticket is not canonical base64url")
         version, raw_id, issued, expires = _PAYLOAD.unpack(payload)
         if version != VERSION:
             raise TicketMalformed(f"unknown ticket version {version}")
@@ -174,17 +196,17 @@ class TicketSigner:
         if not hmac.compare_digest(expected, mac) or key is None:
             raise TicketForged("ticket signature does not verify")
         now = int(time.time() * 1000) if now_ms is None else now_ms
+        if expires - issued > self.ttl_ms or expires <= issued:
+            raise TicketForged("ticket lifetime is not within the configured TTL")
+        if issued > now + self.skew_ms:
+            raise TicketForged("ticket is issued in the future")
         if now >= expires:
             raise TicketExpired("ticket has expired")
         return Ticket(token, _b64e(raw_id), kid, issued, expires)
 
 
-def signer_from_settings(secret_spec: str, ttl_s: int, dev_default: str) -> TicketSigner:
-    """Build the signer, warning loudly when the development secret is in use."""
-    if secret_spec == dev_default:
-        log.warning(
-            "\n%s\nPOSITIONING_TICKET_SECRET is not set: using the INSECURE development "
-            "secret.\nAnyone can forge tickets. Set POSITIONING_TICKET_SECRET=kid:secret "
-            "in production.\n%s", "!" * 72, "!" * 72,
-        )
-    return TicketSigner.from_spec(secret_spec, ttl_s)
+def signer_from_settings(settings: Settings) -> TicketSigner:
+    """The signer of a component: the configured key, else the local home's own
+    (positioning/ticket_secret.py), the TTL and the clock skew from the settings."""
+    return TicketSigner.from_spec(ticket_secret(settings), settings.ticket_ttl_s,
+                                  settings.ticket_clock_skew_s)

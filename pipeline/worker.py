@@ -46,8 +46,8 @@ from faust.types import TP, StreamT
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from pipeline.engine.offers import compute_offer, shown_categories, simulate_model_latency
-from pipeline.engine.state import (Position, is_retry, next_state, retried_state,
-                                   view_for_login)
+from pipeline.engine.state import (Position, is_retry, next_state, remembered_created_at,
+                                   retried_state, view_for_login)
 from pipeline.engine.validation import LoginRejected, validate_login
 from pipeline.expiry import EXPIRES_AT_HEADER, Expirer
 from pipeline.gap_reader import SourceRecord, read_range
@@ -118,8 +118,10 @@ class LoginProcessor:
         user_id = login["user_id"]
         state = load_state(self.users.get(user_id))
         view, replayed = view_for_login(state, login["ticket_id"], position)
+        # A replay gets the time its offer was first made: the same offer, to the byte.
+        created_at = (replayed and remembered_created_at(state, login["ticket_id"])) or now_us()
         try:
-            offer = compute_offer(login, view, created_at=0)
+            offer = compute_offer(login, view, created_at=created_at)
         except Exception as exc:  # the engine failed on this login
             raise PoisonMessage("engine", exc) from exc
         if replayed:
@@ -130,7 +132,7 @@ class LoginProcessor:
             return Planned(offer, counted=False)
         self.users[user_id] = orjson.dumps(next_state(
             state, login["ticket_id"], view, position, login["login_accepted_at"],
-            offer["country"], shown_categories(offer), login["expires_at"]))
+            offer["country"], shown_categories(offer), login["expires_at"], created_at))
         return Planned(offer)
 
 
@@ -269,7 +271,6 @@ def create_app(settings: Settings) -> faust.App:
         offer = planned.offer
         try:
             await simulate_model_latency(settings.model_latency_ms)
-            offer["created_at"] = now_us()
             try:
                 value = encoder.encode(offer)
             except Exception as exc:  # the engine produced an invalid offer

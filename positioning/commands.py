@@ -8,18 +8,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import os
 import sys
+import time
 
+from positioning.http_protocol import HttpLimits
 from positioning.settings import Settings
 
 
-def _serve(app: object, host: str, port: int) -> int:
+def http_limits(settings: Settings) -> HttpLimits:
+    return HttpLimits(max_head_bytes=settings.http_max_head_bytes,
+                      max_headers=settings.http_max_headers,
+                      head_timeout_s=settings.http_head_timeout_s,
+                      body_timeout_s=settings.http_body_timeout_s)
+
+
+def _serve(app: object, host: str, port: int, limits: HttpLimits) -> int:
     import uvicorn
 
-    from positioning.http_protocol import SERVER_SETTINGS
+    from positioning.http_protocol import server_settings
 
     config = uvicorn.Config(app, host=host, port=port, log_level="info", lifespan="on",
-                            **SERVER_SETTINGS)
+                            **server_settings(limits))
     server = uvicorn.Server(config)
     server.run()
     return 0 if server.started else 1
@@ -29,7 +40,7 @@ def _origin(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.origin.app import create_app
 
     port = args.port or settings.origin_port
-    return _serve(create_app(settings), settings.origin_host, port)
+    return _serve(create_app(settings), settings.origin_host, port, http_limits(settings))
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -39,18 +50,49 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.worker import create_app
     from positioning.topics import TopicMismatch, ensure_topics
 
+    started = time.monotonic()
     try:
         asyncio.run(ensure_topics(settings))
-    except TopicMismatch as exc:
+        # uvloop, as `faust -L uvloop` would: the worker's main thread is busy, and
+        # asyncio's pure-Python loop costs ~10 % of its logins/s.
+        mode.loop.use("uvloop")
+        app = create_app(settings)
+        worker = Worker(app, loglevel="info", redirect_stdouts=False)
+        worker.execute_from_commandline()
+        return 0
+    except TopicMismatch as exc:  # a systematic fault: no restart
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    # uvloop, as `faust -L uvloop` would: the worker's main thread is busy, and
-    # asyncio's pure-Python loop costs ~10 % of its logins/s.
-    mode.loop.use("uvloop")
-    app = create_app(settings)
-    worker = Worker(app, loglevel="info", redirect_stdouts=False)
-    worker.execute_from_commandline()
-    return 0
+    except SystemExit as exc:
+        if exc.code in (0, None):
+            return 0
+        crash: BaseException = exc
+    except Exception as exc:  # Faust re-raises what crashed it
+        crash = exc
+    _restart_after_crash(args, crash, time.monotonic() - started)
+    return 1  # not reached: the process is replaced
+
+
+def _restart_after_crash(args: argparse.Namespace, crash: BaseException, ran_s: float) -> None:
+    """Replace this process with a fresh worker, loudly, after a growing pause.
+
+    Faust stops the whole worker when its consumer fails (for instance when
+    the broker disappears in the middle of a group coordination). Its
+    offsets are committed only up to what it finished, so a fresh worker in
+    the same process (same pid, same state directory) picks up exactly
+    there. Crashes in a row back off 1, 2, 4 ... 30 s; a worker that ran a
+    minute starts the count again.
+    """
+    crashes = 1 if ran_s > 60 else args.crashes + 1
+    delay = min(30, 2 ** (crashes - 1))
+    logging.getLogger("positioning.worker").critical(
+        "the worker crashed (%r) after %.0f s; crash %d in a row, restarting in %d s",
+        crash, ran_s, crashes, delay)
+    sys.stderr.flush()
+    sys.stdout.flush()
+    time.sleep(delay)
+    os.execv(sys.executable, [sys.executable, "-m", "positioning.cli", "worker",
+                              "--crashes", str(crashes)])
 
 
 def _edge(args: argparse.Namespace, settings: Settings) -> int:
@@ -59,7 +101,8 @@ def _edge(args: argparse.Namespace, settings: Settings) -> int:
     from edge.app import create_app
 
     data_dir = Path(args.data_dir) if args.data_dir else settings.edge_data_dir(args.region)
-    return _serve(create_app(settings, args.region, data_dir), settings.edge_host, args.port)
+    return _serve(create_app(settings, args.region, data_dir), settings.edge_host, args.port,
+                  http_limits(settings))
 
 
 def _produce(args: argparse.Namespace, settings: Settings) -> int:
@@ -152,6 +195,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     origin.set_defaults(run=_origin)
 
     worker = sub.add_parser("worker", help="run the Faust offer worker in the foreground")
+    worker.add_argument("--crashes", type=int, default=0, help=argparse.SUPPRESS)
     worker.set_defaults(run=_worker)
 
     edge = sub.add_parser("edge", help="run one edge node in the foreground")

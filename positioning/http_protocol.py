@@ -1,4 +1,22 @@
-"""uvicorn's httptools protocol, writing each response to the socket in one system call.
+"""uvicorn's httptools protocol, bounded in size and time, writing each response in one call.
+
+**Bounds.** uvicorn's httptools protocol puts no limit on a request's head
+(16 MB headers were answered 200, and four connections each sending 64 MB
+of unfinished header took an edge from 55 to 311 MB) and no time limit on
+a head or body that never finishes (a body shorter than its
+``Content-Length`` held ``POST /login`` forever). ``BoundedHttpToolsProtocol``
+adds, per ``HttpLimits``:
+
+- the head (request line and headers) at most ``max_head_bytes``, at most
+  ``max_headers`` fields: ``431`` and the connection closed; while the head
+  is incomplete at most that much plus one read (256 KiB) is buffered;
+- the head complete within ``head_timeout_s`` of its first byte, or of the
+  connection's opening (a connection that never sends a byte is closed):
+  ``408`` and closed;
+- the body complete within ``body_timeout_s`` of the head: ``408`` and
+  closed (or just closed, if the response has begun).
+
+uvicorn's keep-alive time-out still closes a connection idle between requests.
 
 uvicorn writes a response's status line and headers, then its body, as two
 ``transport.write`` calls, and uvloop sends each at once: two ``write``
@@ -21,11 +39,44 @@ so the benchmark's comparisons stay on one server stack.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
+from importlib.metadata import version
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+# The protocol below overrides uvicorn's HttpToolsProtocol callbacks
+# (connection_made/lost, data_received, on_message_begin, on_header,
+# on_headers_complete, on_message_complete, send_400_response) and reads its
+# attributes (cycle, headers, url, transport, loop). Written against:
+TESTED_UVICORN = ((0, 30), (0, 55))  # [from, to)
+_installed = tuple(int(part) for part in version("uvicorn").split(".")[:2])
+if not TESTED_UVICORN[0] <= _installed < TESTED_UVICORN[1]:
+    raise ImportError(f"positioning/http_protocol.py was written for uvicorn "
+                      f">={TESTED_UVICORN[0]},<{TESTED_UVICORN[1]}; {version('uvicorn')} is "
+                      "installed: check its HttpToolsProtocol callbacks, then widen the range")
+
 FLUSH_AT = 64 * 1024
+LINGER_S = 2.0  # after a refusal, how long the rest of the request is read and dropped
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """Per-request bounds (bytes, seconds); see the module docstring."""
+
+    max_head_bytes: int = 16 * 1024
+    max_headers: int = 64
+    head_timeout_s: float = 10.0
+    body_timeout_s: float = 10.0
+
+
+class _Refused(Exception):
+    """A request refused while its head was parsed (status, reason)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
 
 
 class CoalescingWrites:
@@ -60,19 +111,150 @@ class CoalescingWrites:
         self.flush()
         self._transport.close()
 
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
+
     def __getattr__(self, name: str) -> Any:
         # Everything else (is_closing, get_extra_info, pause_reading, ...) is the transport's.
         return getattr(self._transport, name)
 
 
-class CoalescingHttpToolsProtocol(HttpToolsProtocol):
-    """Pass as uvicorn's ``http`` protocol class (``SERVER_SETTINGS`` does)."""
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """Pass as uvicorn's ``http`` protocol class (``server_settings`` does).
+
+    Subclasses set ``limits``. The hooks are uvicorn's protocol callbacks
+    (positioning/uvicorn_compat.py checks the version they were written for).
+    """
+
+    limits = HttpLimits()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingWrites(transport, self.loop))  # type: ignore[arg-type]
+        self._head_bytes = 0
+        self._in_head = True
+        self._discarding = False
+        self._refusal: _Refused | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._head_timer: asyncio.TimerHandle | None = self.loop.call_later(
+            self.limits.head_timeout_s, self._timed_out, "request head")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timers()
+        super().connection_lost(exc)
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._head_timer, self._body_timer):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._body_timer = None
+
+    def data_received(self, data: bytes) -> None:
+        if self._discarding:
+            return
+        if self._in_head:
+            # Bytes of earlier reads were all head (it was not complete after them).
+            if self._head_bytes > self.limits.max_head_bytes:
+                self._refuse(431, "Request Header Fields Too Large")
+                return
+            self._head_bytes += len(data)
+        super().data_received(data)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if not self._in_head:  # the next request on a kept-alive connection
+            self._in_head = True
+            self._head_bytes = 0
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.limits.head_timeout_s,
+                                                    self._timed_out, "request head")
+
+    def _refuse_while_parsing(self, status: int, reason: str) -> None:
+        """Stop the parser: uvicorn then calls send_400_response, which answers this."""
+        self._refusal = _Refused(status, reason)
+        raise self._refusal
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(self.headers) >= self.limits.max_headers:
+            self._refuse_while_parsing(431, "Request Header Fields Too Large")
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
+        if size > self.limits.max_head_bytes:
+            self._refuse_while_parsing(431, "Request Header Fields Too Large")
+        self._in_head = False
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        super().on_headers_complete()
+        self._body_timer = self.loop.call_later(self.limits.body_timeout_s, self._timed_out,
+                                                "request body")
+
+    def on_message_complete(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+        super().on_message_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn answers any parser error with 400; a refusal raised by a
+        # callback above surfaces here as one, and gets its own status.
+        if self._refusal is None:
+            super().send_400_response(msg)
+            return
+        self._refuse(self._refusal.status, self._refusal.reason)
+
+    def _timed_out(self, what: str) -> None:
+        self._head_timer = self._body_timer = None
+        if self.transport.is_closing():
+            return
+        if self.cycle is not None and self.cycle.response_started:
+            self.transport.close()
+            return
+        self._refuse(408, f"Request Timeout ({what})")
+
+    def _refuse(self, status: int, reason: str) -> None:
+        """Answer ``status`` with a plain-text reason and close the connection."""
+        self._cancel_timers()
+        if self.cycle is not None and not self.cycle.response_complete:
+            # The app (if it runs) sees a disconnect: its sends are dropped.
+            self.cycle.disconnected = True
+            self.cycle.message_event.set()
+        body = reason.encode("ascii")
+        head = (f"HTTP/1.1 {status} {reason.split(' (')[0]}\r\ncontent-type: text/plain; "
+                f"charset=utf-8\r\ncontent-length: {len(body)}\r\nconnection: close\r\n"
+                f"cache-control: no-store\r\n\r\n").encode("ascii")
+        if self.transport.is_closing():
+            return
+        self.transport.write(head + body)
+        # A lingering close, as web servers do: closing with the client's bytes
+        # unread would reset the connection, and the client could lose the
+        # answer. Send it, half-close, read and drop the rest for a moment.
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self._discarding = True
+            self.loop.call_later(LINGER_S, self.transport.close)
+        else:
+            self.transport.close()
 
 
-# The uvicorn settings every HTTP server here runs with: the origin, the edges
-# (positioning/commands.py) and the benchmark's bare baselines (loadtest/bench/bare.py).
-SERVER_SETTINGS: dict[str, Any] = {"loop": "uvloop", "http": CoalescingHttpToolsProtocol,
-                                   "access_log": False}
+def bounded_protocol(limits: HttpLimits) -> type[BoundedHttpToolsProtocol]:
+    """A protocol class with these limits (uvicorn builds one instance per connection)."""
+    return type("BoundedHttpToolsProtocol", (BoundedHttpToolsProtocol,), {"limits": limits})
+
+
+def server_settings(limits: HttpLimits = HttpLimits()) -> dict[str, Any]:
+    """The uvicorn settings every HTTP server here runs with: the origin, the edges
+    (positioning/commands.py) and the benchmark's bare baselines (loadtest/bench/bare.py).
+
+    uvicorn's own proxy-header handling is off: it would rewrite the client
+    address from ``X-Forwarded-For`` before the origin's trusted-proxies
+    check runs (it trusts 127.0.0.1 by default). Forwarded headers have one
+    owner, ``POSITIONING_TRUSTED_PROXIES``.
+    """
+    return {"loop": "uvloop", "http": bounded_protocol(limits), "access_log": False,
+            "proxy_headers": False, "server_header": False}
+
+
+SERVER_SETTINGS: dict[str, Any] = server_settings()

@@ -12,8 +12,6 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-DEV_TICKET_SECRET = "dev:insecure-development-secret-change-me"
-
 
 def _split_hostport(value: str, default_port: int) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
@@ -43,8 +41,13 @@ class Settings:
     partitions: int = 6
     replication_factor: int = 1
     # Tickets: "kid:secret[,kid:secret...]"; the first key signs, all verify.
-    ticket_secret: str = DEV_TICKET_SECRET
+    # Unset: the local home's own random key (positioning/ticket_secret.py).
+    # Never in reprs or logs.
+    ticket_secret: str | None = field(default=None, repr=False)
     ticket_ttl_s: int = 900
+    # How far in the future a ticket's issue time may be (the clocks of
+    # origin and edge differ); tickets further ahead are refused.
+    ticket_clock_skew_s: float = 5.0
     # Origin.
     origin_host: str = "127.0.0.1"
     origin_port: int = 8000
@@ -89,6 +92,14 @@ class Settings:
     # decompressing blocks.
     edge_block_cache_mb: int = 256
     cors_origins: tuple[str, ...] = ("*",)
+    # HTTP bounds, origin and edges (positioning/http_protocol.py): a request's
+    # head at most this many bytes and header fields (else 431), the head
+    # complete this long after its first byte and the body this long after the
+    # head (else 408); uvicorn's keep-alive time-out closes idle connections.
+    http_max_head_bytes: int = 16 * 1024
+    http_max_headers: int = 64
+    http_head_timeout_s: float = 10.0
+    http_body_timeout_s: float = 10.0
 
     extra: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -199,6 +210,7 @@ ENV_VARS: dict[str, tuple[str, Any]] = {
     "replication_factor": ("POSITIONING_REPLICATION_FACTOR", _positive_int),
     "ticket_secret": ("POSITIONING_TICKET_SECRET", str),
     "ticket_ttl_s": ("POSITIONING_TICKET_TTL", _positive_int),
+    "ticket_clock_skew_s": ("POSITIONING_TICKET_CLOCK_SKEW", _non_negative_float),
     "origin_host": ("POSITIONING_ORIGIN_HOST", str),
     "origin_port": ("POSITIONING_ORIGIN_PORT", _positive_int),
     "trusted_proxies": ("POSITIONING_TRUSTED_PROXIES", _csv),
@@ -223,4 +235,8 @@ ENV_VARS: dict[str, tuple[str, Any]] = {
     "edge_catch_up_flush_records": ("POSITIONING_EDGE_CATCH_UP_FLUSH_RECORDS", _positive_int),
     "edge_block_cache_mb": ("POSITIONING_EDGE_BLOCK_CACHE_MB", _positive_int),
     "cors_origins": ("POSITIONING_CORS_ORIGINS", _csv),
+    "http_max_head_bytes": ("POSITIONING_HTTP_MAX_HEAD_BYTES", _positive_int),
+    "http_max_headers": ("POSITIONING_HTTP_MAX_HEADERS", _positive_int),
+    "http_head_timeout_s": ("POSITIONING_HTTP_HEAD_TIMEOUT", _non_negative_float),
+    "http_body_timeout_s": ("POSITIONING_HTTP_BODY_TIMEOUT", _non_negative_float),
 }

@@ -101,9 +101,15 @@ def view_for_login(state: dict[str, Any] | None, ticket_id: str,
     ), False
 
 
+def remembered_created_at(state: dict[str, Any] | None, ticket_id: str) -> int | None:
+    """When the remembered offer for this ticket was made (µs), so a replay is identical."""
+    entry = _remembered(state, ticket_id) if state else None
+    return None if entry is None else entry.get("created_at")
+
+
 def next_state(state: dict[str, Any] | None, ticket_id: str, view: UserView, position: Position,
                login_at: int, country: str, shown_categories: list[str],
-               expires_at: int) -> dict[str, Any]:
+               expires_at: int, created_at: int = 0) -> dict[str, Any]:
     """The state after counting this login; the offer's categories become recent."""
     state = state or {}
     recent_categories: list[str] = []
@@ -113,7 +119,7 @@ def next_state(state: dict[str, Any] | None, ticket_id: str, view: UserView, pos
     remembered = {"ticket_id": ticket_id, "visit": view.visit,
                   "recent_categories": list(view.recent_categories),
                   "last_login_at": view.last_login_at, "last_country": view.last_country,
-                  "expires_at": expires_at}
+                  "expires_at": expires_at, "created_at": created_at}
     same_partition = state.get("partition") == position.partition
     offsets = [*state.get("offsets", []), position.offset] if same_partition else [position.offset]
     return {

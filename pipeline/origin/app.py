@@ -31,7 +31,7 @@ from pipeline.origin.publisher import LoginPublisher, PublisherUnavailable
 from pipeline.origin.requests import (BadRequest, client_address, idempotency_key, parse_login,
                                       read_json_body)
 from pipeline.tickets import TicketSigner, signer_from_settings
-from positioning.settings import DEV_TICKET_SECRET, Settings
+from positioning.settings import Settings
 from schemas.codec import login_codec
 
 log = logging.getLogger(__name__)
@@ -55,8 +55,7 @@ def now_us() -> int:
 
 
 def create_app(settings: Settings, signer: TicketSigner | None = None) -> FastLoginPath:
-    signer = signer or signer_from_settings(settings.ticket_secret, settings.ticket_ttl_s,
-                                            DEV_TICKET_SECRET)
+    signer = signer or signer_from_settings(settings)
     publisher = LoginPublisher(settings.bootstrap_servers, settings.logins_topic,
                                timeout_s=settings.login_timeout_s,
                                linger_ms=settings.origin_linger_ms)

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipeline.engine.validation import USER_ID_PATTERN
+from pipeline.origin.requests import IDEMPOTENCY_KEY_PATTERN, MAX_BODY_BYTES
+
+IDEMPOTENCY_KEY_SCHEMA_PATTERN = f'^(?:"{IDEMPOTENCY_KEY_PATTERN}"|{IDEMPOTENCY_KEY_PATTERN})$'
+
+# The request body as the validation (pipeline/origin/requests.py) reads it:
+# the same pattern and limits, imported, not written twice.
 _LOGIN_BODY = {
     "type": "object",
     "required": ["user_id"],
     "additionalProperties": False,
     "properties": {
-        "user_id": {"type": "string", "pattern": "^[A-Za-z0-9._@+-]{1,128}$"},
-        "ip": {"type": "string", "description": "IPv4 or IPv6; defaults to the client address"},
+        "user_id": {"type": "string", "pattern": f"^{USER_ID_PATTERN}$"},
+        "ip": {"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}],
+               "description": "IPv4 or IPv6 (no zone id); defaults to the client address"},
     },
 }
 _ERROR = {"type": "object", "required": ["error"],
@@ -32,16 +40,20 @@ def openapi_document() -> dict[str, Any]:
                         "the same key for the same user within the ticket TTL gets the same "
                         "ticket id and counts one visit, whether the first attempt got 202, "
                         "503 or no answer. A structured-field string (\"...\") or bare, "
-                        "1-255 printable ASCII characters without quote or backslash."),
-                    "schema": {"type": "string", "pattern": '^"?[ !#-\\[\\]-~]{1,255}"?$'}}],
+                        "1-255 visible ASCII characters without quote or backslash."),
+                    "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_SCHEMA_PATTERN}}],
                 "requestBody": {"required": True, "content": {
                     "application/json": {"schema": {"$ref": "#/components/schemas/LoginRequest"}}}},
                 "responses": {
                     "202": {"description": "Accepted by Kafka (acks=all); fetch the offer at an edge",
                             "content": {"application/json": {"schema": {
                                 "$ref": "#/components/schemas/LoginAccepted"}}}},
-                    "400": {"description": "Body is not a JSON object", "content": _JSON_ERROR},
-                    "413": {"description": "Body over 4 KiB", "content": _JSON_ERROR},
+                    "400": {"description": "Body is not a JSON object, or a malformed "
+                                           "Idempotency-Key", "content": _JSON_ERROR},
+                    "413": {"description": f"Body over {MAX_BODY_BYTES} bytes",
+                            "content": _JSON_ERROR},
+                    "415": {"description": "Content-Type is not application/json",
+                            "content": _JSON_ERROR},
                     "422": {"description": "A field is invalid; `field` names it",
                             "content": _JSON_ERROR},
                     "503": {"description": ("Kafka did not acknowledge in time; see Retry-After. "
@@ -57,7 +69,10 @@ def openapi_document() -> dict[str, Any]:
                     "200": {"description": "The offer", "content": {"application/json": {
                         "schema": {"type": "object"}}}},
                     "400": {"description": "Bad body", "content": _JSON_ERROR},
-                    "413": {"description": "Body over 4 KiB", "content": _JSON_ERROR},
+                    "413": {"description": f"Body over {MAX_BODY_BYTES} bytes",
+                            "content": _JSON_ERROR},
+                    "415": {"description": "Content-Type is not application/json",
+                            "content": _JSON_ERROR},
                     "422": {"description": "A field is invalid", "content": _JSON_ERROR},
                 }}},
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "ok"}}}},

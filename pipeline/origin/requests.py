@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import re
+
 import orjson
 from dataclasses import dataclass
 from typing import Any
@@ -10,9 +12,13 @@ from typing import Any
 from starlette.requests import Request
 
 from pipeline.engine.validation import LoginRejected, validate_ip, validate_user_id
+from positioning.strict_parsing import ascii_int
 
 MAX_BODY_BYTES = 4096
 MAX_IDEMPOTENCY_KEY_LEN = 255
+# Visible ASCII without '"' and '\\' (the inside of an sf-string, less space).
+IDEMPOTENCY_KEY_PATTERN = r'[!#-\[\]-~]{1,255}'
+_IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 IDEMPOTENCY_HEADER = "idempotency-key"
 
 
@@ -39,15 +45,29 @@ class LoginRequest:
     user_agent: str | None
 
 
+def require_json(request: Request) -> None:
+    """415 unless the body is declared ``application/json`` (UTF-8, the JSON default)."""
+    declared = request.headers.get("content-type", "")
+    media_type, _, params = declared.partition(";")
+    if media_type.strip().lower() != "application/json":
+        raise BadRequest(415, "Content-Type must be application/json")
+    for param in params.split(";"):
+        name, _, value = param.strip().partition("=")
+        if name.lower() == "charset" and value.strip('"').lower() != "utf-8":
+            raise BadRequest(415, "the body must be UTF-8 JSON")
+
+
 async def read_json_body(request: Request) -> dict[str, Any]:
-    """The JSON object in the body, at most MAX_BODY_BYTES, or BadRequest."""
+    """The JSON object in the body, at most MAX_BODY_BYTES, or BadRequest (400, 413, 415)."""
+    require_json(request)
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
-            if int(declared) > MAX_BODY_BYTES:
-                raise BadRequest(413, f"body larger than {MAX_BODY_BYTES} bytes")
+            length = ascii_int(declared, "content-length")
         except ValueError as exc:
-            raise BadRequest(400, "content-length is not a number") from exc
+            raise BadRequest(400, str(exc)) from exc
+        if length > MAX_BODY_BYTES:
+            raise BadRequest(413, f"body larger than {MAX_BODY_BYTES} bytes")
     chunks = []
     size = 0
     async for chunk in request.stream():
@@ -91,9 +111,7 @@ def parse_login(data: dict[str, Any], fallback_ip: str, user_agent: str | None) 
         user_id = validate_user_id(data["user_id"])
     except LoginRejected as exc:
         raise BadRequest(422, str(exc), "user_id") from exc
-    ip = data.get("ip")
-    if ip is None:
-        ip = fallback_ip
+    ip = data["ip"] if "ip" in data else fallback_ip
     try:
         ip = validate_ip(ip)
     except LoginRejected as exc:
@@ -105,9 +123,10 @@ def idempotency_key(request: Request) -> str | None:
     """The ``Idempotency-Key`` header's key, or None when absent; BadRequest if malformed.
 
     The IETF httpapi draft (draft-ietf-httpapi-idempotency-key-header) makes
-    the value a structured-field string: ``"..."``, printable ASCII without
-    ``"`` or ``\\``. A bare value of the same characters is taken too (what most
-    clients send). 1 to 255 characters; one header only.
+    the value a structured-field string: ``"..."``; inside, 1 to 255
+    visible ASCII characters other than ``"`` and ``\\`` (no spaces). A bare
+    value of the same characters is taken too (what most clients send).
+    One header only.
     """
     values = request.headers.getlist(IDEMPOTENCY_HEADER)
     if not values:
@@ -117,8 +136,7 @@ def idempotency_key(request: Request) -> str | None:
     raw = values[0]
     if len(raw) >= 2 and raw[0] == raw[-1] == '"':
         raw = raw[1:-1]
-    if not 1 <= len(raw) <= MAX_IDEMPOTENCY_KEY_LEN or not all(
-            " " <= ch <= "~" and ch not in '"\\' for ch in raw):
-        raise BadRequest(400, "Idempotency-Key must be 1 to 255 printable ASCII characters "
-                         "(no quote or backslash)", "Idempotency-Key")
+    if not _IDEMPOTENCY_KEY.fullmatch(raw):
+        raise BadRequest(400, "Idempotency-Key must be 1 to 255 visible ASCII characters "
+                         "(no space, quote or backslash)", "Idempotency-Key")
     return raw

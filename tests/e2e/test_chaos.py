@@ -21,7 +21,7 @@ def run_chaos(kafka_bootstrap: str, home: Path, *args: str) -> dict[str, object]
                                edges=(f"eu={free_port()}", f"us={free_port()}"))
     env = {**os.environ, **settings.to_env()}
     result = subprocess.run([sys.executable, "-m", "positioning.cli", "chaos", "--quiet",
-                             "--ttl", "15", *args], env=env, capture_output=True, text=True,
+                             "--ttl", "40", *args], env=env, capture_output=True, text=True,
                             timeout=600)
     report_path = home / "chaos" / "chaos-latest.json"
     assert report_path.exists(), result.stdout[-3000:] + result.stderr[-3000:]

@@ -15,64 +15,10 @@ from positioning.settings import Settings
 from positioning.topics import ensure_topics
 from tests.conftest import free_port, unique_settings
 from tests.helpers import Component, wait_until, wait_until_async
+from tests.edge_node import Edge, _served
 from tests.offers_feed import OfferFeed
 
 pytestmark = pytest.mark.integration
-
-
-def _served(snapshot: dict[bytes, bytes]) -> dict[bytes, bytes]:
-    """What a node serves for each ticket, whichever form it stores it in."""
-    from edge.render import avro_to_json
-
-    return {k: (avro_to_json(v[1:]) if v[:1] == b"A" else v[1:]) for k, v in snapshot.items()}
-
-
-class Edge:
-    def __init__(self, settings: Settings, region: str, root: Path) -> None:
-        self.region = region
-        self.port = free_port()
-        self.data_dir = root / f"edge-{region}"
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.settings = settings
-        self.root = root
-        self.component = self._component()
-
-    def _component(self) -> Component:
-        return Component(f"edge-{self.region}", ["edge", "--region", self.region, "--port",
-                                                 str(self.port), "--data-dir", str(self.data_dir)],
-                         self.settings, self.root / "logs")
-
-    def start(self, ready: bool = True) -> Edge:
-        self.component = self._component().start()
-        self.component.wait_http_ok(f"{self.url}/healthz", timeout=30)
-        if ready:
-            self.component.wait_http_ok(f"{self.url}/readyz", timeout=60)
-        return self
-
-    def readyz(self) -> dict:
-        return httpx.get(f"{self.url}/readyz", timeout=5).json()
-
-    def metric(self, name: str) -> float:
-        text = httpx.get(f"{self.url}/metrics", timeout=5).text
-        for line in text.splitlines():
-            if line.startswith(name) and not line.startswith("#"):
-                return float(line.rsplit(" ", 1)[1])
-        raise AssertionError(f"metric {name} not found")
-
-
-@pytest.fixture(scope="module")
-def two_edges(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
-              ) -> Iterator[tuple[Settings, Edge, Edge]]:
-    root = tmp_path_factory.mktemp("edges")
-    settings = unique_settings(kafka_bootstrap, root)
-    asyncio.run(ensure_topics(settings))
-    eu = Edge(settings, "eu", root).start()
-    us = Edge(settings, "us", root).start()
-    try:
-        yield settings, eu, us
-    finally:
-        eu.component.stop()
-        us.component.stop()
 
 
 async def test_an_offer_is_readable_at_both_edges(two_edges: tuple[Settings, Edge, Edge]) -> None:
@@ -133,7 +79,9 @@ async def test_server_sent_events_deliver_the_offer(two_edges: tuple[Settings, E
     assert httpx.Response(200, content=data).json() == offer
 
 
-async def test_a_tombstone_removes_the_offer(two_edges: tuple[Settings, Edge, Edge]) -> None:
+async def test_a_tombstone_revokes_the_offer(two_edges: tuple[Settings, Edge, Edge]) -> None:
+    """A revoked offer answers 410 "revoked", never 404 "pending" (which would make
+    ``?wait`` wait for an offer that will never come)."""
     settings, eu, us = two_edges
     async with OfferFeed(settings) as feed, httpx.AsyncClient(timeout=10) as http:
         ticket, _ = await feed.publish()
@@ -143,8 +91,21 @@ async def test_a_tombstone_removes_the_offer(two_edges: tuple[Settings, Edge, Ed
         await feed.tombstone(ticket)
         for edge in (eu, us):
             async def gone(url: str = edge.url) -> bool:
-                return (await http.get(f"{url}/offers/{ticket.token}")).status_code == 404
+                return (await http.get(f"{url}/offers/{ticket.token}")).status_code == 410
             await wait_until_async(gone, 10, f"the tombstone at {edge.region}")
+            revoked = await http.get(f"{edge.url}/offers/{ticket.token}", params={"wait": 10})
+            assert revoked.status_code == 410 and revoked.json()["status"] == "revoked"
+            assert revoked.elapsed.total_seconds() < 5
+        # Revoked before its offer ever arrived: a waiting request wakes with 410.
+        never = feed.signer.issue()
+        waiting = asyncio.create_task(http.get(f"{eu.url}/offers/{never.token}",
+                                               params={"wait": 20}))
+        async def registered() -> bool:
+            return eu.metric('edge_open_waiters{region="eu"}') >= 1
+        await wait_until_async(registered, 10, "the request to wait")
+        await feed.tombstone(never)
+        answer = await waiting
+        assert answer.status_code == 410 and answer.elapsed.total_seconds() < 15
 
 
 async def test_rejected_tickets(two_edges: tuple[Settings, Edge, Edge]) -> None:

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from positioning.http_protocol import FLUSH_AT, CoalescingHttpToolsProtocol, CoalescingWrites
+from positioning.http_protocol import FLUSH_AT, BoundedHttpToolsProtocol, CoalescingWrites
 from tests.conftest import free_port
 
 
@@ -109,7 +109,7 @@ def _app() -> Starlette:
 async def _server() -> AsyncIterator[str]:
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(_app(), host="127.0.0.1", port=port, log_level="warning",
-                                           http=CoalescingHttpToolsProtocol, lifespan="off"))
+                                           http=BoundedHttpToolsProtocol, lifespan="off"))
     task = asyncio.create_task(server.serve())
     try:
         deadline = asyncio.get_running_loop().time() + 10

@@ -25,7 +25,8 @@ def test_each_login_is_counted_once_and_a_replay_gets_the_same_offer() -> None:
     second = processor.begin(event("t2"), Position(0, 1))
     replay = processor.begin(event("t1"), Position(0, 0))
     assert (first.offer["visit"], second.offer["visit"]) == (1, 2)
-    assert replay.offer == first.offer and not replay.counted
+    assert replay.offer == first.offer and not replay.counted  # created_at included
+    assert first.offer["created_at"] > 0
     assert orjson.loads(users["ada"])["visits"] == 2
 
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import base64
-import logging
 import os
+import stat
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pipeline.tickets import (TicketExpired, TicketForged, TicketMalformed, TicketSigner, _b64d,
                               _b64e, parse_keys, signer_from_settings)
+from positioning.settings import Settings
+from positioning.ticket_secret import SecretFileError
 
 KEY = "k1:" + "a" * 32
 
@@ -83,15 +87,66 @@ def test_bad_key_specs_are_refused(spec: str) -> None:
         parse_keys(spec)
 
 
-def test_development_secret_warns_loudly(caplog: pytest.LogCaptureFixture) -> None:
-    dev = "dev:" + "d" * 32
-    with caplog.at_level(logging.WARNING):
-        signer_from_settings(dev, 900, dev_default=dev)
-    assert "INSECURE development secret" in caplog.text
-    caplog.clear()
-    with caplog.at_level(logging.WARNING):
-        signer_from_settings(KEY, 900, dev_default=dev)
-    assert "INSECURE" not in caplog.text
+def test_each_local_home_gets_its_own_private_secret_reused_on_restart(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    first = signer_from_settings(Settings(home=home))
+    again = signer_from_settings(Settings(home=home))
+    other = signer_from_settings(Settings(home=tmp_path / "other"))
+    token = first.issue().token
+    assert again.verify(token).token == token
+    with pytest.raises(TicketForged):
+        other.verify(token)
+    path = home / "ticket-secret"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert "dev" not in path.read_text()
+    # The setting wins over the file.
+    assert signer_from_settings(Settings(home=home, ticket_secret=KEY)).verify(
+        TicketSigner.from_spec(KEY, 900).issue().token)
+
+
+def test_a_secret_file_others_can_read_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "ticket-secret"
+    path.write_text("local:" + "s" * 43)
+    path.chmod(0o644)
+    with pytest.raises(SecretFileError):
+        signer_from_settings(Settings(home=tmp_path))
+
+
+def test_secrets_never_reach_reprs() -> None:
+    secret = "k1:" + "z" * 40
+    assert "zzzz" not in repr(Settings(ticket_secret=secret))
+    assert "zzzz" not in repr(TicketSigner.from_spec(secret, 900))
+
+
+def test_a_valid_signature_on_a_lifetime_beyond_the_ttl_or_a_future_issue_is_refused() -> None:
+    signer = TicketSigner.from_spec(KEY, ttl_s=900, clock_skew_s=5)
+    now = 1_800_000_000_000
+    # A key holder could mint these; an edge must still refuse them.
+    long_lived = TicketSigner.from_spec(KEY, ttl_s=2**40).issue(now_ms=now).token
+    with pytest.raises(TicketForged):
+        signer.verify(long_lived, now_ms=now)
+    future = signer.issue(now_ms=now + 60_000).token
+    with pytest.raises(TicketForged):
+        signer.verify(future, now_ms=now)
+    assert signer.verify(signer.issue(now_ms=now + 4_000).token, now_ms=now)  # within the skew
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda t: t.replace(".", "\n.", 1),                  # a newline before a dot
+    lambda t: t + "\n",                                   # a trailing newline
+    lambda t: t[:-1] + {"A": "B"}.get(t[-1], "A"),        # non-canonical last base64 char
+    lambda t: t.replace(".", ".=", 1),                    # padding
+    lambda t: "\uff11" + t[1:],                           # a non-ASCII digit or letter
+])
+def test_anything_beyond_the_exact_alphabet_and_encoding_is_malformed(mutate: Any) -> None:
+    signer = TicketSigner.from_spec(KEY, 900)
+    token = signer.issue().token
+    mutated = mutate(token)
+    assert mutated != token
+    with pytest.raises((TicketMalformed, TicketForged)) as caught:
+        signer.verify(mutated)
+    if "\n" in mutated or "=" in mutated or "\uff11" in mutated:
+        assert isinstance(caught.value, TicketMalformed)
 
 
 def test_base64url_helpers_match_the_standard_library() -> None:
