@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import time
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 
@@ -49,6 +50,7 @@ class Admission(enum.Enum):
 class _Partition:
     next_offset: int | None           # the offset the next accepted event must have
     generation: int
+    start: int | None = None          # where this stream started (committed then)
     in_flight: set[int] = field(default_factory=set)
     committed: int | None = None      # last offset this ledger let through
 
@@ -63,6 +65,8 @@ class OffsetLedger:
     def __init__(self, topic: str) -> None:
         self.topic = topic
         self._partitions: dict[Hashable, _Partition] = {}
+        self.last_commit_at = time.monotonic()    # of the last commit the broker accepted
+        self.commit_started_at: float | None = None  # of a commit still under way
         self._generation = 0
         self.gaps = 0          # jumps seen
 
@@ -71,6 +75,7 @@ class OffsetLedger:
         self._generation += 1
         old = self._partitions.get(tp)
         self._partitions[tp] = _Partition(next_offset=offset, generation=self._generation,
+                                          start=offset,
                                           committed=old.committed if old else None)
 
     def restart(self, committed: Mapping[Hashable, int | None]) -> None:
@@ -101,7 +106,7 @@ class OffsetLedger:
             part = self._partitions[tp]
             log.info("no committed offset for %s: starting at %d", tp, offset)
         if part.next_offset is None:
-            part.next_offset = offset
+            part.next_offset = part.start = offset
         if offset == part.next_offset:
             part.next_offset = offset + 1
             part.in_flight.add(offset)
@@ -160,8 +165,25 @@ class OffsetLedger:
             out[tp] = safe
         return out
 
+    def uncommitted(self) -> bool:
+        """Whether some partition has finished work beyond its last commit."""
+        for tp, part in self._partitions.items():
+            safe = self.safe_offset(tp)
+            done = part.committed if part.committed is not None else part.start
+            if safe is not None and done is not None and safe > done:
+                return True
+        return False
+
+    def commit_stalled_s(self, now: float | None = None) -> float:
+        """How long finished work has waited for a commit to succeed (0: it is not waiting)."""
+        now = time.monotonic() if now is None else now
+        if self.commit_started_at is not None:
+            return now - min(self.commit_started_at, self.last_commit_at)
+        return now - self.last_commit_at if self.uncommitted() else 0.0
+
     def committed(self, offsets: Mapping[Hashable, int]) -> None:
         """The broker accepted this commit."""
+        self.last_commit_at = time.monotonic()
         for tp, offset in offsets.items():
             part = self._partitions.get(tp)
             if part is not None:

@@ -26,6 +26,7 @@ restarts after Faust seeks it to the committed offset.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -76,6 +77,15 @@ class Consumer(faust_aiokafka.Consumer):
                             if tp.topic == ledger.topic})
         return offsets
 
+    async def commit_finished(self) -> bool:
+        """Commit the ledger's progress now, whether or not Faust sees any.
+
+        Faust calls ``_commit`` only when its own bookkeeping moved; after an
+        out-of-order ack it may think a partition committed that the ledger
+        held back, and then never come back to it.
+        """
+        return await self._commit({})
+
     async def _commit(self, offsets: Mapping[TP, int]) -> bool:
         """Commit what the ledger allows, whatever Faust computed."""
         ledger = ledger_of(self.app)
@@ -84,7 +94,11 @@ class Consumer(faust_aiokafka.Consumer):
         allowed = ledger.fence(offsets)
         if not allowed:
             return False
-        committed = bool(await super()._commit(allowed))
+        ledger.commit_started_at = time.monotonic()
+        try:
+            committed = bool(await super()._commit(allowed))
+        finally:
+            ledger.commit_started_at = None
         if committed:
             ledger.committed(allowed)
         return committed

@@ -202,8 +202,21 @@ class Deliveries:
             del self._pending[send_id]
 
 
-def create_app(settings: Settings) -> faust.App:
-    """Build the Faust app for these settings (``pipeline.app`` builds it from the env)."""
+class ConsumerWedged(RuntimeError):
+    """Finished work has not been committed for too long: the Kafka consumer is stuck."""
+
+
+def create_app(settings: Settings,
+               on_wedged: Callable[[BaseException], None] | None = None) -> faust.App:
+    """Build the Faust app for these settings (``pipeline.app`` builds it from the env).
+
+    ``on_wedged`` is called, from the event loop, when finished logins have
+    waited ``worker_commit_stall_s`` for a commit: aiokafka's group
+    coordinator was seen to hang for good after broker restarts, the worker
+    then reads nothing more. ``positioning worker`` passes a callback that
+    replaces the process (nothing unfinished was committed, so a fresh worker
+    starts exactly there); without one the app crashes.
+    """
     app = faust.App(
         settings.worker_id,
         broker=broker_url(settings.bootstrap_servers, FetchTuning.from_settings(settings)),
@@ -355,11 +368,33 @@ def create_app(settings: Settings) -> faust.App:
             log.exception("the expiry consumer failed")
             await app.crash(exc)
 
+    @app.timer(interval=1.0)
+    async def commit_finished() -> None:
+        """Commit progress Faust does not see (its own commit runs only on its acks)."""
+        if ledger.uncommitted() and ledger.commit_started_at is None and not app.rebalancing:
+            await app.consumer.commit_finished()
+
+    @app.timer(interval=5.0)
+    async def watch_commits() -> None:
+        """Stop a worker whose consumer no longer commits what it finished."""
+        stalled = ledger.commit_stalled_s()
+        if stalled <= settings.worker_commit_stall_s:
+            return
+        wedged = ConsumerWedged(f"finished logins have waited {stalled:.0f} s for a commit")
+        log.critical("%s: the Kafka consumer is stuck; replacing the worker", wedged)
+        if on_wedged is not None:
+            on_wedged(wedged)
+        else:
+            await app.crash(wedged)
+
     def status() -> tuple[bool, dict[str, Any]]:
         oldest = deliveries.oldest_pending_s()
         stuck = oldest > settings.worker_stuck_after_s
+        stalled = ledger.commit_stalled_s()
+        stuck = stuck or stalled > settings.worker_stuck_after_s
         body = {"ready": not stuck and app.rebalancing is False,
                 "stuck": stuck, "oldest_unacked_send_s": round(oldest, 3),
+                "commit_stalled_s": round(stalled, 3),
                 "in_flight": ledger.in_flight(), "offset_gaps": ledger.gaps,
                 "offers_awaiting_expiry": len(expirer.index),
                 "expiry_loading_partitions": sorted(expirer.index.loading)}

@@ -56,7 +56,8 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
         # uvloop, as `faust -L uvloop` would: the worker's main thread is busy, and
         # asyncio's pure-Python loop costs ~10 % of its logins/s.
         mode.loop.use("uvloop")
-        app = create_app(settings)
+        app = create_app(settings, on_wedged=lambda reason: _restart_after_crash(
+            args, reason, time.monotonic() - started))
         worker = Worker(app, loglevel="info", redirect_stdouts=False)
         worker.execute_from_commandline()
         return 0

@@ -1,7 +1,7 @@
 """The one place configuration comes from: environment variables with sane defaults.
 
 Every component receives a ``Settings`` instance; nothing reads ``os.environ``
-anywhere else. The README's configuration table mirrors ``ENV_VARS`` below.
+anywhere else. docs/configuration.md documents ``ENV_VARS`` below (a test checks it).
 """
 
 from __future__ import annotations
@@ -70,6 +70,9 @@ class Settings:
     # The worker reports itself stuck (not ready, /status/ 503) once a record
     # has waited this long for the broker's ack; it keeps retrying regardless.
     worker_stuck_after_s: float = 10.0
+    # Finished logins waiting this long for a commit mean the worker's Kafka
+    # consumer is stuck: the worker replaces itself.
+    worker_commit_stall_s: float = 60.0
     # Kafka consumers (worker and edges): the broker answers a fetch once this many
     # bytes are ready or this many ms have passed. A busy topic then arrives in
     # batches of a few ms each instead of one or two records per fetch, which is
@@ -194,7 +197,7 @@ def _non_negative_float(raw: str) -> float:
     return value
 
 
-# field name -> (environment variable, parser). Documented in the README.
+# field name -> (environment variable, parser). Documented in docs/configuration.md.
 ENV_VARS: dict[str, tuple[str, Any]] = {
     "home": ("POSITIONING_HOME", Path),
     "kafka_bootstrap_servers": ("KAFKA_BOOTSTRAP_SERVERS", str),
@@ -222,6 +225,7 @@ ENV_VARS: dict[str, tuple[str, Any]] = {
     "expiry_sweep_s": ("POSITIONING_EXPIRY_SWEEP", _non_negative_float),
     "worker_concurrency": ("POSITIONING_WORKER_CONCURRENCY", _positive_int),
     "worker_stuck_after_s": ("POSITIONING_WORKER_STUCK_AFTER", _non_negative_float),
+    "worker_commit_stall_s": ("POSITIONING_WORKER_COMMIT_STALL", _non_negative_float),
     "origin_linger_ms": ("POSITIONING_ORIGIN_LINGER_MS", _non_negative_int),
     "fetch_wait_ms": ("POSITIONING_FETCH_WAIT_MS", _positive_int),
     "fetch_min_bytes": ("POSITIONING_FETCH_MIN_BYTES", _positive_int),

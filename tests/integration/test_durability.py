@@ -145,7 +145,8 @@ async def test_the_worker_never_gives_up_and_says_it_is_stuck(own_broker: LocalB
             # The offer is sent while the broker is paused; its ack cannot come.
             def stuck() -> bool:
                 body = httpx.get(status, timeout=2).json()
-                return bool(body["stuck"]) and not body["ready"]
+                return (bool(body["stuck"]) and not body["ready"]
+                        and body["oldest_unacked_send_s"] >= 1.0)
             wait_until(stuck, 30, "the worker to report itself stuck")
             assert httpx.get(status, timeout=2).status_code == 503
             metrics = httpx.get(f"http://127.0.0.1:{web_port}/metrics/", timeout=2).text

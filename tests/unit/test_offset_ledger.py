@@ -85,3 +85,16 @@ def test_no_committed_offset_starts_at_the_first_event() -> None:
     gen = admitted(ledger, 7)
     ledger.finish(TP, 7, gen)
     assert ledger.fence({}) == {TP: 8}
+
+
+def test_a_commit_that_does_not_come_is_measured() -> None:
+    ledger = OffsetLedger("logins")
+    ledger.restart({TP: 0})
+    now = ledger.last_commit_at
+    assert ledger.commit_stalled_s(now + 100) == 0.0       # nothing finished: nothing waits
+    gen = admitted(ledger, 0)
+    ledger.finish(TP, 0, gen)
+    assert ledger.uncommitted()
+    assert ledger.commit_stalled_s(now + 100) >= 100       # finished work, no commit since
+    ledger.committed(ledger.fence({}))
+    assert not ledger.uncommitted() and ledger.commit_stalled_s() < 1
