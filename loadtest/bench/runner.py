@@ -94,7 +94,9 @@ class Bench:
             logins_topic=f"logins-{suffix}", offers_topic=f"offers-{suffix}",
             dlq_topic=f"logins.dlq-{suffix}", worker_id=f"bench-{suffix}", worker_web_port=0,
             origin_port=_free_port(), edges=(f"eu={_free_port()}", f"us={_free_port()}"),
-            ticket_secret="bench:" + uuid.uuid4().hex, model_latency_ms=0.0, **changes)
+            # Tickets of an hour, so none expires mid-run (edges refuse a longer lifetime).
+            ticket_secret="bench:" + uuid.uuid4().hex, ticket_ttl_s=3600, model_latency_ms=0.0,
+            **changes)
 
     def start_broker(self) -> None:
         if self.base.kafka_bootstrap_servers:
@@ -117,7 +119,7 @@ class Bench:
 
     # -- edge: bootstrap, restart, lookups -------------------------------------
     async def _flood(self, settings: Settings, count: int, tickets_path: Path) -> None:
-        signer = TicketSigner.from_spec(settings.ticket_secret, 3600)
+        signer = TicketSigner.from_spec(settings.ticket_secret, settings.ticket_ttl_s)
         template = signer.issue()
         login = {"ticket_id": template.ticket_id, "user_id": "bench-user", "ip": "81.2.69.160",
                  "login_accepted_at": template.issued_at_us, "expires_at": template.expires_at_us}
