@@ -30,14 +30,14 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from edge.cors import CorsPolicy
+from edge.disconnect import ClientGone, until_disconnected
 from edge.fast_path import FastLookupPath
 from edge.lookup import Answer, Lookups
 from edge.materializer import Materializer
 from edge.metrics import EdgeMetrics
+from edge.openapi import edge_openapi_document
 from edge.render import CorruptOffer
 from edge.store import OfferStore
-from edge.disconnect import ClientGone, until_disconnected
-from edge.openapi import edge_openapi_document
 from edge.waiters import TooManyWaiters, Waiters
 from pipeline.tickets import TicketSigner, signer_from_settings
 from positioning.fetch_tuning import FetchTuning
@@ -182,7 +182,7 @@ def create_app(settings: Settings, region: str, data_dir: Path,
                 if stored is None and future is not None:
                     try:
                         stored = await asyncio.wait_for(asyncio.shield(future), lifetime)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         stored = None
                 if stored is None:
                     yield b"event: timeout\ndata: {\"status\": \"pending\"}\n\n"

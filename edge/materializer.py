@@ -52,6 +52,7 @@ HOUSEKEEPING_EVERY_S = 5.0
 SWEEP_EVERY_S = 0.25
 SWEEP_SLICE = 1_000
 STALLED_CHECKS_BEFORE_RECONNECT = 2
+DEFAULT_FETCH = FetchTuning()
 TICKET_ID = re.compile(rb"[A-Za-z0-9_-]{22}")  # 16 bytes in base64url, no padding
 TIME_HEADERS = ("expires_at", "login_accepted_at")
 
@@ -76,7 +77,7 @@ class Progress:
 class Materializer:
     def __init__(self, bootstrap_servers: str, topic: str, store: OfferStore, waiters: Waiters,
                  metrics: EdgeMetrics, ready_lag: int = 0, max_records: int = 20_000,
-                 fetch: FetchTuning = FetchTuning()) -> None:
+                 fetch: FetchTuning = DEFAULT_FETCH) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.topic = topic
         self.store = store

@@ -21,7 +21,8 @@ class EdgeMetrics:
                                    ["region"], registry=self.registry).labels(**labels)
         self.swept = Counter("edge_offers_expired_total", "Expired offers swept out", ["region"],
                              registry=self.registry).labels(**labels)
-        self.lag = Gauge("edge_partition_lag", "High watermark minus next offset", ["region", "partition"],
+        self.lag = Gauge("edge_partition_lag", "High watermark minus next offset",
+                         ["region", "partition"],
                          registry=self.registry)
         self.lookup_seconds = Histogram("edge_lookup_seconds", "Time to answer an offer lookup",
                                         ["region", "outcome"], buckets=LATENCY_BUCKETS,

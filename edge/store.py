@@ -38,7 +38,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import NamedTuple
 
-from rocksdict import BlockBasedOptions, Cache, DataBlockIndexType, Options, WriteBatch, WriteOptions
+from rocksdict import (
+    BlockBasedOptions,
+    Cache,
+    DataBlockIndexType,
+    Options,
+    WriteBatch,
+    WriteOptions,
+)
 
 from positioning.rocksdb_open import open_keeping_options
 

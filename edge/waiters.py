@@ -50,7 +50,7 @@ class Waiters:
         future = self.register(ticket_id)
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
         finally:
             self.unregister(ticket_id, future)

@@ -107,7 +107,8 @@ def parse_keys(spec: str) -> dict[str, bytes]:
             continue
         kid, sep, secret = part.partition(":")
         if not sep or not _KID.fullmatch(kid):
-            raise ValueError(f"ticket key {kid!r}: expected kid:secret with kid of [A-Za-z0-9_-]{{1,16}}")
+            raise ValueError(f"ticket key {kid!r}: expected kid:secret with kid of "
+                             "[A-Za-z0-9_-]{1,16}")
         if len(secret) < MIN_SECRET_LEN:
             raise ValueError(f"ticket key {kid!r}: secret must be at least {MIN_SECRET_LEN} characters")
         if kid in keys:

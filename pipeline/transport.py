@@ -34,7 +34,6 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
 from pipeline.offset_ledger import OffsetLedger
-
 from positioning.fetch_tuning import FetchTuning, adapt_to_traffic
 
 

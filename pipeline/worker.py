@@ -36,8 +36,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from functools import partial
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import faust
@@ -46,8 +46,14 @@ from faust.types import TP, StreamT
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from pipeline.engine.offers import compute_offer, shown_categories, simulate_model_latency
-from pipeline.engine.state import (Position, is_retry, next_state, remembered_created_at,
-                                   retried_state, view_for_login)
+from pipeline.engine.state import (
+    Position,
+    is_retry,
+    next_state,
+    remembered_created_at,
+    retried_state,
+    view_for_login,
+)
 from pipeline.engine.validation import LoginRejected, validate_login
 from pipeline.expiry import EXPIRES_AT_HEADER, Expirer
 from pipeline.gap_reader import SourceRecord, read_range

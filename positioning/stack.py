@@ -27,6 +27,7 @@ from positioning.processes import read_pid, runs_with, terminate
 from positioning.settings import Settings
 from positioning.topics import ensure_topics
 
+
 class StackError(RuntimeError):
     """A component did not come up; the message names it and quotes its log."""
 

@@ -79,7 +79,8 @@ async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[Top
                     created.add(name)
                 elif for_code(code) is not TopicAlreadyExistsError:
                     message = rest[0] if rest else ""
-                    raise RuntimeError(f"creating topic {name!r} failed: {for_code(code).__name__} {message}")
+                    raise RuntimeError(f"creating topic {name!r} failed: "
+                                       f"{for_code(code).__name__} {message}")
         reports = []
         for spec in specs:
             partitions = await _wait_partitions(admin, spec.name, timeout_s)

@@ -33,7 +33,7 @@ class Comparison:
 
     def ratios(self) -> list[float]:
         return [real.requests_per_s / ((before.requests_per_s + after.requests_per_s) / 2)
-                for real, before, after in zip(self.real, self.bare, self.bare[1:])]
+                for real, before, after in zip(self.real, self.bare, self.bare[1:], strict=False)]
 
     @property
     def ratio(self) -> float:

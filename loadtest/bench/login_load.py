@@ -18,7 +18,6 @@ import time
 import orjson
 import uvloop
 
-
 RETRIES = 3
 
 

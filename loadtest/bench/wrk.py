@@ -71,7 +71,8 @@ def run(url: str, script: str, work_dir: Path, seconds: float, connections: int 
     result = subprocess.run(
         [wrk, f"-t{threads}", f"-c{connections}", f"-d{max(1, int(seconds))}s", "--latency",
          "-s", str(script_path), url],
-        capture_output=True, text=True, env={**(env or {}), "PATH": "/usr/bin:/bin"}, timeout=seconds + 60)
+        capture_output=True, text=True, env={**(env or {}), "PATH": "/usr/bin:/bin"},
+        timeout=seconds + 60)
     if result.returncode != 0:
         raise RuntimeError(f"wrk failed: {result.stderr or result.stdout}")
     return parse(result.stdout)

@@ -28,8 +28,13 @@ from pipeline.engine.state import new_user_view
 from pipeline.origin.fast_path import FastLoginPath
 from pipeline.origin.openapi import openapi_document
 from pipeline.origin.publisher import LoginPublisher, PublisherUnavailable
-from pipeline.origin.requests import (BadRequest, client_address, idempotency_key, parse_login,
-                                      read_json_body)
+from pipeline.origin.requests import (
+    BadRequest,
+    client_address,
+    idempotency_key,
+    parse_login,
+    read_json_body,
+)
 from pipeline.tickets import TicketSigner, signer_from_settings
 from positioning.settings import Settings
 from schemas.codec import login_codec

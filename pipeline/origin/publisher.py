@@ -53,7 +53,7 @@ class LoginPublisher:
         self._connector = asyncio.create_task(self._connect_forever())
         try:
             await asyncio.wait_for(asyncio.shield(self._connector), timeout=self.timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.error("Kafka at %s is not reachable yet; logins get 503 until it is",
                       self.bootstrap_servers)
 
@@ -88,5 +88,5 @@ class LoginPublisher:
         try:
             delivery = await producer.send(self.topic, value=value, key=key)
             await asyncio.wait_for(delivery, timeout=self.timeout_s)
-        except (KafkaError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, KafkaError) as exc:
             raise PublisherUnavailable(f"Kafka did not acknowledge the login: {exc!r}") from exc

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-
-import orjson
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 
 from pipeline.engine.validation import LoginRejected, validate_ip, validate_user_id

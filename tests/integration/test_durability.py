@@ -19,8 +19,7 @@ from positioning.broker.local import LocalBroker
 from positioning.settings import Settings
 from positioning.topics import ensure_topics
 from tests.conftest import free_port, free_port_pair, unique_settings
-from tests.helpers import (Component, OfferReader, start_worker, wait_until,
-                           wait_until_async)
+from tests.helpers import Component, OfferReader, start_worker, wait_until, wait_until_async
 
 pytestmark = pytest.mark.integration
 

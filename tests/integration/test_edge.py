@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -13,9 +12,9 @@ import pytest
 from edge.store import OfferStore
 from positioning.settings import Settings
 from positioning.topics import ensure_topics
-from tests.conftest import free_port, unique_settings
-from tests.helpers import Component, wait_until, wait_until_async
+from tests.conftest import unique_settings
 from tests.edge_node import Edge, _served
+from tests.helpers import wait_until, wait_until_async
 from tests.offers_feed import OfferFeed
 
 pytestmark = pytest.mark.integration

@@ -14,11 +14,10 @@ from aiokafka import AIOKafkaProducer
 
 from edge.store import OfferStore
 from positioning.settings import Settings
-from positioning.topics import ensure_topics
 from schemas.codec import offer_codec
 from tests.conftest import free_port, unique_settings
-from tests.helpers import Component, wait_until, wait_until_async
 from tests.edge_node import Edge, _served
+from tests.helpers import Component, wait_until, wait_until_async
 from tests.offers_feed import OfferFeed, headers_for, offer_for
 
 pytestmark = pytest.mark.integration

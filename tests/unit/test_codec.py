@@ -7,8 +7,16 @@ import copy
 import pytest
 
 from schemas import faust_codecs
-from schemas.codec import (AvroCodec, MalformedMessage, UnknownSchema, fingerprint_of,
-                           load_schema, login_codec, offer_codec, schema_fingerprint)
+from schemas.codec import (
+    AvroCodec,
+    MalformedMessage,
+    UnknownSchema,
+    fingerprint_of,
+    load_schema,
+    login_codec,
+    offer_codec,
+    schema_fingerprint,
+)
 
 LOGIN = {"ticket_id": "t1", "user_id": "alice", "ip": "81.2.69.160", "user_agent": None,
          "login_accepted_at": 1_700_000_000_000_000, "expires_at": 1_700_000_900_000_000}

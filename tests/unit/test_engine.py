@@ -7,14 +7,20 @@ from importlib import resources
 
 import pytest
 
-from tests.unit.avro_check import assert_valid_offer
 from pipeline.engine import catalog
 from pipeline.engine.markets import country_of, market_for
 from pipeline.engine.offers import compute_offer, shown_categories
 from pipeline.engine.ranking import WINBACK_AFTER_US, discount_for
-from pipeline.engine.state import (RECENT_LOGINS, Position, UserView, new_user_view,
-                                    next_state, view_for_login)
+from pipeline.engine.state import (
+    RECENT_LOGINS,
+    Position,
+    UserView,
+    new_user_view,
+    next_state,
+    view_for_login,
+)
 from pipeline.engine.validation import LoginRejected, validate_login
+from tests.unit.avro_check import assert_valid_offer
 
 DAY_US = 24 * 3600 * 1_000_000
 

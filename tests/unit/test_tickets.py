@@ -10,8 +10,16 @@ from typing import Any
 
 import pytest
 
-from pipeline.tickets import (TicketExpired, TicketForged, TicketMalformed, TicketSigner, _b64d,
-                              _b64e, parse_keys, signer_from_settings)
+from pipeline.tickets import (
+    TicketExpired,
+    TicketForged,
+    TicketMalformed,
+    TicketSigner,
+    _b64d,
+    _b64e,
+    parse_keys,
+    signer_from_settings,
+)
 from positioning.settings import Settings
 from positioning.ticket_secret import SecretFileError
 
