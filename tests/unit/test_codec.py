@@ -6,7 +6,6 @@ import copy
 
 import pytest
 
-from schemas import faust_codecs
 from schemas.codec import (
     AvroCodec,
     MalformedMessage,
@@ -14,7 +13,6 @@ from schemas.codec import (
     fingerprint_of,
     load_schema,
     login_codec,
-    offer_codec,
     schema_fingerprint,
 )
 
@@ -62,14 +60,3 @@ def test_truncated_body_is_malformed() -> None:
     data = login_codec().encode(LOGIN)
     with pytest.raises(MalformedMessage):
         login_codec().decode(data[:-3])
-
-
-def test_faust_codecs_are_registered_and_round_trip() -> None:
-    from faust.serializers import codecs
-
-    faust_codecs.register()
-    data = codecs.dumps(faust_codecs.LOGIN_EVENT, LOGIN)
-    assert data == login_codec().encode(LOGIN)
-    assert codecs.loads(faust_codecs.LOGIN_EVENT, data) == LOGIN
-    assert faust_codecs.OFFER in codecs.codecs
-    assert offer_codec().name == "Offer"
