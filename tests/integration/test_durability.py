@@ -140,6 +140,9 @@ async def test_the_worker_never_gives_up_and_says_it_is_stuck(own_broker: LocalB
         wait_until(lambda: httpx.get(status, timeout=2).status_code == 200, 30,
                    "the worker's status page to say ready")
         accepted = login_until_accepted(url, "s1", "stuck-login")
+        # The login is in the worker's hands (its 2 s model call) before the pause.
+        wait_until(lambda: httpx.get(status, timeout=2).json()["in_flight"] >= 1, 30,
+                   "the worker to take the login")
         with Paused(own_broker):
             # The offer is sent while the broker is paused; its ack cannot come.
             def stuck() -> bool:
