@@ -419,5 +419,4 @@ def create_app(settings: Settings,
         return web.bytes(generate_latest(metrics.registry),
                          content_type="text/plain; version=0.0.4")
 
-    app.worker_status = status  # type: ignore[attr-defined]
     return app
