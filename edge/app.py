@@ -39,10 +39,10 @@ from edge.openapi import edge_openapi_document
 from edge.render import CorruptOffer
 from edge.store import OfferStore
 from edge.waiters import TooManyWaiters, Waiters
-from pipeline.tickets import TicketSigner, signer_from_settings
-from positioning.fetch_tuning import FetchTuning
-from positioning.settings import Settings
-from positioning.strict_parsing import decimal
+from runtime.fetch_tuning import FetchTuning
+from runtime.settings import Settings
+from runtime.strict_parsing import decimal
+from schemas.tickets import TicketSigner, signer_from_settings
 
 log = logging.getLogger(__name__)
 

@@ -16,16 +16,14 @@ import orjson
 
 from edge.render import CorruptOffer, offer_json
 from edge.store import StoredOffer
-from pipeline.tickets import Ticket, TicketError
+from runtime.clock import now_us
+from schemas.tickets import Ticket, TicketError
 
 if TYPE_CHECKING:
     from edge.app import EdgeNode
 
 log = logging.getLogger(__name__)
 
-
-def now_us() -> int:
-    return time.time_ns() // 1000
 
 
 class Answer(NamedTuple):

@@ -42,9 +42,11 @@ from edge.metrics import EdgeMetrics
 from edge.render import avro_to_json
 from edge.store import Change, OfferStore, StoredOffer
 from edge.waiters import Waiters
-from positioning.fetch_tuning import FetchTuning, adapt_to_traffic
-from positioning.strict_parsing import ascii_int
+from runtime.clock import now_us
+from runtime.fetch_tuning import FetchTuning, adapt_to_traffic
+from runtime.strict_parsing import ascii_int
 from schemas.codec import HEADER_LEN, MAGIC, DecodeError, offer_codec
+from schemas.events import EXPIRES_AT_HEADER, OFFER_TIME_HEADERS
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +56,7 @@ SWEEP_SLICE = 1_000
 STALLED_CHECKS_BEFORE_RECONNECT = 2
 DEFAULT_FETCH = FetchTuning()
 TICKET_ID = re.compile(rb"[A-Za-z0-9_-]{22}")  # 16 bytes in base64url, no padding
-TIME_HEADERS = ("expires_at", "login_accepted_at")
 
-
-def now_us() -> int:
-    return time.time_ns() // 1000
 
 
 @dataclass
@@ -252,12 +250,12 @@ class Materializer:
             self._known.add(value[2:HEADER_LEN])
         expires_at = accepted_at = 0
         for name, raw in record.headers:
-            if name in TIME_HEADERS:
+            if name in OFFER_TIME_HEADERS:
                 try:
                     number = ascii_int(raw, f"header {name}")
                 except ValueError as exc:
                     return self._skip(record, str(exc))
-                if name == "expires_at":
+                if name == EXPIRES_AT_HEADER:
                     expires_at = number
                 else:
                     accepted_at = number

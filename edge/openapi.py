@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.tickets import TICKET_PATTERN
+from schemas.tickets import TICKET_PATTERN
 
 _TICKET = {"name": "ticket", "in": "path", "required": True,
            "description": "The ticket from the origin's 202: <kid>.<payload>.<mac>, base64url",

@@ -47,7 +47,7 @@ from rocksdict import (
     WriteOptions,
 )
 
-from positioning.rocksdb_open import open_keeping_options
+from runtime.rocksdb import open_keeping_options
 
 OFFSET_PREFIX = b"\x00offset\x00"
 ALL_JSON_KEY = b"\x00all-json"  # present while no entry is stored as Avro

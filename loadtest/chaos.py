@@ -37,10 +37,10 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from tqdm import tqdm
 
-from positioning.broker.local import LocalBroker
-from positioning.processes import kill
-from positioning.settings import Settings
-from positioning.stack import Stack, components
+from devstack.broker.local import LocalBroker
+from devstack.processes import kill
+from devstack.stack import Stack, components
+from runtime.settings import Settings
 from schemas.codec import offer_codec
 
 COMPONENTS = ("worker", "edge", "origin", "broker")

@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaProducer
 from tqdm import tqdm
 
+from engine.markets import country_of
 from loadtest.synthetic import SyntheticUsers
-from pipeline.engine.markets import country_of
-from pipeline.tickets import signer_from_settings
-from positioning.settings import Settings
+from runtime.clock import now_us
+from runtime.settings import Settings
 from schemas.codec import login_codec
+from schemas.events import login_event
+from schemas.tickets import signer_from_settings
 
 
 @dataclass
@@ -61,9 +63,8 @@ async def produce(settings: Settings, count: int, rate: float, users: int | None
                     await asyncio.sleep(delay)
             user_id, ip = synthetic.draw()
             ticket = signer.issue()
-            event = {"ticket_id": ticket.ticket_id, "user_id": user_id, "ip": ip,
-                     "user_agent": "positioning-produce", "login_accepted_at": time.time_ns() // 1000,
-                     "expires_at": ticket.expires_at_us}
+            event = login_event(ticket, user_id, ip, accepted_at_us=now_us(),
+                                user_agent="positioning-produce")
             pending.append(await producer.send(settings.logins_topic, codec.encode(event),
                                                key=user_id.encode()))
             summary.users.add(user_id)

@@ -33,7 +33,7 @@ from loadtest.proxy import DelayProxy, Link
 from loadtest.report_html import render_html
 from loadtest.stats import latency_summary
 from loadtest.synthetic import ips_by_country
-from positioning.settings import Settings
+from runtime.settings import Settings
 
 WAYS = ("sync", "positioned", "pushed")
 LOGIN_ATTEMPTS = 5

@@ -9,7 +9,7 @@ from functools import cache
 
 from iptocc import country_code
 
-from pipeline.engine.markets import known_countries
+from engine.markets import known_countries
 
 
 @cache

@@ -9,7 +9,7 @@ component is built at import time; everything it needs comes from
 from __future__ import annotations
 
 from pipeline.worker import create_app
-from positioning.settings import Settings
+from runtime.settings import Settings
 
 app = create_app(Settings.from_env())
 

@@ -24,16 +24,14 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
+from runtime.clock import now_us
 from schemas.codec import DecodeError, offer_codec
+from schemas.events import EXPIRES_AT_HEADER
 
 log = logging.getLogger(__name__)
 
-EXPIRES_AT_HEADER = "expires_at"
 SEND_CONCURRENCY = 256
 
-
-def now_us() -> int:
-    return time.time_ns() // 1000
 
 
 class ExpiryIndex:

@@ -3,7 +3,7 @@
 Faust 0.15 opens each table partition with rocksdict, giving only database
 options, so after its first restart a worker reads per-user state through an
 8 MiB block cache instead of the 2 GiB Faust configures (see
-positioning/rocksdb_open.py). This store is Faust's, opened through
+runtime/rocksdb.py). This store is Faust's, opened through
 ``open_keeping_options``.
 
 Registered under the ``faust.stores`` entry point as ``positioning`` (see
@@ -19,7 +19,7 @@ from typing import Any
 import rocksdict
 from faust.stores import rocksdb as faust_rocksdb
 
-from positioning.rocksdb_open import open_keeping_options
+from runtime.rocksdb import open_keeping_options
 
 
 class ReopeningRocksDBOptions(faust_rocksdb.RocksDBOptions):

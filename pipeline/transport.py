@@ -13,7 +13,7 @@ This transport is the same driver with the fetch wait and minimum taken
 from the broker URL's query (``positioning://host:port?fetch_wait_ms=5&
 fetch_min_bytes=65536&fetch_idle_wait_ms=500``; the worker builds it from
 the settings), long-polling while the topic is quiet
-(positioning/fetch_tuning.py). It is
+(runtime/fetch_tuning.py). It is
 registered under the ``faust.transports`` entry point as ``positioning``
 (see pyproject.toml).
 
@@ -34,7 +34,14 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
 from pipeline.offset_ledger import OffsetLedger
-from positioning.fetch_tuning import FetchTuning, adapt_to_traffic
+from runtime.fetch_tuning import FetchTuning, adapt_to_traffic
+
+
+def broker_url(bootstrap: str, fetch: FetchTuning) -> str:
+    """Faust's broker URL: the "positioning" transport is Faust's aiokafka driver
+    with the fetch tuning in the query (this module)."""
+    return ";".join(f"positioning://{server.strip()}?{fetch.query()}"
+                    for server in bootstrap.split(","))
 
 
 class BatchedFetchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):

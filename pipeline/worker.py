@@ -45,8 +45,8 @@ import orjson
 from faust.types import TP, StreamT
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
-from pipeline.engine.offers import compute_offer, shown_categories, simulate_model_latency
-from pipeline.engine.state import (
+from engine.offers import compute_offer, shown_categories, simulate_model_latency
+from engine.state import (
     Position,
     is_retry,
     next_state,
@@ -54,28 +54,21 @@ from pipeline.engine.state import (
     retried_state,
     view_for_login,
 )
-from pipeline.engine.validation import LoginRejected, validate_login
-from pipeline.expiry import EXPIRES_AT_HEADER, Expirer
+from engine.validation import LoginRejected, validate_login
+from pipeline.expiry import Expirer
 from pipeline.gap_reader import SourceRecord, read_range
 from pipeline.offset_ledger import Admission, OffsetLedger
-from positioning.fetch_tuning import FetchTuning
-from positioning.settings import Settings
+from pipeline.transport import broker_url
+from runtime.clock import now_us
+from runtime.fetch_tuning import FetchTuning
+from runtime.settings import Settings
 from schemas.codec import DecodeError, login_codec, offer_codec
+from schemas.events import offer_headers
 
 log = logging.getLogger(__name__)
 
 RETRY_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)
 
-
-def now_us() -> int:
-    return time.time_ns() // 1000
-
-
-def broker_url(bootstrap: str, fetch: FetchTuning) -> str:
-    """Faust's broker URL: the "positioning" transport is Faust's aiokafka driver
-    with the fetch tuning in the query (pipeline/transport.py)."""
-    return ";".join(f"positioning://{server.strip()}?{fetch.query()}"
-                    for server in bootstrap.split(","))
 
 
 def load_state(stored: bytes | None) -> dict[str, Any] | None:
@@ -297,8 +290,7 @@ def create_app(settings: Settings,
                 await dead_letter(source, exc, "engine")
             else:
                 # Headers let edges index and measure the offer without decoding it.
-                headers = [(EXPIRES_AT_HEADER, str(offer["expires_at"]).encode()),
-                           ("login_accepted_at", str(offer["login_accepted_at"]).encode())]
+                headers = offer_headers(offer)
                 await deliveries.send(settings.offers_topic, offer["ticket_id"].encode(),
                                       value, headers)
                 metrics.logins.labels("positioned" if planned.counted else "repeated").inc()

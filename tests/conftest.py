@@ -9,34 +9,15 @@ session even when tests fail.
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from positioning.broker.local import LocalBroker
-from positioning.settings import Settings
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def free_port_pair() -> int:
-    """A port p with p and p+1 both free (broker and controller listeners)."""
-    for _ in range(50):
-        port = free_port()
-        try:
-            with socket.socket() as sock:
-                sock.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no pair of free ports found")
+from devstack.broker.local import LocalBroker
+from devstack.ports import free_port_pair
+from runtime.settings import Settings
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import httpx
 
-from positioning.settings import Settings
-from tests.conftest import free_port
+from devstack.ports import free_port
+from runtime.settings import Settings
 from tests.helpers import Component
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer
 
-from positioning.settings import Settings
+from runtime.settings import Settings
 from schemas.codec import offer_codec
 
 
@@ -52,7 +52,7 @@ class Component:
 
     def start(self) -> Component:
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "positioning.cli", *self.args],
+        self.proc = subprocess.Popen([sys.executable, "-m", "cli.main", *self.args],
                                      stdout=log, stderr=subprocess.STDOUT, env=self.env,
                                      start_new_session=True)
         log.close()

@@ -6,22 +6,17 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from pipeline.engine.offers import compute_offer
-from pipeline.engine.state import new_user_view
-from pipeline.tickets import Ticket, TicketSigner
-from positioning.settings import Settings
+from engine.offers import compute_offer
+from engine.state import new_user_view
+from runtime.settings import Settings
 from schemas.codec import offer_codec
+from schemas.events import login_event, offer_headers
+from schemas.tickets import Ticket, TicketSigner
 
 
 def offer_for(ticket: Ticket, user_id: str = "edge-user", ip: str = "81.2.69.160") -> dict[str, Any]:
-    login = {"ticket_id": ticket.ticket_id, "user_id": user_id, "ip": ip, "user_agent": None,
-             "login_accepted_at": ticket.issued_at_us, "expires_at": ticket.expires_at_us}
+    login = login_event(ticket, user_id, ip, accepted_at_us=ticket.issued_at_us)
     return compute_offer(login, new_user_view(), created_at=ticket.issued_at_us + 1)
-
-
-def headers_for(offer: dict[str, Any]) -> list[tuple[str, bytes]]:
-    return [("expires_at", str(offer["expires_at"]).encode()),
-            ("login_accepted_at", str(offer["login_accepted_at"]).encode())]
 
 
 class OfferFeed:
@@ -42,7 +37,7 @@ class OfferFeed:
         ticket = ticket or self.signer.issue()
         offer = offer_for(ticket)
         await self.producer.send_and_wait(self.settings.offers_topic, offer_codec().encode(offer),
-                                          key=ticket.ticket_id.encode(), headers=headers_for(offer))
+                                          key=ticket.ticket_id.encode(), headers=offer_headers(offer))
         return ticket, offer
 
     async def tombstone(self, ticket: Ticket) -> None:
@@ -54,7 +49,7 @@ class OfferFeed:
         template_ticket = self.signer.issue()
         offer = offer_for(template_ticket)
         payload = offer_codec().encode(offer)
-        headers = headers_for(offer)
+        headers = offer_headers(offer)
         keys = []
         futures = []
         for i in range(count):

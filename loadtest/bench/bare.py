@@ -18,16 +18,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from pipeline.engine.offers import compute_offer
-from pipeline.engine.state import new_user_view
-from positioning.http_protocol import SERVER_SETTINGS
+from engine.offers import compute_offer
+from engine.state import new_user_view
+from runtime.http_protocol import SERVER_SETTINGS
+from schemas.events import login_event
+from schemas.tickets import Ticket
 
 HEADERS = {"cache-control": "private, no-store", "x-edge-region": "bare"}
 
 
 def edge_app() -> Starlette:
-    login = {"ticket_id": "x" * 22, "user_id": "bench-user", "ip": "81.2.69.160",
-             "login_accepted_at": 1, "expires_at": 2}
+    ticket = Ticket(token="k" * 90, ticket_id="x" * 22, kid="bench", issued_at_ms=1, expires_at_ms=2)
+    login = login_event(ticket, "bench-user", "81.2.69.160", accepted_at_us=ticket.issued_at_us)
     body = orjson.dumps(compute_offer(login, new_user_view(), created_at=1))
 
     async def offer(request: Request) -> Response:

@@ -28,9 +28,9 @@ from typing import Any
 import faust
 from faust.types import StreamT
 
-from pipeline.worker import broker_url
-from positioning.fetch_tuning import FetchTuning
-from positioning.settings import Settings
+from pipeline.transport import broker_url
+from runtime.fetch_tuning import FetchTuning
+from runtime.settings import Settings
 
 # The worker's defaults, so the floor fetches the way the worker does.
 FLOOR_FETCH = FetchTuning.from_settings(Settings())

@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -26,19 +25,21 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from devstack.broker.local import LocalBroker
+from devstack.ports import free_port, free_port_pair
+from devstack.stack import Component, Stack, components
+from engine.offers import compute_offer
+from engine.state import new_user_view
 from loadtest.bench import wrk
 from loadtest.bench.compare import Comparison, compare
 from loadtest.bench.cpu import CpuShares
 from loadtest.produce import produce
 from loadtest.stats import latency_summary
-from pipeline.engine.offers import compute_offer
-from pipeline.engine.state import new_user_view
-from pipeline.tickets import TicketSigner
-from positioning.broker.local import LocalBroker
-from positioning.settings import Settings
-from positioning.stack import Component, Stack, components
-from positioning.topics import ensure_topics
+from runtime.settings import Settings
+from runtime.topics import ensure_topics
 from schemas.codec import offer_codec
+from schemas.events import login_event, offer_headers
+from schemas.tickets import TicketSigner
 
 GOALS = {
     "positioning_p99_ms": ("<=", 25.0),
@@ -59,21 +60,6 @@ FAILED_REQUESTS = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _free_pair() -> int:
-    while True:
-        port = _free_port()
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port + 1))
-                return port
-            except OSError:
-                continue
 
 
 class Bench:
@@ -93,7 +79,7 @@ class Bench:
             home=self.root / name, kafka_bootstrap_servers=self.bootstrap,
             logins_topic=f"logins-{suffix}", offers_topic=f"offers-{suffix}",
             dlq_topic=f"logins.dlq-{suffix}", worker_id=f"bench-{suffix}", worker_web_port=0,
-            origin_port=_free_port(), edges=(f"eu={_free_port()}", f"us={_free_port()}"),
+            origin_port=free_port(), edges=(f"eu={free_port()}", f"us={free_port()}"),
             # Tickets of an hour, so none expires mid-run (edges refuse a longer lifetime).
             ticket_secret="bench:" + uuid.uuid4().hex, ticket_ttl_s=3600, model_latency_ms=0.0,
             **changes)
@@ -103,7 +89,7 @@ class Bench:
             self.bootstrap = self.base.kafka_bootstrap_servers
             return
         self.broker = LocalBroker(self.base.replace(home=self.root,
-                                                    kafka_listen=f"127.0.0.1:{_free_pair()}"))
+                                                    kafka_listen=f"127.0.0.1:{free_port_pair()}"))
         self.broker.start()
         self.bootstrap = self.broker.address
 
@@ -112,7 +98,7 @@ class Bench:
             self.broker.stop()
 
     def edge_component(self, settings: Settings, region: str) -> Component:
-        port = settings.edge_ports.get(region) or _free_port()
+        port = settings.edge_ports.get(region) or free_port()
         return Component(f"edge-{region}", ["edge", "--region", region, "--port", str(port),
                                             "--data-dir", str(settings.home / f"edge-{region}")],
                          ready_url=f"http://127.0.0.1:{port}/readyz", port=port)
@@ -121,11 +107,11 @@ class Bench:
     async def _flood(self, settings: Settings, count: int, tickets_path: Path) -> None:
         signer = TicketSigner.from_spec(settings.ticket_secret, settings.ticket_ttl_s)
         template = signer.issue()
-        login = {"ticket_id": template.ticket_id, "user_id": "bench-user", "ip": "81.2.69.160",
-                 "login_accepted_at": template.issued_at_us, "expires_at": template.expires_at_us}
-        payload = offer_codec().encode(compute_offer(login, new_user_view(), created_at=1))
-        headers = [("expires_at", str(template.expires_at_us).encode()),
-                   ("login_accepted_at", str(template.issued_at_us).encode())]
+        login = login_event(template, "bench-user", "81.2.69.160",
+                            accepted_at_us=template.issued_at_us)
+        offer = compute_offer(login, new_user_view(), created_at=1)
+        payload = offer_codec().encode(offer)
+        headers = offer_headers(offer)
         producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks=1,
                                     linger_ms=20, max_batch_size=1024 * 1024)
         await producer.start()
@@ -192,7 +178,7 @@ class Bench:
         """Alternating wrk rounds against a bare endpoint of this kind
         (loadtest/bench/bare.py, loadtest/bench/compare.py)."""
         rounds, seconds = (2, 4) if self.quick else (3, 8)
-        bare_port = _free_port()
+        bare_port = free_port()
         bare = subprocess.Popen([sys.executable, "-m", "loadtest.bench.bare", "--kind", kind,
                                  "--port", str(bare_port)], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.STDOUT)

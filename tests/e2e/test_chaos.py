@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, unique_settings
+from devstack.ports import free_port
+from tests.conftest import unique_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -20,7 +21,7 @@ def run_chaos(kafka_bootstrap: str, home: Path, *args: str) -> dict[str, object]
                                worker_web_port=free_port(),
                                edges=(f"eu={free_port()}", f"us={free_port()}"))
     env = {**os.environ, **settings.to_env()}
-    result = subprocess.run([sys.executable, "-m", "positioning.cli", "chaos", "--quiet",
+    result = subprocess.run([sys.executable, "-m", "cli.main", "chaos", "--quiet",
                              "--ttl", "40", *args], env=env, capture_output=True, text=True,
                             timeout=600)
     report_path = home / "chaos" / "chaos-latest.json"

@@ -15,10 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devstack.ports import free_port, port_in_use
 from loadtest.story import Story, StoryConfig
-from positioning.broker.probe import port_in_use
-from positioning.settings import Settings
-from tests.conftest import free_port, unique_settings
+from runtime.settings import Settings
+from tests.conftest import unique_settings
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -33,7 +33,7 @@ class LocalStack:
         self.env = {**os.environ, **settings.to_env()}
 
     def cli(self, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "positioning.cli", *args], env=self.env,
+        return subprocess.run([sys.executable, "-m", "cli.main", *args], env=self.env,
                               capture_output=True, text=True, timeout=timeout)
 
     def pids(self) -> dict[str, int]:

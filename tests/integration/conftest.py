@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from positioning.settings import Settings
-from positioning.topics import ensure_topics
+from runtime.settings import Settings
+from runtime.topics import ensure_topics
 from tests.conftest import unique_settings
 from tests.edge_node import Edge
 

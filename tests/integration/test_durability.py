@@ -13,12 +13,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from devstack.broker.local import LocalBroker
+from devstack.ports import free_port, free_port_pair
 from loadtest.produce import produce
-from pipeline.tickets import TicketSigner, _b64e
-from positioning.broker.local import LocalBroker
-from positioning.settings import Settings
-from positioning.topics import ensure_topics
-from tests.conftest import free_port, free_port_pair, unique_settings
+from runtime.settings import Settings
+from runtime.topics import ensure_topics
+from schemas.tickets import TicketSigner, _b64e
+from tests.conftest import unique_settings
 from tests.helpers import Component, OfferReader, start_worker, wait_until, wait_until_async
 
 pytestmark = pytest.mark.integration

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from edge.store import OfferStore
-from positioning.settings import Settings
-from positioning.topics import ensure_topics
+from runtime.settings import Settings
+from runtime.topics import ensure_topics
 from tests.conftest import unique_settings
 from tests.edge_node import Edge, _served
 from tests.helpers import wait_until, wait_until_async
@@ -109,7 +109,7 @@ async def test_a_tombstone_revokes_the_offer(two_edges: tuple[Settings, Edge, Ed
 
 async def test_rejected_tickets(two_edges: tuple[Settings, Edge, Edge]) -> None:
     settings, eu, _ = two_edges
-    from pipeline.tickets import TicketSigner
+    from schemas.tickets import TicketSigner
 
     forger = TicketSigner.from_spec("test:" + "f" * 32, 900)
     expired = TicketSigner.from_spec(settings.ticket_secret, 1).issue(now_ms=1000)
@@ -191,8 +191,8 @@ async def test_edge_follows_the_topic_again_after_the_broker_crashes(tmp_path: P
     import os
     import signal
 
-    from positioning.broker.local import LocalBroker
-    from tests.conftest import free_port_pair
+    from devstack.broker.local import LocalBroker
+    from devstack.ports import free_port_pair
 
     broker = LocalBroker(Settings(home=tmp_path / "broker",
                                   kafka_listen=f"127.0.0.1:{free_port_pair()}"))

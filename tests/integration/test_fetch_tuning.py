@@ -1,4 +1,4 @@
-"""A consumer long-polls a quiet topic and batches a busy one (positioning/fetch_tuning.py)."""
+"""A consumer long-polls a quiet topic and batches a busy one (runtime/fetch_tuning.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from positioning.fetch_tuning import FetchTuning, adapt_to_traffic
-from positioning.settings import Settings
-from positioning.topics import ensure_topics
+from runtime.fetch_tuning import FetchTuning, adapt_to_traffic
+from runtime.settings import Settings
+from runtime.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 

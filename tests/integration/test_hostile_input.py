@@ -12,13 +12,15 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from devstack.ports import free_port
 from edge.store import OfferStore
-from positioning.settings import Settings
+from runtime.settings import Settings
 from schemas.codec import offer_codec
-from tests.conftest import free_port, unique_settings
+from schemas.events import EXPIRES_AT_HEADER, LOGIN_ACCEPTED_AT_HEADER, offer_headers
+from tests.conftest import unique_settings
 from tests.edge_node import Edge, _served
 from tests.helpers import Component, wait_until, wait_until_async
-from tests.offers_feed import OfferFeed, headers_for, offer_for
+from tests.offers_feed import OfferFeed, offer_for
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +61,7 @@ def test_a_client_chosen_forwarded_for_is_not_believed(origin: str) -> None:
 
 async def test_a_ticket_signed_with_the_old_published_key_is_refused(
         two_edges: tuple[Settings, Edge, Edge], tmp_path: Path) -> None:
-    from pipeline.tickets import TicketSigner
+    from schemas.tickets import TicketSigner
 
     settings, eu, _ = two_edges
     old_dev_key = "dev:insecure-development-secret-change-me"
@@ -178,12 +180,12 @@ async def test_bad_records_are_skipped_the_same_live_and_catching_up(
                 await producer.send_and_wait(
                     settings.offers_topic, offer_codec().encode(offer),
                     key=ticket.ticket_id.encode(),
-                    headers=[("expires_at", header),
-                             ("login_accepted_at", str(offer["login_accepted_at"]).encode())])
+                    headers=[(EXPIRES_AT_HEADER, header),
+                             (LOGIN_ACCEPTED_AT_HEADER, str(offer["login_accepted_at"]).encode())])
                 bad_tickets.append(ticket)
             await producer.send_and_wait(settings.offers_topic, b"\x00garbage", key=b"k" * 22)
             await producer.send_and_wait(settings.offers_topic, offer_codec().encode(offer),
-                                         key=b"\x00offset\x000", headers=headers_for(offer))
+                                         key=b"\x00offset\x000", headers=offer_headers(offer))
         finally:
             await producer.stop()
         last, _ = await feed.publish()

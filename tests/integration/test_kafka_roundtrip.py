@@ -7,8 +7,8 @@ import uuid
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from positioning.settings import Settings
-from positioning.topics import ensure_topics
+from runtime.settings import Settings
+from runtime.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 

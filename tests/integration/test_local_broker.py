@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from positioning.broker.local import BrokerError, LocalBroker
-from positioning.broker.probe import answers_metadata
-from positioning.settings import Settings
-from tests.conftest import free_port_pair
+from devstack.broker.local import BrokerError, LocalBroker
+from devstack.broker.probe import answers_metadata
+from devstack.ports import free_port_pair
+from runtime.settings import Settings
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.integration
@@ -35,7 +35,7 @@ def _cli(broker: LocalBroker, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "POSITIONING_HOME": str(broker.settings.home),
            "POSITIONING_KAFKA_LISTEN": broker.address}
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
-    return subprocess.run([sys.executable, "-m", "positioning.cli", *args],
+    return subprocess.run([sys.executable, "-m", "cli.main", *args],
                           capture_output=True, text=True, env=env, timeout=120)
 
 

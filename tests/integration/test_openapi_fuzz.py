@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from positioning.topics import ensure_topics
-from tests.conftest import free_port, unique_settings
+from devstack.ports import free_port
+from runtime.topics import ensure_topics
+from tests.conftest import unique_settings
 from tests.helpers import Component
 
 pytestmark = pytest.mark.integration

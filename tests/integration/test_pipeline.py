@@ -11,11 +11,12 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from pipeline.tickets import TicketSigner
-from positioning.settings import Settings
-from positioning.topics import ensure_topics
+from devstack.ports import free_port
+from runtime.settings import Settings
+from runtime.topics import ensure_topics
 from schemas.codec import AvroCodec, load_schema, login_codec
-from tests.conftest import free_port, unique_settings
+from schemas.tickets import TicketSigner
+from tests.conftest import unique_settings
 from tests.helpers import Component, OfferReader, start_worker, wait_until_async
 
 pytestmark = pytest.mark.integration

@@ -6,8 +6,8 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from positioning.settings import Settings
-from positioning.topics import TopicMismatch, ensure_topics
+from runtime.settings import Settings
+from runtime.topics import TopicMismatch, ensure_topics
 
 pytestmark = pytest.mark.integration
 

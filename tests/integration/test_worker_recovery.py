@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from loadtest.produce import produce
-from positioning.topics import ensure_topics
+from runtime.topics import ensure_topics
 from tests.conftest import unique_settings
 from tests.helpers import OfferReader, start_worker
 
@@ -40,7 +40,7 @@ async def test_sigkill_mid_stream_loses_nothing(kafka_bootstrap: str, tmp_path: 
             assert killed_with < 1500, "the kill came too late to test anything"
 
             worker = start_worker(settings, tmp_path / "logs", name="worker-restarted")
-            from pipeline.tickets import TicketSigner
+            from schemas.tickets import TicketSigner
             signer = TicketSigner.from_spec(settings.ticket_secret, 900)
             ticket_ids = [signer.verify(t).ticket_id for t in summary.tickets]
             try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from positioning.settings import ENV_VARS
+from runtime.settings import ENV_VARS
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 

@@ -11,8 +11,8 @@ from starlette.testclient import TestClient
 
 from edge.app import create_app
 from edge.store import StoredOffer
-from pipeline.tickets import TicketSigner
-from positioning.settings import Settings
+from runtime.settings import Settings
+from schemas.tickets import TicketSigner
 
 SECRET = "test:" + "k" * 32
 

@@ -7,11 +7,11 @@ from importlib import resources
 
 import pytest
 
-from pipeline.engine import catalog
-from pipeline.engine.markets import country_of, market_for
-from pipeline.engine.offers import compute_offer, shown_categories
-from pipeline.engine.ranking import WINBACK_AFTER_US, discount_for
-from pipeline.engine.state import (
+from engine import catalog
+from engine.markets import country_of, market_for
+from engine.offers import compute_offer, shown_categories
+from engine.ranking import WINBACK_AFTER_US, discount_for
+from engine.state import (
     RECENT_LOGINS,
     Position,
     UserView,
@@ -19,7 +19,7 @@ from pipeline.engine.state import (
     next_state,
     view_for_login,
 )
-from pipeline.engine.validation import LoginRejected, validate_login
+from engine.validation import LoginRejected, validate_login
 from tests.unit.avro_check import assert_valid_offer
 
 DAY_US = 24 * 3600 * 1_000_000
@@ -121,7 +121,7 @@ def test_logins_the_engine_refuses(field: str, value: object) -> None:
 
 
 def test_shipped_catalog_is_what_the_generator_makes() -> None:
-    shipped = resources.files("pipeline.engine").joinpath("data", catalog.CATALOG_FILE).read_bytes()
+    shipped = resources.files("engine").joinpath("data", catalog.CATALOG_FILE).read_bytes()
     assert gzip.decompress(shipped) == gzip.decompress(catalog.serialize(catalog.generate()))
     items = catalog.load_catalog()
     assert len(items) == catalog.ITEM_COUNT
@@ -133,7 +133,7 @@ def test_ip_validation_agrees_with_the_ipaddress_module() -> None:
     """The dotted-quad fast path accepts and normalises exactly what ipaddress does."""
     import ipaddress
 
-    from pipeline.engine.validation import LoginRejected, validate_ip
+    from engine.validation import LoginRejected, validate_ip
 
     candidates = ["81.2.69.160", "0.0.0.0", "255.255.255.255", "01.2.3.4", "1.2.3", "1.2.3.4.5",
                   "256.1.1.1", "1.2.3.4\x00", " 1.2.3.4", "1.2.3.4 ", "1.02.3.4", "0x1.2.3.4",

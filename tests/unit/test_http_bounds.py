@@ -13,8 +13,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from positioning.http_protocol import HttpLimits, server_settings
-from tests.conftest import free_port
+from devstack.ports import free_port
+from runtime.http_protocol import HttpLimits, server_settings
 
 LIMITS = HttpLimits(max_head_bytes=8 * 1024, max_headers=20, head_timeout_s=1.0,
                     body_timeout_s=1.0)

@@ -13,8 +13,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from positioning.http_protocol import FLUSH_AT, BoundedHttpToolsProtocol, CoalescingWrites
-from tests.conftest import free_port
+from devstack.ports import free_port
+from runtime.http_protocol import FLUSH_AT, BoundedHttpToolsProtocol, CoalescingWrites
 
 
 class RecordingTransport:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from pipeline.engine.state import Position
+from engine.state import Position
 from pipeline.worker import LoginProcessor, PoisonMessage
 from schemas.codec import login_codec
 

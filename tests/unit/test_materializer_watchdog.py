@@ -11,7 +11,7 @@ from edge.materializer import Materializer
 from edge.metrics import EdgeMetrics
 from edge.store import OfferStore
 from edge.waiters import Waiters
-from positioning.fetch_tuning import FetchTuning
+from runtime.fetch_tuning import FetchTuning
 
 
 class EndOffsets:

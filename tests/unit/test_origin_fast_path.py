@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from pipeline.origin.fast_path import FastLoginPath
+from origin.fast_path import FastLoginPath
 
 
 async def login(request: Request) -> Response:

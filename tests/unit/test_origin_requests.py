@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from starlette.requests import Request
 
-from pipeline.origin.requests import BadRequest, client_address, parse_login
+from origin.requests import BadRequest, client_address, parse_login
 
 
 def request_from(peer: str, forwarded: str | None = None) -> Request:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from positioning.settings import Settings
+from runtime.settings import Settings
 
 
 def test_defaults_point_at_the_local_broker() -> None:
@@ -42,7 +42,7 @@ def test_bad_values_name_the_variable(var: str, value: str) -> None:
 
 
 def test_cluster_ids_never_look_like_options() -> None:
-    from positioning.broker.local import _random_cluster_id
+    from devstack.broker.local import _random_cluster_id
 
     ids = {_random_cluster_id() for _ in range(3000)}
     assert len(ids) == 3000

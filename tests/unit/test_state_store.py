@@ -8,7 +8,7 @@ from faust.stores import by_url
 
 from pipeline.state_store import ReopeningRocksDBOptions, Store
 from pipeline.worker import create_app
-from positioning.settings import Settings
+from runtime.settings import Settings
 
 
 def test_a_reopened_partition_keeps_the_configured_block_cache(tmp_path: Path) -> None:

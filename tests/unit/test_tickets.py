@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.tickets import (
+from runtime.settings import Settings
+from runtime.ticket_secret import SecretFileError
+from schemas.tickets import (
     TicketExpired,
     TicketForged,
     TicketMalformed,
@@ -20,8 +22,6 @@ from pipeline.tickets import (
     parse_keys,
     signer_from_settings,
 )
-from positioning.settings import Settings
-from positioning.ticket_secret import SecretFileError
 
 KEY = "k1:" + "a" * 32
 

@@ -7,9 +7,10 @@ from pathlib import Path
 
 from yarl import URL
 
-from pipeline.worker import broker_url, create_app
-from positioning.fetch_tuning import FetchTuning
-from positioning.settings import Settings
+from pipeline.transport import broker_url
+from pipeline.worker import create_app
+from runtime.fetch_tuning import FetchTuning
+from runtime.settings import Settings
 
 
 def test_broker_url_carries_the_fetch_tuning_for_every_server() -> None:

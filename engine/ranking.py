@@ -15,8 +15,8 @@ import zlib
 from dataclasses import dataclass
 from functools import cache
 
-from pipeline.engine.catalog import Item, load_catalog
-from pipeline.engine.state import UserView
+from engine.catalog import Item, load_catalog
+from engine.state import UserView
 
 OFFER_SIZE = 8
 POOL_PER_CATEGORY = 12

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.engine.validation import USER_ID_PATTERN
-from pipeline.origin.requests import IDEMPOTENCY_KEY_PATTERN, MAX_BODY_BYTES
+from engine.validation import USER_ID_PATTERN
+from origin.requests import IDEMPOTENCY_KEY_PATTERN, MAX_BODY_BYTES
 
 IDEMPOTENCY_KEY_SCHEMA_PATTERN = f'^(?:"{IDEMPOTENCY_KEY_PATTERN}"|{IDEMPOTENCY_KEY_PATTERN})$'
 
-# The request body as the validation (pipeline/origin/requests.py) reads it:
+# The request body as the validation (origin/requests.py) reads it:
 # the same pattern and limits, imported, not written twice.
 _LOGIN_BODY = {
     "type": "object",

@@ -16,10 +16,11 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from positioning.broker import jars
-from positioning.broker.probe import answers_metadata, port_in_use
-from positioning.processes import read_pid, runs_with, terminate
-from positioning.settings import Settings
+from devstack.broker import jars
+from devstack.broker.probe import answers_metadata
+from devstack.ports import port_in_use
+from devstack.processes import read_pid, runs_with, tail, terminate
+from runtime.settings import Settings
 
 
 class BrokerError(RuntimeError):
@@ -187,7 +188,7 @@ class LocalBroker:
                 self.pid_file.unlink(missing_ok=True)
                 raise BrokerError(
                     f"the broker exited with code {proc.returncode}; end of {self.log_file}:\n"
-                    + self.log_tail()
+                    + tail(self.log_file, 30)
                 )
             # A TCP probe first: the metadata client logs loudly while refused.
             if port_in_use(self.host, self.port) and answers_metadata(self.address, timeout_s=2.0):
@@ -196,7 +197,7 @@ class LocalBroker:
         self.stop()
         raise BrokerError(
             f"the broker did not answer within {self.settings.kafka_start_timeout_s:.0f}s; "
-            f"end of {self.log_file}:\n" + self.log_tail()
+            f"end of {self.log_file}:\n" + tail(self.log_file, 30)
         )
 
     def stop(self, timeout_s: float = 30.0) -> bool:
@@ -208,9 +209,3 @@ class LocalBroker:
         terminate(pid, timeout_s)
         self.pid_file.unlink(missing_ok=True)
         return True
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"

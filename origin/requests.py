@@ -10,8 +10,8 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
-from pipeline.engine.validation import LoginRejected, validate_ip, validate_user_id
-from positioning.strict_parsing import ascii_int
+from engine.validation import LoginRejected, validate_ip, validate_user_id
+from runtime.strict_parsing import ascii_int
 
 MAX_BODY_BYTES = 4096
 MAX_IDEMPOTENCY_KEY_LEN = 255

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import httpx
 
-from positioning.broker.local import LocalBroker
-from positioning.broker.probe import port_in_use
-from positioning.processes import read_pid, runs_with, terminate
-from positioning.settings import Settings
-from positioning.topics import ensure_topics
+from devstack.broker.local import LocalBroker
+from devstack.ports import port_in_use
+from devstack.processes import read_pid, runs_with, tail, terminate
+from runtime.settings import Settings
+from runtime.topics import ensure_topics
 
 
 class StackError(RuntimeError):
@@ -62,18 +62,23 @@ class Stack:
         self.run_dir = settings.home / "run"
         self.logs = settings.logs_dir
 
+    def host_of(self, component: Component) -> str:
+        """Where the component listens: edges on ``edge_host``, the rest on ``origin_host``."""
+        edge = component.name.startswith("edge-")
+        return self.settings.edge_host if edge else self.settings.origin_host
+
     def _pid_file(self, name: str) -> Path:
         return self.run_dir / f"{name}.pid"
 
     def pid(self, component: Component) -> int | None:
         """The component's pid if it is running (a stale pid file counts as not)."""
         pid = read_pid(self._pid_file(component.name))
-        if pid is None or not runs_with(pid, ["positioning.cli", *component.args]):
+        if pid is None or not runs_with(pid, ["cli.main", *component.args]):
             return None
         return pid
 
     def _start(self, component: Component) -> tuple[subprocess.Popen[bytes], int]:
-        if component.port is not None and port_in_use(self.settings.origin_host, component.port):
+        if component.port is not None and port_in_use(self.host_of(component), component.port):
             raise StackError(f"{component.name}: port {component.port} is already in use by "
                              "another program")
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -82,7 +87,7 @@ class Stack:
         log_offset = log_path.stat().st_size if log_path.exists() else 0
         env = {**os.environ, **self.settings.to_env(), **component.env}
         with open(log_path, "ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "positioning.cli", *component.args],
+            proc = subprocess.Popen([sys.executable, "-m", "cli.main", *component.args],
                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env=env, start_new_session=True)
         self._pid_file(component.name).write_text(f"{proc.pid}\n")
@@ -161,16 +166,6 @@ class Stack:
             if LocalBroker(self.settings).stop():
                 self.say("kafka      stopped")
         busy = [c.name for c in components(self.settings)
-                if c.port is not None and port_in_use(self.settings.origin_host, c.port)]
+                if c.port is not None and port_in_use(self.host_of(c), c.port)]
         if busy:
             raise StackError(f"ports still in use after down: {', '.join(busy)}")
-
-    def status(self) -> dict[str, int | None]:
-        return {c.name: self.pid(c) for c in components(self.settings)}
-
-
-def tail(path: Path, lines: int = 25) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"

@@ -12,16 +12,16 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from positioning.settings import Settings
+from runtime.settings import Settings
 
 
 def _kafka(args: argparse.Namespace, settings: Settings) -> int:
-    from positioning.broker.jars import JarsUnavailable
-    from positioning.broker.local import BrokerError, LocalBroker
+    from devstack.broker.jars import JarsUnavailable
+    from devstack.broker.local import BrokerError, LocalBroker
 
     broker = LocalBroker(settings)
     if args.action == "fetch":
-        from positioning.broker import jars
+        from devstack.broker import jars
 
         try:
             cp = jars.classpath(settings.kafka_home)
@@ -47,7 +47,7 @@ def _kafka(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _topics(args: argparse.Namespace, settings: Settings) -> int:
-    from positioning.topics import TopicMismatch, ensure_topics
+    from runtime.topics import TopicMismatch, ensure_topics
 
     try:
         reports = asyncio.run(ensure_topics(settings))
@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     topics = sub.add_parser("topics", help="create or check the topics (idempotent)")
     topics.set_defaults(run=_topics)
 
-    from positioning import commands
+    from cli import commands
 
     commands.register(sub)
     return parser

@@ -13,8 +13,8 @@ import os
 import sys
 import time
 
-from positioning.http_protocol import HttpLimits
-from positioning.settings import Settings
+from runtime.http_protocol import HttpLimits
+from runtime.settings import Settings
 
 
 def http_limits(settings: Settings) -> HttpLimits:
@@ -27,7 +27,7 @@ def http_limits(settings: Settings) -> HttpLimits:
 def _serve(app: object, host: str, port: int, limits: HttpLimits) -> int:
     import uvicorn
 
-    from positioning.http_protocol import server_settings
+    from runtime.http_protocol import server_settings
 
     config = uvicorn.Config(app, host=host, port=port, log_level="info", lifespan="on",
                             **server_settings(limits))
@@ -37,7 +37,7 @@ def _serve(app: object, host: str, port: int, limits: HttpLimits) -> int:
 
 
 def _origin(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.origin.app import create_app
+    from origin.app import create_app
 
     port = args.port or settings.origin_port
     return _serve(create_app(settings), settings.origin_host, port, http_limits(settings))
@@ -48,7 +48,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from faust import Worker
 
     from pipeline.worker import create_app
-    from positioning.topics import TopicMismatch, ensure_topics
+    from runtime.topics import TopicMismatch, ensure_topics
 
     started = time.monotonic()
     try:
@@ -92,7 +92,7 @@ def _restart_after_crash(args: argparse.Namespace, crash: BaseException, ran_s: 
     sys.stderr.flush()
     sys.stdout.flush()
     time.sleep(delay)
-    os.execv(sys.executable, [sys.executable, "-m", "positioning.cli", "worker",
+    os.execv(sys.executable, [sys.executable, "-m", "cli.main", "worker",
                               "--crashes", str(crashes)])
 
 
@@ -116,7 +116,7 @@ def _produce(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _up(args: argparse.Namespace, settings: Settings) -> int:
-    from positioning.stack import Stack, StackError
+    from devstack.stack import Stack, StackError
 
     try:
         Stack(settings).up(timeout=args.timeout)
@@ -129,7 +129,7 @@ def _up(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _down(args: argparse.Namespace, settings: Settings) -> int:
-    from positioning.stack import Stack, StackError
+    from devstack.stack import Stack, StackError
 
     try:
         Stack(settings).down()
@@ -167,8 +167,8 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
 def _chaos(args: argparse.Namespace, settings: Settings) -> int:
     import logging
 
+    from devstack.stack import StackError
     from loadtest.chaos import Chaos, ChaosConfig, passed, render_table, write_report
-    from positioning.stack import StackError
 
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
 

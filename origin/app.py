@@ -23,21 +23,23 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from pipeline.engine.offers import compute_offer, simulate_model_latency
-from pipeline.engine.state import new_user_view
-from pipeline.origin.fast_path import FastLoginPath
-from pipeline.origin.openapi import openapi_document
-from pipeline.origin.publisher import LoginPublisher, PublisherUnavailable
-from pipeline.origin.requests import (
+from engine.offers import compute_offer, simulate_model_latency
+from engine.state import new_user_view
+from origin.fast_path import FastLoginPath
+from origin.openapi import openapi_document
+from origin.publisher import LoginPublisher, PublisherUnavailable
+from origin.requests import (
     BadRequest,
     client_address,
     idempotency_key,
     parse_login,
     read_json_body,
 )
-from pipeline.tickets import TicketSigner, signer_from_settings
-from positioning.settings import Settings
+from runtime.clock import now_us
+from runtime.settings import Settings
 from schemas.codec import login_codec
+from schemas.events import login_event
+from schemas.tickets import TicketSigner, signer_from_settings
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +56,6 @@ class OriginMetrics:
             buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=self.registry)
 
-
-def now_us() -> int:
-    return time.time_ns() // 1000
 
 
 def create_app(settings: Settings, signer: TicketSigner | None = None) -> FastLoginPath:
@@ -85,14 +84,8 @@ def create_app(settings: Settings, signer: TicketSigner | None = None) -> FastLo
         # With an Idempotency-Key the ticket id is derived from it: a retry gets
         # the same ticket id, and the worker counts the login once.
         ticket = signer.issue(raw_id=None if key is None else signer.ticket_id_for(req.user_id, key))
-        event = {
-            "ticket_id": ticket.ticket_id,
-            "user_id": req.user_id,
-            "ip": req.ip,
-            "user_agent": req.user_agent,
-            "login_accepted_at": now_us(),
-            "expires_at": ticket.expires_at_us,
-        }
+        event = login_event(ticket, req.user_id, req.ip, accepted_at_us=now_us(),
+                            user_agent=req.user_agent)
         try:
             await publisher.publish(req.user_id.encode(), codec.encode(event))
         except PublisherUnavailable as exc:
@@ -121,15 +114,14 @@ def create_app(settings: Settings, signer: TicketSigner | None = None) -> FastLo
         except BadRequest as exc:
             return error(exc)
         ticket = signer.issue()
-        login_event = {"ticket_id": ticket.ticket_id, "user_id": req.user_id, "ip": req.ip,
-                       "user_agent": req.user_agent, "login_accepted_at": now_us(),
-                       "expires_at": ticket.expires_at_us}
+        event = login_event(ticket, req.user_id, req.ip, accepted_at_us=now_us(),
+                            user_agent=req.user_agent)
         await simulate_model_latency(settings.model_latency_ms)
-        offer = compute_offer(login_event, new_user_view(), created_at=now_us())
+        offer = compute_offer(event, new_user_view(), created_at=now_us())
         return JSONResponse(offer, headers=NO_STORE)
 
     async def index(request: Request) -> Response:
-        page = resources.files("pipeline.origin").joinpath("static", "index.html").read_text()
+        page = resources.files("origin").joinpath("static", "index.html").read_text()
         return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
 
     async def client_config(request: Request) -> Response:

@@ -25,8 +25,8 @@ import struct
 import time
 from typing import NamedTuple
 
-from positioning.settings import Settings
-from positioning.ticket_secret import ticket_secret
+from runtime.settings import Settings
+from runtime.ticket_secret import ticket_secret
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +208,6 @@ class TicketSigner:
 
 def signer_from_settings(settings: Settings) -> TicketSigner:
     """The signer of a component: the configured key, else the local home's own
-    (positioning/ticket_secret.py), the TTL and the clock skew from the settings."""
+    (runtime/ticket_secret.py), the TTL and the clock skew from the settings."""
     return TicketSigner.from_spec(ticket_secret(settings), settings.ticket_ttl_s,
                                   settings.ticket_clock_skew_s)

@@ -4,18 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 
 from aiokafka.admin import AIOKafkaAdminClient
 
 log = logging.getLogger(__name__)
-
-
-def port_in_use(host: str, port: int) -> bool:
-    """True if something accepts TCP connections on host:port."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
 
 
 async def cluster_brokers(bootstrap_servers: str, timeout_s: float = 5.0) -> int:

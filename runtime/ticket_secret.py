@@ -15,7 +15,7 @@ import secrets
 import stat
 from pathlib import Path
 
-from positioning.settings import Settings
+from runtime.settings import Settings
 
 FILE_NAME = "ticket-secret"
 LOCAL_KID = "local"

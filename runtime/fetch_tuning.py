@@ -36,7 +36,7 @@ import functools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, NamedTuple
 
-from positioning.settings import Settings
+from runtime.settings import Settings
 
 
 class FetchTuning(NamedTuple):

@@ -41,7 +41,7 @@ class Settings:
     partitions: int = 6
     replication_factor: int = 1
     # Tickets: "kid:secret[,kid:secret...]"; the first key signs, all verify.
-    # Unset: the local home's own random key (positioning/ticket_secret.py).
+    # Unset: the local home's own random key (runtime/ticket_secret.py).
     # Never in reprs or logs.
     ticket_secret: str | None = field(default=None, repr=False)
     ticket_ttl_s: int = 900
@@ -95,7 +95,7 @@ class Settings:
     # decompressing blocks.
     edge_block_cache_mb: int = 256
     cors_origins: tuple[str, ...] = ("*",)
-    # HTTP bounds, origin and edges (positioning/http_protocol.py): a request's
+    # HTTP bounds, origin and edges (runtime/http_protocol.py): a request's
     # head at most this many bytes and header fields (else 431), the head
     # complete this long after its first byte and the body this long after the
     # head (else 408); uvicorn's keep-alive time-out closes idle connections.

@@ -52,7 +52,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 TESTED_UVICORN = ((0, 30), (0, 55))  # [from, to)
 _installed = tuple(int(part) for part in version("uvicorn").split(".")[:2])
 if not TESTED_UVICORN[0] <= _installed < TESTED_UVICORN[1]:
-    raise ImportError(f"positioning/http_protocol.py was written for uvicorn "
+    raise ImportError(f"runtime/http_protocol.py was written for uvicorn "
                       f">={TESTED_UVICORN[0]},<{TESTED_UVICORN[1]}; {version('uvicorn')} is "
                       "installed: check its HttpToolsProtocol callbacks, then widen the range")
 
@@ -246,7 +246,7 @@ def bounded_protocol(limits: HttpLimits) -> type[BoundedHttpToolsProtocol]:
 
 def server_settings(limits: HttpLimits = HttpLimits()) -> dict[str, Any]:
     """The uvicorn settings every HTTP server here runs with: the origin, the edges
-    (positioning/commands.py) and the benchmark's bare baselines (loadtest/bench/bare.py).
+    (cli/commands.py) and the benchmark's bare baselines (loadtest/bench/bare.py).
 
     uvicorn's own proxy-header handling is off: it would rewrite the client
     address from ``X-Forwarded-For`` before the origin's trusted-proxies

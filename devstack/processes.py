@@ -71,3 +71,11 @@ def kill(pid: int) -> None:
     _signal_group(pid, signal.SIGKILL)
     while pid_alive(pid):
         time.sleep(0.02)
+
+
+def tail(path: Path, lines: int = 25) -> str:
+    """The last ``lines`` lines of a log file, or ``(no log)`` if it cannot be read."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

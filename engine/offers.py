@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from pipeline.engine.markets import country_of, market_for
-from pipeline.engine.ranking import discount_for, rank
-from pipeline.engine.state import UserView
+from engine.markets import country_of, market_for
+from engine.ranking import discount_for, rank
+from engine.state import UserView
 
 ENGINE_VERSION = "1"
 

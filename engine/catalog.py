@@ -3,7 +3,7 @@
 ``data/catalog.json.gz`` holds a few thousand generated items, each with a
 category, a popularity and a price in every supported currency (minor units,
 rounded the way shops price in that currency). ``python -m
-pipeline.engine.catalog`` regenerates it from a fixed seed; a unit test
+engine.catalog`` regenerates it from a fixed seed; a unit test
 checks that the shipped file is exactly what the generator makes.
 """
 
@@ -17,7 +17,7 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
-from pipeline.engine.markets import CURRENCIES, ZERO_DECIMAL
+from engine.markets import CURRENCIES, ZERO_DECIMAL
 
 CATALOG_FILE = "catalog.json.gz"
 SEED = 20261126
@@ -98,7 +98,7 @@ def serialize(items: list[dict[str, object]]) -> bytes:
 
 @cache
 def load_catalog() -> tuple[Item, ...]:
-    raw = resources.files("pipeline.engine").joinpath("data", CATALOG_FILE).read_bytes()
+    raw = resources.files("engine").joinpath("data", CATALOG_FILE).read_bytes()
     rows = json.loads(gzip.decompress(raw))
     return tuple(
         Item(i, r["sku"], r["name"], r["category"], float(r["popularity"]), dict(r["prices"]))
