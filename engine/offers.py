@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 from engine.markets import country_of, market_for
@@ -12,7 +13,7 @@ from engine.state import UserView
 ENGINE_VERSION = "1"
 
 
-def compute_offer(login: dict[str, Any], view: UserView, created_at: int) -> dict[str, Any]:
+def compute_offer(login: Mapping[str, Any], view: UserView, created_at: int) -> dict[str, Any]:
     """The Offer record (schemas/offer.avsc) for one login, given the user's view.
 
     Deterministic: the same login, view and created_at give the same offer.

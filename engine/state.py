@@ -62,14 +62,15 @@ def already_counted(state: dict[str, Any], position: Position) -> bool:
 def _remembered(state: dict[str, Any], ticket_id: str) -> dict[str, Any] | None:
     for entry in state.get("recent", ()):
         if entry["ticket_id"] == ticket_id:
-            return entry  # type: ignore[no-any-return]
+            return entry
     return None
 
 
 def is_retry(state: dict[str, Any] | None, ticket_id: str, position: Position) -> bool:
     """A login new at this offset whose ticket id the user already has (a client retry)."""
-    return bool(state) and not already_counted(state, position) \
-        and _remembered(state, ticket_id) is not None  # type: ignore[arg-type]
+    if not state:
+        return False
+    return not already_counted(state, position) and _remembered(state, ticket_id) is not None
 
 
 def view_for_login(state: dict[str, Any] | None, ticket_id: str,

@@ -237,7 +237,7 @@ class Chaos:
                         await asyncio.sleep(0.5)
                         continue
                     if response.status_code == 200:
-                        return response.json()  # type: ignore[no-any-return]
+                        return response.json()
                     last = f"{response.status_code} {response.text[:120]}"
                     if response.status_code not in (404, 503):
                         break
@@ -264,7 +264,7 @@ class Chaos:
             copies = offers[ticket.ticket_id]
             if copies:
                 visits[ticket.user_id].append(int(copies[0]["visit"]))  # type: ignore[index]
-        counts = defaultdict(int)
+        counts: defaultdict[str, int] = defaultdict(int)
         for ticket in acked:
             counts[ticket.user_id] += 1
         for user, seen in visits.items():

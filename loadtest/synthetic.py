@@ -17,11 +17,11 @@ def ips_by_country(seed: int = 7, samples: int = 60_000) -> dict[str, tuple[str,
     """Public IPv4 addresses the offline database places in each known country."""
     rng = random.Random(seed)
     wanted = set(known_countries())
-    candidates = []
+    candidates: list[str] = []
     while len(candidates) < samples:
-        ip = ipaddress.IPv4Address(rng.getrandbits(32))
-        if ip.is_global:
-            candidates.append(str(ip))
+        address = ipaddress.IPv4Address(rng.getrandbits(32))
+        if address.is_global:
+            candidates.append(str(address))
     found: dict[str, list[str]] = defaultdict(list)
     for ip, cc in zip(candidates, country_code(candidates), strict=True):
         if cc in wanted and len(found[cc]) < 50:

@@ -50,7 +50,7 @@ async def wait_until_async(condition: Callable[[], Awaitable[T] | T], timeout_s:
         if inspect.isawaitable(value):
             value = await value
         if value:
-            return value  # type: ignore[return-value]
+            return value
         if time.monotonic() >= deadline:
             raise TimedOut(f"timed out after {timeout_s:g} s waiting for {what}")
         await asyncio.sleep(interval_s)

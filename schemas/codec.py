@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -73,7 +73,7 @@ class AvroCodec:
         """Whether messages written with this schema fingerprint can be read."""
         return fingerprint in self._writers
 
-    def encode(self, record: dict[str, Any]) -> bytes:
+    def encode(self, record: Mapping[str, Any]) -> bytes:
         buf = io.BytesIO()
         buf.write(self._header)
         schemaless_writer(buf, self._parsed, record)
