@@ -21,10 +21,8 @@ uvicorn's keep-alive time-out still closes a connection idle between requests.
 uvicorn writes a response's status line and headers, then its body, as two
 ``transport.write`` calls, and uvloop sends each at once: two ``write``
 system calls, two TCP segments, and on loopback two wake-ups of the
-client, which on this VM cost more kernel time than the request's own
-Python. Measured under wrk with the same RocksDB lookup endpoint, one
-write per response served 14-58 % more requests per second (three
-alternating pairs; CPU per request 82-97 -> 54-70 µs).
+client, which can cost more kernel time than the request's own Python.
+What one write per response gains, measured: docs/decisions/0005.
 
 ``CoalescingWrites`` stands in for the transport: writes made while a
 response is being sent (in one turn of the event loop) are joined and

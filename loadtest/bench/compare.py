@@ -1,12 +1,12 @@
 """Throughput against a bare baseline, in alternating rounds.
 
-This machine's speed drifts by 20-40 % within minutes, so one measurement
-of each side can put a change in the noise or invent one. A comparison
-runs the bare endpoint, then the real one, then the bare one again, and so
-on (bare, real, bare, real, ..., bare): each real run is divided by the
-mean of the bare runs on either side of it, the figure is the median of
-those ratios, and the lowest and highest are kept, so the spread of a run
-is in the report instead of hidden in it.
+A small shared machine's speed drifts within minutes (docs/performance.md,
+"Noise"), so one measurement of each side can put a change in the noise or
+invent one. A comparison runs the bare endpoint, then the real one, then the
+bare one again, and so on (bare, real, bare, real, ..., bare): each real run
+is divided by the mean of the bare runs on either side of it, the figure is
+the median of those ratios, and the lowest and highest are kept, so the
+spread of a run is in the report instead of hidden in it.
 
 A run in which any request failed (a non-2xx answer or a socket error)
 measures something other than the path it names, such as 410s for expired

@@ -1,8 +1,8 @@
 """The Faust floor: a Faust agent that only updates one table row and produces one record per event.
 
-Issue 3 asks the worker for a Faust agent with a RocksDB-backed table
-updated on every login and an offer produced per login. This app does just
-that and nothing else (no decoding, ranking, Avro or waiting for acks), on
+The worker's design is a Faust agent with a RocksDB-backed table updated on
+every login and an offer produced per login. This app does just that and
+nothing else (no decoding, ranking, Avro or waiting for acks), on
 the same transport and store as the worker, so its rate is the ceiling the
 worker's design has on this machine. ``positioning bench`` runs it on the
 worker's logins topic right after the worker and reports both.
