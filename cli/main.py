@@ -1,101 +1,415 @@
 """The ``positioning`` command: one entry point for every component and tool.
 
-Each sub-command imports its component lazily, so ``positioning kafka status``
-does not pay for loading Faust.
+One module on purpose: every command is a thin adapter (options in, one call
+into its component, a result turned into an exit code), and they all share
+the same conventions (settings from the environment, ``error: ...`` on
+stderr, the exit codes below). Seen together, the whole command surface
+reads like README.md's command table, in the same order.
+
+Each command imports its component only when it runs, so ``positioning kafka
+status`` does not pay for loading Faust.
+
+Exit codes: 0 success; 1 the command failed (broker, topic or stack
+errors, failed logins, a chaos check that did not pass; the message says
+why); 2 a usage error (bad option or argument), invalid settings in the
+environment, or a chaos configuration that cannot run. Expected failures
+print one ``error:`` line (and the end of a log where it helps), never a
+traceback.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
+import os
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
+import click
+
+from runtime.http_protocol import HttpLimits
 from runtime.settings import Settings
 
+EXIT_FAILED = 1
+EXIT_USAGE = 2
 
-def _kafka(args: argparse.Namespace, settings: Settings) -> int:
-    from devstack.broker.jars import JarsUnavailable
-    from devstack.broker.local import BrokerError, LocalBroker
 
-    broker = LocalBroker(settings)
-    if args.action == "fetch":
-        from devstack.broker import jars
+class _Failed(click.ClickException):
+    """An expected failure: ``error: <message>`` on stderr and the given exit code."""
 
-        try:
-            cp = jars.classpath(settings.kafka_home)
-        except JarsUnavailable as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-        print(f"kafka {jars.KAFKA_VERSION}: {len(cp.split(':'))} jars ready")
-        return 0
-    if args.action == "status":
-        status = broker.status()
-        print(status.describe())
-        return 0 if status.running else 1
-    if args.action == "stop":
-        print("kafka stopped" if broker.stop() else "kafka was not running")
-        return 0
+    def __init__(self, message: str, exit_code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+class _InOrder(click.Group):
+    """A group whose help lists its commands in the order they are declared."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)
+
+
+def _settings() -> Settings:
+    """The settings from the environment.
+
+    Raises:
+        _Failed: (exit 2) a setting is invalid; the message names it.
+    """
     try:
-        status, started = broker.start()
-    except (BrokerError, JarsUnavailable) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(status.describe() + ("" if started else " (already running; nothing to do)"))
-    return 0
+        return Settings.from_env()
+    except ValueError as exc:
+        raise _Failed(str(exc), EXIT_USAGE) from None
 
 
-def _topics(args: argparse.Namespace, settings: Settings) -> int:
-    from runtime.topics import TopicMismatch, ensure_topics
-
-    try:
-        reports = asyncio.run(ensure_topics(settings))
-    except TopicMismatch as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    for r in reports:
-        print(f"{r.name:<12} {r.partitions} partitions  {'created' if r.created else 'ok'}")
-    return 0
+def _kafka_unreachable(settings: Settings, exc: Exception) -> _Failed:
+    """The failure of a command whose broker did not answer (aiokafka's message names the error)."""
+    return _Failed(f"Kafka at {settings.bootstrap_servers} did not answer: {exc}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="positioning",
-        description="Eager, event-driven personal offers pushed to edge nodes.",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    kafka = sub.add_parser("kafka", help="the local single-node KRaft broker")
-    kafka.add_argument("action", choices=["start", "stop", "status", "fetch"],
-                       help="fetch only resolves the jars (from Maven Central or KAFKA_HOME)")
-    kafka.set_defaults(run=_kafka)
-
-    topics = sub.add_parser("topics", help="create or check the topics (idempotent)")
-    topics.set_defaults(run=_topics)
-
-    from cli import commands
-
-    commands.register(sub)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+@click.group(cls=_InOrder, context_settings={"help_option_names": ["-h", "--help"]},
+             help="Eager, event-driven personal offers pushed to edge nodes.")
+@click.option("-v", "--verbose", is_flag=True, help="debug logging")
+def positioning(verbose: bool) -> None:
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     # One line per HTTP request drowns what matters (`up`, `story` poll a lot).
     logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+@positioning.result_callback()
+def _exit_with(code: int | None, **_: object) -> None:
+    """Every command returns its exit code; this turns it into the process's."""
+    click.get_current_context().exit(code or 0)
+
+
+# -- the broker and the topics ------------------------------------------------
+
+@positioning.group(cls=_InOrder, help="the local single-node KRaft broker")
+def kafka() -> None:
+    pass
+
+
+@kafka.command(help="provision and start the broker; returns once it answers metadata "
+                    "requests; a no-op if it already runs")
+def start() -> int:
+    from devstack.broker.jars import JarsUnavailable
+    from devstack.broker.local import BrokerError, LocalBroker
+
     try:
-        settings = Settings.from_env()
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return int(args.run(args, settings) or 0)
+        status, started = LocalBroker(_settings()).start()
+    except (BrokerError, JarsUnavailable) as exc:
+        raise _Failed(str(exc)) from None
+    click.echo(status.describe() + ("" if started else " (already running; nothing to do)"))
+    return 0
+
+
+@kafka.command(help="SIGTERM the broker, wait up to 30 s, then SIGKILL it")
+def stop() -> int:
+    from devstack.broker.local import LocalBroker
+
+    click.echo("kafka stopped" if LocalBroker(_settings()).stop() else "kafka was not running")
+    return 0
+
+
+@kafka.command(help="running or stopped, with the address; exit 1 when stopped")
+def status() -> int:
+    from devstack.broker.local import LocalBroker
+
+    current = LocalBroker(_settings()).status()
+    click.echo(current.describe())
+    return 0 if current.running else EXIT_FAILED
+
+
+@kafka.command(help="only resolve the jars (from Maven Central or KAFKA_HOME)")
+def fetch() -> int:
+    from devstack.broker import jars
+
+    try:
+        classpath = jars.classpath(_settings().kafka_home)
+    except jars.JarsUnavailable as exc:
+        raise _Failed(str(exc)) from None
+    click.echo(f"kafka {jars.KAFKA_VERSION}: {len(classpath.split(':'))} jars ready")
+    return 0
+
+
+@positioning.command(help="create or check the topics (idempotent)")
+def topics() -> int:
+    from aiokafka.errors import KafkaError
+
+    from runtime.topics import TopicMismatch, ensure_topics
+
+    settings = _settings()
+    try:
+        reports = asyncio.run(ensure_topics(settings))
+    except TopicMismatch as exc:
+        raise _Failed(str(exc)) from None
+    except KafkaError as exc:
+        raise _kafka_unreachable(settings, exc) from None
+    for r in reports:
+        click.echo(f"{r.name:<12} {r.partitions} partitions  {'created' if r.created else 'ok'}")
+    return 0
+
+
+# -- the components, in the foreground ----------------------------------------
+
+def http_limits(settings: Settings) -> HttpLimits:
+    """The bounded-HTTP limits of origin and edges, from the settings."""
+    return HttpLimits(max_head_bytes=settings.http_max_head_bytes,
+                      max_headers=settings.http_max_headers,
+                      head_timeout_s=settings.http_head_timeout_s,
+                      body_timeout_s=settings.http_body_timeout_s)
+
+
+def _serve(app: Callable[..., Any], host: str, port: int, limits: HttpLimits) -> int:
+    """Run an ASGI app under uvicorn until it stops; 1 if it never started (port taken...)."""
+    import uvicorn
+
+    from runtime.http_protocol import server_settings
+
+    config = uvicorn.Config(app, host=host, port=port, log_level="info", lifespan="on",
+                            **server_settings(limits))
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else EXIT_FAILED
+
+
+@positioning.command(help="run the origin (login API, sync baseline, web client)")
+@click.option("--port", type=int, default=None, help="default: POSITIONING_ORIGIN_PORT (8000)")
+def origin(port: int | None) -> int:
+    from origin.app import create_app
+
+    settings = _settings()
+    return _serve(create_app(settings), settings.origin_host, port or settings.origin_port,
+                  http_limits(settings))
+
+
+@positioning.command(help="run the Faust offer worker in the foreground")
+@click.option("--crashes", type=int, default=0, hidden=True,
+              help="crashes in a row before this start (set by the re-exec after a crash)")
+def worker(crashes: int) -> int:
+    import mode.loop
+    from faust import Worker
+
+    from pipeline.worker import create_app
+    from runtime.topics import TopicMismatch, ensure_topics
+
+    settings = _settings()
+    started = time.monotonic()
+    try:
+        asyncio.run(ensure_topics(settings))
+        # uvloop, as `faust -L uvloop` would: the worker's main thread is busy, and
+        # asyncio's pure-Python loop costs ~10 % of its logins/s.
+        mode.loop.use("uvloop")
+        app = create_app(settings, on_wedged=lambda reason: _restart_after_crash(
+            crashes, reason, time.monotonic() - started))
+        Worker(app, loglevel="info", redirect_stdouts=False).execute_from_commandline()
+        return 0
+    except TopicMismatch as exc:  # a systematic fault: no restart
+        raise _Failed(str(exc)) from None
+    except SystemExit as exc:
+        if exc.code in (0, None):
+            return 0
+        crash: BaseException = exc
+    except Exception as exc:  # Faust re-raises what crashed it
+        crash = exc
+    _restart_after_crash(crashes, crash, time.monotonic() - started)
+
+
+def _restart_after_crash(crashes_before: int, crash: BaseException, ran_s: float) -> NoReturn:
+    """Replace this process with a fresh worker, loudly, after a growing pause.
+
+    Faust stops the whole worker when its consumer fails (for instance when
+    the broker disappears in the middle of a group coordination). Its
+    offsets are committed only up to what it finished, so a fresh worker in
+    the same process (same pid, same state directory) picks up exactly
+    there. Crashes in a row back off 1, 2, 4 ... 30 s; a worker that ran a
+    minute (``ran_s`` > 60) starts the count again.
+    """
+    crashes = 1 if ran_s > 60 else crashes_before + 1
+    delay = min(30, 2 ** (crashes - 1))
+    logging.getLogger("positioning.worker").critical(
+        "the worker crashed (%r) after %.0f s; crash %d in a row, restarting in %d s",
+        crash, ran_s, crashes, delay)
+    sys.stderr.flush()
+    sys.stdout.flush()
+    time.sleep(delay)
+    os.execv(sys.executable, [sys.executable, "-m", "cli.main", "worker",
+                              "--crashes", str(crashes)])
+
+
+@positioning.command(help="run one edge node in the foreground")
+@click.option("--region", required=True, help="a name for the node, e.g. eu")
+@click.option("--port", type=int, required=True)
+@click.option("--data-dir", default=None, help="default: <POSITIONING_HOME>/edge/<region>")
+def edge(region: str, port: int, data_dir: str | None) -> int:
+    from pathlib import Path
+
+    from edge.app import create_app
+
+    settings = _settings()
+    directory = Path(data_dir) if data_dir else settings.edge_data_dir(region)
+    return _serve(create_app(settings, region, directory), settings.edge_host, port,
+                  http_limits(settings))
+
+
+# -- the whole stack, in the background ---------------------------------------
+
+@positioning.command(help="start the whole local stack (idempotent)")
+@click.option("--timeout", type=float, default=120, help="seconds to wait for each component")
+def up(timeout: float) -> int:
+    from aiokafka.errors import KafkaError
+
+    from devstack.broker.jars import JarsUnavailable
+    from devstack.broker.local import BrokerError
+    from devstack.stack import Stack, StackError
+    from runtime.topics import TopicMismatch
+
+    settings = _settings()
+    try:
+        Stack(settings).up(timeout=timeout)
+    except (StackError, BrokerError, JarsUnavailable, TopicMismatch) as exc:
+        raise _Failed(str(exc)) from None
+    except KafkaError as exc:
+        raise _kafka_unreachable(settings, exc) from None
+    click.echo(f"stack up: origin http://{settings.origin_host}:{settings.origin_port}/ , edges "
+               + ", ".join(f"{r} http://{settings.edge_host}:{p}"
+                           for r, p in settings.edge_ports.items()))
+    return 0
+
+
+@positioning.command(help="stop the whole local stack")
+def down() -> int:
+    from devstack.stack import Stack, StackError
+
+    try:
+        Stack(_settings()).down()
+    except StackError as exc:
+        raise _Failed(str(exc)) from None
+    return 0
+
+
+# -- load, measurements and faults --------------------------------------------
+
+@positioning.command(help="the user story: time to offer, three ways")
+@click.option("--users", type=int, default=50)
+@click.option("--gap", type=float, default=1.0,
+              help="seconds the user spends between login and wanting the offer")
+@click.option("--origin-delay", type=float, default=60.0, help="one-way ms to the origin")
+@click.option("--edge-delay", type=float, default=5.0, help="one-way ms to the edge")
+@click.option("--region", default="eu", help="which edge the users are near")
+@click.option("--concurrency", type=int, default=10)
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def story(users: int, gap: float, origin_delay: float, edge_delay: float, region: str,
+          concurrency: int, quiet: bool) -> int:
+    import httpx
+
+    from loadtest.story import Story, StoryConfig, render_table, write_report
+
+    settings = _settings()
+    config = StoryConfig(users=users, gap_s=gap, origin_one_way_ms=origin_delay,
+                         edge_one_way_ms=edge_delay, region=region, concurrency=concurrency)
+    try:
+        report = asyncio.run(Story(settings, config).run(progress=not quiet))
+    except httpx.TransportError as exc:
+        raise _Failed(f"the stack did not answer ({type(exc).__name__}: {exc}); "
+                      "is it up? (positioning up)") from None
+    json_path, html_path = write_report(report, settings.home / "reports")
+    click.echo()
+    click.echo(render_table(report))
+    click.echo(f"\nreport: {json_path}\nchart:  {html_path}")
+    return 0 if not report["errors"] else EXIT_FAILED
+
+
+@positioning.command(help="the benchmarks; JSON results in <home>/bench/")
+@click.option("--quick", is_flag=True, help="a run of a few minutes, smaller data")
+def bench(quick: bool) -> int:
+    from loadtest.bench.runner import Bench, render_table, write
+
+    settings = _settings()
+    report = Bench(settings, quick=quick).run()
+    path = write(report, settings.home)
+    click.echo()
+    click.echo(render_table(report))
+    click.echo(f"\nresults: {path}")
+    return 0
+
+
+@positioning.command(help="fault injection with counting: kill a component while logins flow, "
+                          "then check every acked login on every edge")
+@click.option("--kill", required=True,
+              help="worker, edge, origin or broker (or several, comma-separated)")
+@click.option("--runs", type=int, default=20, help="runs per component")
+@click.option("--logins", type=int, default=500, help="logins per run")
+@click.option("--rate", type=float, default=100.0, help="logins per second")
+@click.option("--users", type=int, default=50, help="distinct users per run")
+@click.option("--max-down", type=float, default=12.0,
+              help="a killed component stays down a random 0..this many seconds")
+@click.option("--ttl", type=int, default=60,
+              help="ticket TTL of the chaos stack (the tombstone check waits for it)")
+@click.option("--model-latency-ms", type=float, default=100.0)
+@click.option("--seed", type=int, default=None)
+@click.option("--keep-stack", is_flag=True, help="leave the chaos stack up")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def chaos(kill: str, runs: int, logins: int, rate: float, users: int, max_down: float, ttl: int,
+          model_latency_ms: float, seed: int | None, keep_stack: bool, quiet: bool) -> int:
+    from devstack.stack import StackError
+    from loadtest.chaos import Chaos, ChaosConfig, passed, render_table, write_report
+
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    settings = _settings()
+    config = ChaosConfig(kill=tuple(k.strip() for k in kill.split(",") if k.strip()),
+                         runs=runs, logins=logins, rate=rate, users=users, max_down_s=max_down,
+                         ttl_s=ttl, model_latency_ms=model_latency_ms, seed=seed,
+                         keep_stack=keep_stack)
+    try:
+        report = Chaos(settings, config).run(progress=not quiet)
+    except (ValueError, StackError) as exc:
+        raise _Failed(str(exc), EXIT_USAGE) from None
+    path = write_report(report, settings.home / "chaos")
+    click.echo()
+    click.echo(render_table(report))
+    click.echo(f"\nreport: {path}")
+    return 0 if passed(report) else EXIT_FAILED
+
+
+@positioning.command(help="produce synthetic logins onto the logins topic")
+@click.option("--count", type=int, default=1000)
+@click.option("--rate", type=float, default=0.0, help="logins per second; 0 = flat out")
+@click.option("--users", type=int, default=None, help="distinct users (default count/3)")
+@click.option("--seed", type=int, default=1)
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def produce(count: int, rate: float, users: int | None, seed: int, quiet: bool) -> int:
+    from aiokafka.errors import KafkaError
+
+    from loadtest.produce import produce as produce_logins
+
+    settings = _settings()
+    try:
+        summary = asyncio.run(produce_logins(settings, count, rate, users=users, seed=seed,
+                                             progress=not quiet))
+    except KafkaError as exc:
+        raise _kafka_unreachable(settings, exc) from None
+    click.echo(summary.render())
+    return 0 if summary.failed == 0 else EXIT_FAILED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``positioning`` with ``argv`` (default: the process's arguments); the exit code."""
+    try:
+        positioning.main(args=list(argv) if argv is not None else None, prog_name="positioning")
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        click.echo(exc.code, err=True)
+        return EXIT_FAILED
+    return 0
 
 
 if __name__ == "__main__":

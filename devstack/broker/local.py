@@ -1,17 +1,18 @@
 """A single-node Apache Kafka broker in KRaft mode, run from the jars.
 
 Layout under ``<home>/kafka/``: ``server.properties``, ``data/`` (the log
-dirs and the KRaft metadata), ``broker.log`` and ``broker.pid``. The process
-runs in its own session so that it outlives the command that started it and
-so that ``stop`` can signal the whole group.
+dirs and the KRaft metadata), ``broker.log`` and ``broker.pid`` (pid and
+creation time, see devstack/processes.py). The process runs in its own
+session so that it outlives the command that started it and so that
+``stop`` can signal the whole group.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import shutil
 import subprocess
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +20,12 @@ from pathlib import Path
 from devstack.broker import jars
 from devstack.broker.probe import answers_metadata
 from devstack.ports import port_in_use
-from devstack.processes import read_pid, runs_with, tail, terminate
+from devstack.processes import running_pid, tail, terminate, write_pid
 from runtime.settings import Settings
+from runtime.waiting import TimedOut, wait_until
+
+# Seconds a broker killed a moment ago may take to release its ports.
+_PORT_RELEASE_GRACE_S = 5.0
 
 
 class BrokerError(RuntimeError):
@@ -115,17 +120,18 @@ class LocalBroker:
         return "".join(f"{k}={v}\n" for k, v in props.items())
 
     # -- state ---------------------------------------------------------------
-    def _read_pid(self) -> int | None:
-        return read_pid(self.pid_file)
+    def _running_pid(self) -> int | None:
+        """The pid of our broker if it runs: the pid file's process, alive, created
+        when the file says, and a kafka.Kafka started with our config file."""
+        return running_pid(self.pid_file, ["kafka.Kafka", str(self.config_file)])
 
-    def _is_our_broker(self, pid: int) -> bool:
-        """The pid is alive and is a kafka.Kafka started with our config file."""
-        return runs_with(pid, ["kafka.Kafka", str(self.config_file)])
+    def _port_free(self, port: int) -> bool:
+        return not port_in_use(self.host, port)
 
     def status(self) -> BrokerStatus:
-        pid = self._read_pid()
-        running = pid is not None and self._is_our_broker(pid)
-        return BrokerStatus(running=running, pid=pid if running else None, address=self.address)
+        """Whether our broker runs, and its pid if so; never raises."""
+        pid = self._running_pid()
+        return BrokerStatus(running=pid is not None, pid=pid, address=self.address)
 
     # -- lifecycle -----------------------------------------------------------
     def start(self) -> tuple[BrokerStatus, bool]:
@@ -133,6 +139,12 @@ class LocalBroker:
 
         Returns the status and whether this call started it (False: it was
         already running, and nothing was done).
+
+        Raises:
+            BrokerError: a port is taken, java is missing, formatting the
+                storage failed, or the broker exited or did not answer in
+                ``kafka_start_timeout_s``.
+            JarsUnavailable: the Kafka jars could not be resolved.
         """
         current = self.status()
         if current.running:
@@ -141,15 +153,16 @@ class LocalBroker:
         if stale:
             self.pid_file.unlink()  # the process it names is gone
         # A broker killed a moment ago may still be releasing its sockets.
-        grace = time.monotonic() + (5.0 if stale else 0.0)
+        grace_s = _PORT_RELEASE_GRACE_S if stale else 0.0
         for port in (self.port, self.controller_port):
-            while port_in_use(self.host, port) and time.monotonic() < grace:
-                time.sleep(0.1)
-            if port_in_use(self.host, port):
+            try:
+                wait_until(functools.partial(self._port_free, port), grace_s,
+                           f"port {self.host}:{port} to be free")
+            except TimedOut:
                 raise BrokerError(
                     f"port {self.host}:{port} is already in use by another program; "
                     "stop it or set POSITIONING_KAFKA_LISTEN to another address"
-                )
+                ) from None
         java = shutil.which("java")
         if java is None:
             raise BrokerError("java is not on PATH: install a JDK 17+ (apt-get install default-jdk)")
@@ -170,7 +183,7 @@ class LocalBroker:
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        self.pid_file.write_text(f"{proc.pid}\n")
+        write_pid(self.pid_file, proc.pid)
         self._wait_ready(proc)
         return self.status(), True
 
@@ -182,8 +195,14 @@ class LocalBroker:
             raise BrokerError(f"formatting the KRaft storage failed:\n{result.stdout}{result.stderr}")
 
     def _wait_ready(self, proc: subprocess.Popen[bytes]) -> None:
-        deadline = time.monotonic() + self.settings.kafka_start_timeout_s
-        while time.monotonic() < deadline:
+        """Wait until the started broker answers metadata requests.
+
+        Raises:
+            BrokerError: it exited, or did not answer within ``kafka_start_timeout_s``
+                (then it is stopped).
+        """
+
+        def ready() -> bool:
             if proc.poll() is not None:
                 self.pid_file.unlink(missing_ok=True)
                 raise BrokerError(
@@ -191,19 +210,27 @@ class LocalBroker:
                     + tail(self.log_file, 30)
                 )
             # A TCP probe first: the metadata client logs loudly while refused.
-            if port_in_use(self.host, self.port) and answers_metadata(self.address, timeout_s=2.0):
-                return
-            time.sleep(0.2)
-        self.stop()
-        raise BrokerError(
-            f"the broker did not answer within {self.settings.kafka_start_timeout_s:.0f}s; "
-            f"end of {self.log_file}:\n" + tail(self.log_file, 30)
-        )
+            return port_in_use(self.host, self.port) and answers_metadata(self.address,
+                                                                           timeout_s=2.0)
+
+        timeout_s = self.settings.kafka_start_timeout_s
+        try:
+            wait_until(ready, timeout_s, "the broker to answer metadata requests", interval_s=0.2)
+        except TimedOut:
+            self.stop()
+            raise BrokerError(
+                f"the broker did not answer within {timeout_s:.0f}s; "
+                f"end of {self.log_file}:\n" + tail(self.log_file, 30)
+            ) from None
 
     def stop(self, timeout_s: float = 30.0) -> bool:
-        """SIGTERM, wait, then SIGKILL if needed. Returns whether one was running."""
-        pid = self._read_pid()
-        if pid is None or not self._is_our_broker(pid):
+        """SIGTERM, wait up to ``timeout_s`` seconds, then SIGKILL if needed.
+
+        Returns whether our broker was running. A pid file naming another
+        process (or none) is removed and nothing is signalled.
+        """
+        pid = self._running_pid()
+        if pid is None:
             self.pid_file.unlink(missing_ok=True)
             return False
         terminate(pid, timeout_s)

@@ -1,30 +1,32 @@
 """CPU used by each process of the stack during a measurement, as a share of one core.
 
 The whole stack shares this machine's cores, so "which process ate the
-CPU" is the first question behind a latency figure that misses. Linux only
-(``/proc``); elsewhere the shares are empty.
+CPU" is the first question behind a latency figure that misses. The CPU
+times come from psutil; a process that is gone, or that we may not inspect,
+is left out of the shares.
 """
 
 from __future__ import annotations
 
-import os
 import resource
 import time
 from collections.abc import Mapping
-from pathlib import Path
+
+# psutil ships no type information; its results are checked where they enter our types.
+import psutil  # type: ignore[import-untyped]
 
 
 def cpu_seconds(pid: int) -> float | None:
     """User + system CPU seconds of a process so far, or None if it cannot be read."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        times = psutil.Process(pid).cpu_times()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):  # ValueError: pid < 0
         return None
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return float(times.user + times.system)
 
 
 def _children_cpu_seconds() -> float:
+    """CPU seconds of this process's children that exited and were waited for."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 
@@ -44,6 +46,7 @@ class CpuShares:
         self._started = time.perf_counter()
 
     def stop(self) -> dict[str, float]:
+        """Name → CPU seconds used since the start per wall-clock second, rounded to 0.001."""
         elapsed = time.perf_counter() - self._started
         if elapsed <= 0:
             return {}
