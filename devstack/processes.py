@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # psutil ships no type information; its results are checked where they enter our types.
-import psutil  # type: ignore[import-untyped]
+import psutil
 
 from runtime.waiting import TimedOut, wait_until
 

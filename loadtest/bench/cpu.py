@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 
 # psutil ships no type information; its results are checked where they enter our types.
-import psutil  # type: ignore[import-untyped]
+import psutil
 
 
 def cpu_seconds(pid: int) -> float | None:
