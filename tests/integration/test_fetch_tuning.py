@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import time
 
 import pytest
@@ -144,7 +145,7 @@ async def test_the_worker_consumer_asks_the_broker_for_the_settings_fetch_tuning
         assert len(fetches) >= 3, fetches
         assert {asked for _, asked in fetches} == {(300, 32 * 1024)}, fetches
         # A quiet topic: the broker held each fetch for its 300 ms wait (not 5 ms, not 1.5 s).
-        gaps = [later - earlier for (earlier, _), (later, _) in zip(fetches, fetches[1:])]
+        gaps = [later - earlier for (earlier, _), (later, _) in itertools.pairwise(fetches)]
         assert all(0.2 <= gap <= 0.6 for gap in gaps), gaps
     finally:
         await consumer.stop()
