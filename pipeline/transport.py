@@ -21,19 +21,23 @@ Its consumer also hands every commit of the worker's source topic to the
 worker's ``OffsetLedger`` (pipeline/offset_ledger.py), which commits only
 what the worker really finished, and tells the ledger where each partition
 restarts after Faust seeks it to the committed offset.
+
+Faust has no public hooks for either; its private methods are overridden in
+runtime/compat/faust.py, which calls the public hooks overridden here.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Hashable, Mapping
+from typing import Any, cast
 
-from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
 from pipeline.offset_ledger import OffsetLedger
+from runtime.compat import faust as faust_compat
+from runtime.compat.aiokafka import set_fetch_limits
 from runtime.fetch_tuning import FetchTuning, adapt_to_traffic
 
 
@@ -44,21 +48,20 @@ def broker_url(bootstrap: str, fetch: FetchTuning) -> str:
                     for server in bootstrap.split(","))
 
 
-class BatchedFetchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    def _tuning(self) -> FetchTuning:
+class BatchedFetchConsumerThread(faust_compat.ConsumerThread):
+    """Faust's consumer thread, its consumer fetching with the broker URL's tuning."""
+
+    def tuning(self) -> FetchTuning:
+        """The fetch tuning in the broker URL's query (``broker_url``)."""
         return FetchTuning.from_query(self.transport.url[0].query)
 
-    def _create_worker_consumer(self, transport: Any) -> Any:
-        consumer = super()._create_worker_consumer(transport)
-        tuning = self._tuning()
+    def configure_worker_consumer(self, consumer: Any) -> None:
         # aiokafka reads these when the consumer starts (it builds its Fetcher then).
-        consumer._fetch_max_wait_ms = tuning.wait_ms
-        consumer._fetch_min_bytes = tuning.min_bytes
-        return consumer
+        tuning = self.tuning()
+        set_fetch_limits(consumer, tuning.wait_ms, tuning.min_bytes)
 
-    async def on_start(self) -> None:
-        await super().on_start()
-        adapt_to_traffic(self._consumer, self._tuning())
+    def on_consumer_started(self, consumer: Any) -> None:
+        adapt_to_traffic(consumer, self.tuning())
 
 
 log = logging.getLogger(__name__)
@@ -70,9 +73,10 @@ def ledger_of(app: Any) -> OffsetLedger | None:
     return ledger if isinstance(ledger, OffsetLedger) else None
 
 
-class Consumer(faust_aiokafka.Consumer):
-    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
-        return BatchedFetchConsumerThread(self, loop=self.loop, beacon=self.beacon)
+class Consumer(faust_compat.Consumer):
+    """Faust's aiokafka consumer: tuned fetches, and every commit through the ledger."""
+
+    thread_class = BatchedFetchConsumerThread
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
         """Seek as Faust does, and tell the ledger where each source partition restarts."""
@@ -86,23 +90,25 @@ class Consumer(faust_aiokafka.Consumer):
     async def commit_finished(self) -> bool:
         """Commit the ledger's progress now, whether or not Faust sees any.
 
-        Faust calls ``_commit`` only when its own bookkeeping moved; after an
+        Faust commits only when its own bookkeeping moved; after an
         out-of-order ack it may think a partition committed that the ledger
         held back, and then never come back to it.
         """
-        return await self._commit({})
+        return await self.commit_offsets({})
 
-    async def _commit(self, offsets: Mapping[TP, int]) -> bool:
-        """Commit what the ledger allows, whatever Faust computed."""
+    async def commit_offsets(self, offsets: Mapping[TP, int]) -> bool:
+        """Commit what the ledger allows, whatever Faust computed (``offsets``)."""
         ledger = ledger_of(self.app)
         if ledger is None:
-            return bool(await super()._commit(offsets))
-        allowed = ledger.fence(offsets)
+            return await self.faust_commit(offsets)
+        requested: dict[Hashable, int] = {tp: offset for tp, offset in offsets.items()}
+        allowed = ledger.fence(requested)
         if not allowed:
             return False
         ledger.commit_started_at = time.monotonic()
         try:
-            committed = bool(await super()._commit(allowed))
+            # The ledger answers with the partitions it was asked about (TPs).
+            committed = await self.faust_commit(cast("Mapping[TP, int]", allowed))
         finally:
             ledger.commit_started_at = None
         if committed:
@@ -110,5 +116,5 @@ class Consumer(faust_aiokafka.Consumer):
         return committed
 
 
-class Transport(faust_aiokafka.Transport):
+class Transport(faust_compat.Transport):
     Consumer = Consumer

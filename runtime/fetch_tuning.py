@@ -22,24 +22,26 @@ leaves the consumer batching. (At 500 logins/s on a slow hour, the long
 poll without this rule put p50 at 0.6-2.9 s, against 0.17-0.18 s with no
 long poll at all.)
 
-aiokafka reads the wait and minimum from its Fetcher each time it builds a
-fetch request, and the Fetcher's per-request step (``_proc_fetch_request``)
-returns whether records came back; ``adapt_to_traffic`` wraps that step.
-Both are private to aiokafka, so it checks they are there and fails loudly
-if an upgrade removed them (tests/unit/test_fetch_tuning.py runs it against
-the installed aiokafka and a real broker).
+aiokafka offers neither a way to change the wait and minimum of a running
+consumer nor a signal that a fetch came back empty; both go through
+runtime/compat/aiokafka.py, which fails loudly if an upgrade removed the
+internals they need (docs/decisions/0007-fetch-tuning.md).
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+from runtime.compat.aiokafka import FetchStep, set_fetch_limits, wrap_fetch_step
 from runtime.settings import Settings
 
 
 class FetchTuning(NamedTuple):
+    """A consumer's fetch settings: ``wait_ms`` and ``min_bytes`` while busy (the
+    broker answers when ``min_bytes`` bytes are ready or ``wait_ms`` ms passed),
+    ``idle_wait_ms`` (ms) the long poll while quiet, 0 for none."""
+
     wait_ms: int = 5
     min_bytes: int = 1
     idle_wait_ms: int = 0
@@ -62,27 +64,19 @@ class FetchTuning(NamedTuple):
 
 
 def adapt_to_traffic(consumer: Any, tuning: FetchTuning) -> None:
-    """Make a started aiokafka consumer long-poll after empty fetches and batch after full ones."""
+    """Make a started aiokafka consumer long-poll after empty fetches and batch after full ones.
+
+    Does nothing when ``tuning.idle_wait_ms`` is 0. Raises
+    ``runtime.compat.MissingInternal`` if this aiokafka lacks the internals
+    it needs (then set ``POSITIONING_FETCH_IDLE_WAIT_MS=0``).
+    """
     if tuning.idle_wait_ms <= 0:
         return
-    fetcher = consumer._fetcher
-    if fetcher is None or not all(hasattr(fetcher, name) for name in (
-            "_proc_fetch_request", "_fetch_max_wait_ms", "_fetch_min_bytes", "_records")):
-        raise RuntimeError("this aiokafka's Fetcher has no per-request step to adapt; "
-                           "set POSITIONING_FETCH_IDLE_WAIT_MS=0")
-    fetcher._proc_fetch_request = _switching_modes(fetcher, fetcher._proc_fetch_request, tuning)
 
-
-def _switching_modes(fetcher: Any, proc: Callable[..., Awaitable[bool]],
-                     tuning: FetchTuning) -> Callable[..., Awaitable[bool]]:
-    @functools.wraps(proc)
-    async def proc_then_switch(*args: Any) -> bool:
-        got_records = await proc(*args)
-        if got_records or fetcher._records:  # records came, or some wait to be handed over
-            fetcher._fetch_max_wait_ms = tuning.wait_ms
-            fetcher._fetch_min_bytes = tuning.min_bytes
+    def switch_modes(step: FetchStep) -> None:
+        if step.got_records or step.held_after:  # records came, or some wait to be handed over
+            set_fetch_limits(consumer, tuning.wait_ms, tuning.min_bytes)
         else:
-            fetcher._fetch_max_wait_ms = tuning.idle_wait_ms
-            fetcher._fetch_min_bytes = 1
-        return got_records
-    return proc_then_switch
+            set_fetch_limits(consumer, tuning.idle_wait_ms, 1)
+
+    wrap_fetch_step(consumer, switch_modes)

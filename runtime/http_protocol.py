@@ -38,21 +38,9 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from importlib.metadata import version
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
-# The protocol below overrides uvicorn's HttpToolsProtocol callbacks
-# (connection_made/lost, data_received, on_message_begin, on_header,
-# on_headers_complete, on_message_complete, send_400_response) and reads its
-# attributes (cycle, headers, url, transport, loop). Written against:
-TESTED_UVICORN = ((0, 30), (0, 55))  # [from, to)
-_installed = tuple(int(part) for part in version("uvicorn").split(".")[:2])
-if not TESTED_UVICORN[0] <= _installed < TESTED_UVICORN[1]:
-    raise ImportError(f"runtime/http_protocol.py was written for uvicorn "
-                      f">={TESTED_UVICORN[0]},<{TESTED_UVICORN[1]}; {version('uvicorn')} is "
-                      "installed: check its HttpToolsProtocol callbacks, then widen the range")
+from runtime.compat.uvicorn import ProtocolBase
 
 FLUSH_AT = 64 * 1024
 LINGER_S = 2.0  # after a refusal, how long the rest of the request is read and dropped
@@ -118,23 +106,25 @@ class CoalescingWrites:
         return getattr(self._transport, name)
 
 
-class BoundedHttpToolsProtocol(HttpToolsProtocol):
+class BoundedHttpToolsProtocol(ProtocolBase):
     """Pass as uvicorn's ``http`` protocol class (``server_settings`` does).
 
-    Subclasses set ``limits``. The hooks are uvicorn's protocol callbacks
-    (positioning/uvicorn_compat.py checks the version they were written for).
+    Subclasses set ``limits``. The hooks are uvicorn's protocol callbacks; its
+    internal state is read through runtime/compat/uvicorn.py's ``ProtocolBase``,
+    which checks the uvicorn version they were written for.
     """
 
     limits = HttpLimits()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(CoalescingWrites(transport, self.loop))  # type: ignore[arg-type]
+        writes = CoalescingWrites(transport, self.event_loop)
+        super().connection_made(writes)  # type: ignore[arg-type]
         self._head_bytes = 0
         self._in_head = True
         self._discarding = False
         self._refusal: _Refused | None = None
         self._body_timer: asyncio.TimerHandle | None = None
-        self._head_timer: asyncio.TimerHandle | None = self.loop.call_later(
+        self._head_timer: asyncio.TimerHandle | None = self.event_loop.call_later(
             self.limits.head_timeout_s, self._timed_out, "request head")
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -164,8 +154,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._in_head = True
             self._head_bytes = 0
         if self._head_timer is None:
-            self._head_timer = self.loop.call_later(self.limits.head_timeout_s,
-                                                    self._timed_out, "request head")
+            self._head_timer = self.event_loop.call_later(self.limits.head_timeout_s,
+                                                          self._timed_out, "request head")
 
     def _refuse_while_parsing(self, status: int, reason: str) -> None:
         """Stop the parser: uvicorn then calls send_400_response, which answers this."""
@@ -173,21 +163,20 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         raise self._refusal
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if len(self.headers) >= self.limits.max_headers:
+        if self.header_count() >= self.limits.max_headers:
             self._refuse_while_parsing(431, "Request Header Fields Too Large")
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
-        if size > self.limits.max_head_bytes:
+        if self.head_size() > self.limits.max_head_bytes:
             self._refuse_while_parsing(431, "Request Header Fields Too Large")
         self._in_head = False
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
         super().on_headers_complete()
-        self._body_timer = self.loop.call_later(self.limits.body_timeout_s, self._timed_out,
-                                                "request body")
+        self._body_timer = self.event_loop.call_later(self.limits.body_timeout_s,
+                                                      self._timed_out, "request body")
 
     def on_message_complete(self) -> None:
         if self._body_timer is not None:
@@ -205,36 +194,33 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def _timed_out(self, what: str) -> None:
         self._head_timer = self._body_timer = None
-        if self.transport.is_closing():
+        if self.client_transport.is_closing():
             return
-        if self.cycle is not None and self.cycle.response_started:
-            self.transport.close()
+        if self.response_started():
+            self.client_transport.close()
             return
         self._refuse(408, f"Request Timeout ({what})")
 
     def _refuse(self, status: int, reason: str) -> None:
         """Answer ``status`` with a plain-text reason and close the connection."""
         self._cancel_timers()
-        if self.cycle is not None and not self.cycle.response_complete:
-            # The app (if it runs) sees a disconnect: its sends are dropped.
-            self.cycle.disconnected = True
-            self.cycle.message_event.set()
+        self.abandon_request()  # the app (if it runs) sees a disconnect: its sends are dropped
         body = reason.encode("ascii")
         head = (f"HTTP/1.1 {status} {reason.split(' (')[0]}\r\ncontent-type: text/plain; "
                 f"charset=utf-8\r\ncontent-length: {len(body)}\r\nconnection: close\r\n"
                 f"cache-control: no-store\r\n\r\n").encode("ascii")
-        if self.transport.is_closing():
+        if self.client_transport.is_closing():
             return
-        self.transport.write(head + body)
+        self.client_transport.write(head + body)
         # A lingering close, as web servers do: closing with the client's bytes
         # unread would reset the connection, and the client could lose the
         # answer. Send it, half-close, read and drop the rest for a moment.
-        if self.transport.can_write_eof():
-            self.transport.write_eof()
+        if self.client_transport.can_write_eof():
+            self.client_transport.write_eof()
             self._discarding = True
-            self.loop.call_later(LINGER_S, self.transport.close)
+            self.event_loop.call_later(LINGER_S, self.client_transport.close)
         else:
-            self.transport.close()
+            self.client_transport.close()
 
 
 def bounded_protocol(limits: HttpLimits) -> type[BoundedHttpToolsProtocol]:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import itertools
 import time
-from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from pipeline.worker import create_app
+from runtime.compat import MissingInternal
+from runtime.compat.aiokafka import FetchStep, asked_limits, fetch_limits, wrap_fetch_step
 from runtime.fetch_tuning import FetchTuning, adapt_to_traffic
 from runtime.settings import Settings
 from runtime.topics import ensure_topics
@@ -32,20 +36,16 @@ async def test_quiet_topic_is_long_polled_and_a_record_still_arrives_at_once(
     try:
         adapt_to_traffic(consumer, TUNING)
         fetches: list[tuple[int, int, bool]] = []  # (wait asked, minimum asked, got records)
-        fetcher = consumer._fetcher
-        adapted = fetcher._proc_fetch_request
 
-        async def recording(assignment: Any, node_id: int, request: Any) -> bool:
-            got = await adapted(assignment, node_id, request)
-            fetches.append((request._max_wait_ms, request._min_bytes, got))
-            return got
-        fetcher._proc_fetch_request = recording
+        def record(step: FetchStep) -> None:
+            fetches.append((*asked_limits(step.request), step.got_records))
+        wrap_fetch_step(consumer, record)
         consumer.assign([TopicPartition(topic, p) for p in range(base_settings.partitions)])
 
         # Quiet for 1.5 s: a 5 ms fetch would go out ~300 times; a long poll a few.
         assert await consumer.getmany(timeout_ms=1_500) == {}
         assert 1 <= len(fetches) <= 3, fetches
-        assert (fetcher._fetch_max_wait_ms, fetcher._fetch_min_bytes) == (TUNING.idle_wait_ms, 1)
+        assert fetch_limits(consumer) == (TUNING.idle_wait_ms, 1)
 
         # A record lands during the long poll: the broker answers at once, not after 3 s.
         sent_at = time.monotonic()
@@ -88,16 +88,11 @@ async def test_a_consumer_still_holding_records_never_parks_a_long_poll(
     await consumer.start()
     try:
         adapt_to_traffic(consumer, TUNING)
-        fetcher = consumer._fetcher
-        adapted = fetcher._proc_fetch_request
         fetches: list[tuple[int, bool]] = []  # (wait asked, records buffered when asked)
 
-        async def recording(assignment: Any, node_id: int, request: Any) -> bool:
-            buffered = TopicPartition(topic, 0) in fetcher._records
-            got = await adapted(assignment, node_id, request)
-            fetches.append((request._max_wait_ms, buffered))
-            return got
-        fetcher._proc_fetch_request = recording
+        def record(step: FetchStep) -> None:  # only partition 0 has records to buffer
+            fetches.append((asked_limits(step.request)[0], step.held_before))
+        wrap_fetch_step(consumer, record)
         consumer.assign([TopicPartition(topic, p) for p in range(base_settings.partitions)])
 
         # Partition 0's records are fetched but not taken: the consumer is busy with them.
@@ -116,7 +111,7 @@ async def test_a_consumer_still_holding_records_never_parks_a_long_poll(
             b"offer-%d" % i for i in range(5)]
 
         async def idle() -> None:
-            while fetcher._fetch_max_wait_ms != TUNING.idle_wait_ms:
+            while fetch_limits(consumer)[0] != TUNING.idle_wait_ms:
                 await asyncio.sleep(0.01)
         await asyncio.wait_for(idle(), timeout=5)
     finally:
@@ -124,18 +119,33 @@ async def test_a_consumer_still_holding_records_never_parks_a_long_poll(
 
 
 def test_no_long_poll_when_it_is_turned_off() -> None:
-    async def proc(*args: Any) -> bool:
-        return False
+    """Turned off, the consumer is left alone (nothing of aiokafka's is touched)."""
+    adapt_to_traffic(object(), FetchTuning(idle_wait_ms=0))
+    with pytest.raises(MissingInternal):  # turned on, a consumer without a Fetcher is refused
+        adapt_to_traffic(object(), FetchTuning(idle_wait_ms=100))
 
-    class Fetcher:
-        _proc_fetch_request = staticmethod(proc)
-        _fetch_max_wait_ms, _fetch_min_bytes = 5, 1
-        _records: dict[Any, Any] = {}
 
-    class Consumer:
-        _fetcher = Fetcher()
-    consumer = Consumer()
-    adapt_to_traffic(consumer, FetchTuning(idle_wait_ms=0))
-    assert consumer._fetcher._proc_fetch_request is proc
-    adapt_to_traffic(consumer, FetchTuning(idle_wait_ms=100))
-    assert consumer._fetcher._proc_fetch_request is not proc
+async def test_the_worker_consumer_asks_the_broker_for_the_settings_fetch_tuning(
+        base_settings: Settings) -> None:
+    """Faust hard-codes 1500 ms and one byte; the worker's transport replaces them, and the
+    requests on the wire carry the settings' values (the long poll is off here)."""
+    await ensure_topics(base_settings)
+    settings = dataclasses.replace(base_settings, fetch_wait_ms=300, fetch_min_bytes=32 * 1024,
+                                   fetch_idle_wait_ms=0)
+    app = create_app(settings)
+    consumer = app.consumer.consumer_thread.create_worker_consumer()
+    await consumer.start()
+    try:
+        fetches: list[tuple[float, tuple[int, int]]] = []  # (answered at, limits asked)
+        wrap_fetch_step(consumer, lambda step: fetches.append((time.monotonic(),
+                                                               asked_limits(step.request))))
+        consumer.assign([TopicPartition(settings.logins_topic, p)
+                         for p in range(settings.partitions)])
+        assert await consumer.getmany(timeout_ms=2_000) == {}
+        assert len(fetches) >= 3, fetches
+        assert {asked for _, asked in fetches} == {(300, 32 * 1024)}, fetches
+        # A quiet topic: the broker held each fetch for its 300 ms wait (not 5 ms, not 1.5 s).
+        gaps = [later - earlier for (earlier, _), (later, _) in itertools.pairwise(fetches)]
+        assert all(0.2 <= gap <= 0.6 for gap in gaps), gaps
+    finally:
+        await consumer.stop()

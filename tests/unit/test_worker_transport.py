@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from yarl import URL
 
-from pipeline.transport import broker_url
+from pipeline.transport import BatchedFetchConsumerThread, broker_url
 from pipeline.worker import create_app
+from runtime.compat import MissingInternal
+from runtime.compat.aiokafka import fetch_limits, set_fetch_limits
 from runtime.fetch_tuning import FetchTuning
 from runtime.settings import Settings
 
@@ -26,6 +29,9 @@ def test_a_url_without_a_query_gets_the_defaults() -> None:
 
 
 def test_the_worker_consumer_is_built_with_the_settings_fetch_tuning(tmp_path: Path) -> None:
+    """Read back through aiokafka's compat view, whose private names test_compat.py
+    checks against the installed aiokafka; tests/integration/test_fetch_tuning.py
+    shows the broker is asked for these values."""
     settings = Settings.from_env({"POSITIONING_HOME": str(tmp_path),
                                   "POSITIONING_FETCH_WAIT_MS": "9",
                                   "POSITIONING_FETCH_MIN_BYTES": "12345",
@@ -33,12 +39,25 @@ def test_the_worker_consumer_is_built_with_the_settings_fetch_tuning(tmp_path: P
 
     async def build() -> tuple[int, int]:
         app = create_app(settings)
-        thread = app.consumer._thread
-        assert thread._tuning() == FetchTuning(9, 12345, 321)  # the long poll after empty fetches
-        consumer = thread._create_worker_consumer(app.transport)
+        thread = app.consumer.consumer_thread
+        assert isinstance(thread, BatchedFetchConsumerThread)
+        assert thread.tuning() == FetchTuning(9, 12345, 321)  # the long poll after empty fetches
+        consumer = thread.create_worker_consumer()
         try:
-            return consumer._fetch_max_wait_ms, consumer._fetch_min_bytes
+            return fetch_limits(consumer)
         finally:
             await consumer.stop()
 
     assert asyncio.run(build()) == (9, 12345)
+
+
+def test_fetch_limits_are_not_written_where_aiokafka_would_not_read_them() -> None:
+    """A renamed attribute upstream must fail, not grow a new attribute nobody reads."""
+    class RenamedUpstream:
+        _fetcher = None
+        _max_wait = 500
+
+    consumer = RenamedUpstream()
+    with pytest.raises(MissingInternal, match="_fetch_max_wait_ms"):
+        set_fetch_limits(consumer, 5, 64 * 1024)  # type: ignore[arg-type]
+    assert not hasattr(consumer, "_fetch_min_bytes")
