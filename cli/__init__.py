@@ -1,1 +1,1 @@
-"""content-positioning: shared infrastructure (settings, the local broker, topics, the CLI)."""
+"""The `positioning` command: one click group that runs each component, the local stack and the tools."""

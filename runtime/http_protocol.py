@@ -1,11 +1,9 @@
 """uvicorn's httptools protocol, bounded in size and time, writing each response in one call.
 
-**Bounds.** uvicorn's httptools protocol puts no limit on a request's head
-(16 MB headers were answered 200, and four connections each sending 64 MB
-of unfinished header took an edge from 55 to 311 MB) and no time limit on
-a head or body that never finishes (a body shorter than its
-``Content-Length`` held ``POST /login`` forever). ``BoundedHttpToolsProtocol``
-adds, per ``HttpLimits``:
+**Bounds.** uvicorn's httptools protocol puts no limit on the size of a
+request's head and no time limit on a head or body that never finishes
+(why that matters, with the measurements: docs/decisions/0002).
+``BoundedHttpToolsProtocol`` adds, per ``HttpLimits``:
 
 - the head (request line and headers) at most ``max_head_bytes``, at most
   ``max_headers`` fields: ``431`` and the connection closed; while the head
