@@ -1,12 +1,13 @@
 """Load-test your own deployment with Locust: log in at the origin, then fetch the offer at an edge.
 
-    pip install locust
+    pip install -e . locust     # in a checkout: the locustfile reads runtime.settings
     locust -f loadtest/locustfile.py --host http://ORIGIN:8000 \\
         --headless -u 200 -r 20 -t 2m
 
-Environment:
-    POSITIONING_EDGE_URL   the edge users are near (default http://127.0.0.1:8100)
-    POSITIONING_GAP_S      seconds a user spends between login and wanting the offer (default 1)
+Configured like everything else, by ``Settings()`` (docs/configuration.md):
+``POSITIONING_EDGE_URL`` is the edge users are near (``loadtest_edge_url``),
+``POSITIONING_GAP_S`` the seconds a user spends between login and wanting
+the offer (``loadtest_gap_s``).
 
 Each simulated user logs in (``POST /login``), waits the gap, then reads its
 offer at the edge with ``?wait=10`` (the positioned way). Locust reports the
@@ -17,15 +18,17 @@ where you run the load.
 
 from __future__ import annotations
 
-import os
 import random
 import uuid
 
-import gevent
-from locust import HttpUser, between, task
+import gevent  # type: ignore[import-untyped]
+from locust import HttpUser, between, task  # type: ignore[import-not-found]
 
-EDGE_URL = os.environ.get("POSITIONING_EDGE_URL", "http://127.0.0.1:8100").rstrip("/")
-GAP_S = float(os.environ.get("POSITIONING_GAP_S", "1"))
+from runtime.settings import Settings
+
+SETTINGS = Settings()
+EDGE_URL = SETTINGS.loadtest_edge_url.rstrip("/")
+GAP_S = SETTINGS.loadtest_gap_s
 # Addresses in a few countries, so offers come in several currencies.
 IPS = ("81.2.69.160", "133.11.0.1", "8.8.8.8", "85.214.132.117", "200.147.67.142", "1.1.1.1")
 

@@ -1,16 +1,351 @@
-"""The one place configuration comes from: environment variables with sane defaults.
+"""The system's configuration, declared once: the fields of ``Settings``.
 
-Every component receives a ``Settings`` instance; nothing reads ``os.environ``
-anywhere else. docs/configuration.md documents ``ENV_VARS`` below (a test checks it).
+Each field is one setting: its name, type (with its bounds), default and a
+short description. Its environment variable is ``POSITIONING_`` plus the
+name in capitals, unless the field names another (``validation_alias``,
+e.g. ``KAFKA_BOOTSTRAP_SERVERS``). pydantic-settings reads the variables;
+``configuration_markdown()`` renders docs/configuration.md from the same
+fields (``python -m runtime.settings > docs/configuration.md``; a unit test
+checks the committed file).
+
+Every component receives a ``Settings`` instance and child processes get
+theirs through ``Settings.to_env()``. Nothing else in the project reads
+configuration from the environment, except:
+
+- devstack/broker/jars.py reads ``XDG_CACHE_HOME``, the platform's
+  convention for where the Kafka jars Maven fetches are cached;
+- loadtest/bench/faust_floor.py runs under Faust's own command line, so the
+  bench hands it its run (``FLOOR_*``) through the environment, and
+  loadtest/bench/wrk.py hands wrk's Lua script ``BENCH_TICKETS``;
+- Faust itself reads its own variables (``F_DATADIR``, ``F_WORKDIR`` and
+  the like) in the worker and the floor;
+- tests/conftest.py reads ``KAFKA_BOOTSTRAP_SERVERS`` to run the tests
+  against an existing cluster.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import (
+    AliasGenerator,
+    BeforeValidator,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveInt,
+    SecretStr,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+ENV_PREFIX = "POSITIONING_"
+
+
+def _split_csv(value: object) -> object:
+    """``"a, b,,c"`` -> ``("a", "b", "c")``; anything else is left to validation."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+# A list of strings, written in the environment as comma-separated values.
+Csv = Annotated[tuple[str, ...], BeforeValidator(_split_csv)]
+
+# While set, ``Settings()`` reads this mapping instead of ``os.environ`` (``from_env``).
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("settings_environ", default=None)
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """pydantic-settings' environment source, reading a given mapping instead of ``os.environ``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        super().__init__(settings_cls)  # reads os.environ; replaced below
+        # Same rules as the environment: exact names (case_sensitive), empty means unset.
+        self.env_vars = {name: value for name, value in environ.items() if value != ""}
+
+
+class Settings(BaseSettings):
+    """All knobs of the system. Immutable; ``replace`` makes a changed copy.
+
+    ``Settings()`` reads the environment; keyword arguments (by field name)
+    win over it. Bad values raise ``pydantic.ValidationError`` (a
+    ``ValueError``) naming the variable or argument, the value and the rule.
+    """
+
+    model_config = SettingsConfigDict(
+        alias_generator=AliasGenerator(validation_alias=lambda name: ENV_PREFIX + name.upper()),
+        validate_by_name=True,
+        validate_by_alias=True,
+        case_sensitive=True,
+        env_ignore_empty=True,  # VAR= means the default
+        enable_decoding=False,  # lists are comma-separated (Csv), not JSON
+        extra="forbid",
+        frozen=True,
+    )
+
+    # -- local state and Kafka ----------------------------------------------
+    home: Path = Field(
+        default=Path(".positioning"),
+        description="local state: broker data, worker and edge databases, logs, reports")
+    kafka_bootstrap_servers: str | None = Field(
+        default=None, validation_alias="KAFKA_BOOTSTRAP_SERVERS",
+        description="an existing Kafka cluster; when set, components use it and `up` "
+                    "starts no broker")
+    kafka_listen: str = Field(
+        default="127.0.0.1:9092",
+        description="the local development broker's address (`positioning kafka start`)")
+    kafka_controller_port: PositiveInt | None = Field(
+        default=None,
+        description="the local broker's KRaft controller port; unset: the listen port + 1")
+    kafka_heap: str = Field(default="512m", description="the local broker's JVM heap")
+    kafka_home: Path | None = Field(
+        default=None, validation_alias="KAFKA_HOME",
+        description="an unpacked Kafka distribution whose `libs/` the local broker runs "
+                    "from; unset: the jars devstack/broker/pom.xml pins, fetched with Maven")
+    kafka_start_timeout_s: NonNegativeFloat = Field(
+        default=90.0, validation_alias="POSITIONING_KAFKA_START_TIMEOUT",
+        description="seconds `kafka start` waits for the local broker")
+
+    # -- topics ---------------------------------------------------------------
+    logins_topic: str = Field(default="logins", description="the logins topic")
+    offers_topic: str = Field(default="offers", description="the offers topic (compacted)")
+    dlq_topic: str = Field(default="logins.dlq",
+                           description="dead letters: logins the worker cannot process")
+    partitions: PositiveInt = Field(default=6, description="partitions of each topic")
+    replication_factor: PositiveInt = Field(default=1,
+                                            description="replication factor of each topic")
+
+    # -- tickets --------------------------------------------------------------
+    ticket_secret: SecretStr | None = Field(
+        default=None,
+        description="`kid:secret[,kid:secret…]`: the first key signs, all verify (rotation: "
+                    "put the new key first, keep the old until its tickets expire); secrets "
+                    "≥ 16 characters. Unset: the local home's own key, `<home>/ticket-secret` "
+                    "(256 random bits, mode 0600, made once). Never shown in reprs or logs")
+    ticket_ttl_s: PositiveInt = Field(
+        default=900, validation_alias="POSITIONING_TICKET_TTL",
+        description="ticket lifetime, seconds; a ticket whose lifetime is longer is "
+                    "refused (401)")
+    ticket_clock_skew_s: NonNegativeFloat = Field(
+        default=5.0, validation_alias="POSITIONING_TICKET_CLOCK_SKEW",
+        description="seconds a ticket's issue time may lie in the future (the clocks of "
+                    "origin and edge differ); beyond it, 401")
+
+    # -- origin ---------------------------------------------------------------
+    origin_host: str = Field(default="127.0.0.1", description="where the origin listens")
+    origin_port: PositiveInt = Field(default=8000, description="the origin's port")
+    trusted_proxies: Csv = Field(
+        default=(),
+        description="comma-separated proxy addresses whose `X-Forwarded-For` is believed")
+    login_timeout_s: NonNegativeFloat = Field(
+        default=5.0, validation_alias="POSITIONING_LOGIN_TIMEOUT",
+        description="seconds a login waits for Kafka's acknowledgement before `503`")
+    origin_linger_ms: NonNegativeInt = Field(
+        default=1,
+        description="ms the login producer waits for other logins to share a produce "
+                    "request; each login's `202` comes up to that much later "
+                    "(docs/performance.md)")
+
+    # -- offer engine ---------------------------------------------------------
+    model_latency_ms: NonNegativeFloat = Field(
+        default=0.0,
+        description="simulated model call in the engine, ms (asynchronous); "
+                    "`./run demo` uses 500")
+
+    # -- worker ---------------------------------------------------------------
+    worker_id: str = Field(
+        default="positioning-worker",
+        description="the Faust app id: consumer group and changelog topic prefix")
+    worker_data_dir: Path | None = Field(
+        default=None,
+        description="the worker's RocksDB tables; every worker process needs its own "
+                    "(RocksDB locks it). Unset: `<home>/worker`")
+    worker_web_port: int = Field(default=6066, description="Faust's web port; `0` turns it off")
+    expiry_sweep_s: NonNegativeFloat = Field(
+        default=10.0, validation_alias="POSITIONING_EXPIRY_SWEEP",
+        description="seconds between tombstone sweeps for expired tickets")
+    worker_concurrency: PositiveInt = Field(
+        default=64, description="logins in flight in the worker (model calls overlap)")
+    worker_stuck_after_s: NonNegativeFloat = Field(
+        default=10.0, validation_alias="POSITIONING_WORKER_STUCK_AFTER",
+        description="seconds a record may wait for the broker's ack before the worker "
+                    "reports itself stuck (`/status/` 503); it keeps retrying regardless")
+    worker_commit_stall_s: NonNegativeFloat = Field(
+        default=60.0, validation_alias="POSITIONING_WORKER_COMMIT_STALL",
+        description="seconds finished logins may wait for a commit before the worker "
+                    "decides its Kafka consumer is stuck and replaces itself")
+
+    # -- Kafka consumers (worker and edges) -----------------------------------
+    fetch_wait_ms: PositiveInt = Field(
+        default=5,
+        description="worker and edge consumers: the broker answers a fetch once "
+                    "`fetch_min_bytes` are ready or this many ms have passed; a busy topic "
+                    "arrives in batches, a quiet one costs at most this per hop")
+    fetch_min_bytes: PositiveInt = Field(
+        default=64 * 1024, description="bytes the broker gathers before answering a fetch")
+    fetch_idle_wait_ms: NonNegativeInt = Field(
+        default=500,
+        description="after an empty fetch, the next asks for one byte and may wait this "
+                    "long: a quiet topic costs one poll per wait and its next record "
+                    "arrives at once; `0` turns it off (runtime/fetch_tuning.py)")
+
+    # -- edges ----------------------------------------------------------------
+    edge_host: str = Field(default="127.0.0.1", description="where edge nodes listen")
+    edges: Csv = Field(
+        default=("eu=8100", "us=8101"),
+        description="the local edge nodes, `region=port`, comma-separated: for `up`, "
+                    "the story and the web client")
+    edge_max_wait_s: NonNegativeFloat = Field(
+        default=30.0, validation_alias="POSITIONING_EDGE_MAX_WAIT",
+        description="cap on `?wait`, seconds")
+    edge_max_waiters: PositiveInt = Field(
+        default=10_000, description="concurrent waiters per node before `503`")
+    edge_ready_lag: int = Field(
+        default=0, description="records a node may be behind and still be ready")
+    edge_sse_lifetime_s: NonNegativeFloat = Field(
+        default=30.0, validation_alias="POSITIONING_EDGE_SSE_LIFETIME",
+        description="longest an event stream stays open, seconds")
+    edge_catch_up_flush_records: PositiveInt = Field(
+        default=100_000,
+        description="while catching up, writes skip RocksDB's log and the store is "
+                    "flushed every this many records: at most this many are read again "
+                    "after a crash mid-bootstrap")
+    edge_block_cache_mb: PositiveInt = Field(
+        default=256,
+        description="RocksDB block cache of each edge's offer store, MiB: lookups in "
+                    "cached blocks skip reading and decompressing them")
+    cors_origins: Csv = Field(
+        default=("*",),
+        description="origins allowed to read offers from a browser, comma-separated")
+
+    # -- HTTP bounds, origin and edges (runtime/http_protocol.py) --------------
+    http_max_head_bytes: PositiveInt = Field(
+        default=16 * 1024,
+        description="origin and edges: request line and headers at most this many bytes, "
+                    "else `431` and the connection closed")
+    http_max_headers: PositiveInt = Field(
+        default=64, description="at most this many header fields, else `431`")
+    http_head_timeout_s: NonNegativeFloat = Field(
+        default=10.0, validation_alias="POSITIONING_HTTP_HEAD_TIMEOUT",
+        description="seconds for a request's head to arrive (from its first byte, or from "
+                    "the connection's opening), else `408` and closed")
+    http_body_timeout_s: NonNegativeFloat = Field(
+        default=10.0, validation_alias="POSITIONING_HTTP_BODY_TIMEOUT",
+        description="seconds for the body to arrive after the head, else `408` and closed")
+
+    # -- Locust (loadtest/locustfile.py) --------------------------------------
+    loadtest_edge_url: str = Field(
+        default="http://127.0.0.1:8100", validation_alias="POSITIONING_EDGE_URL",
+        description="the edge Locust's simulated users fetch their offers from")
+    loadtest_gap_s: NonNegativeFloat = Field(
+        default=1.0, validation_alias="POSITIONING_GAP_S",
+        description="seconds a Locust user spends between logging in and wanting the offer")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Keyword arguments, then the environment (or ``from_env``'s mapping); no files."""
+        environ = _ENVIRON.get()
+        if environ is not None:
+            env_settings = _MappingEnvSource(settings_cls, environ)
+        return init_settings, env_settings
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Settings read from ``environ`` alone (default: ``os.environ``).
+
+        Raises pydantic.ValidationError (a ValueError) naming the bad variable.
+        """
+        if environ is None:
+            return cls()
+        with _reading(environ):
+            return cls()
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some fields changed, validated like a new instance."""
+        values = {name: getattr(self, name) for name in type(self).model_fields}
+        values.update(changes)
+        return type(self)(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """Environment variables that reproduce these settings in a child process.
+
+        Unset (None) settings are left out: the child falls back to its own
+        environment, else the default.
+        """
+        out: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is not None:
+                out[env_var(name)] = _env_text(value)
+        return out
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """Where clients connect: the configured cluster or the local broker."""
+        return self.kafka_bootstrap_servers or self.kafka_listen
+
+    @property
+    def uses_external_kafka(self) -> bool:
+        """Whether a cluster is configured (then no local broker is started)."""
+        return bool(self.kafka_bootstrap_servers)
+
+    @property
+    def kafka_host_port(self) -> tuple[str, int]:
+        """The local broker's listen address as (host, port); the port defaults to 9092."""
+        return _split_hostport(self.kafka_listen, 9092)
+
+    @property
+    def kafka_dir(self) -> Path:
+        """The local broker's data and configuration."""
+        return self.home / "kafka"
+
+    @property
+    def logs_dir(self) -> Path:
+        """Where the stack's components write their logs."""
+        return self.home / "logs"
+
+    @property
+    def edge_ports(self) -> dict[str, int]:
+        """region -> port of the local edge nodes (from ``edges``).
+
+        Raises ValueError if an entry's port is not a number.
+        """
+        out = {}
+        for entry in self.edges:
+            region, _, port = entry.partition("=")
+            out[region] = int(port)
+        return out
+
+    def edge_data_dir(self, region: str) -> Path:
+        """The RocksDB directory of the local edge node of ``region``."""
+        return self.home / "edge" / region
+
+
+@contextmanager
+def _reading(environ: Mapping[str, str]) -> Iterator[None]:
+    token = _ENVIRON.set(environ)
+    try:
+        yield
+    finally:
+        _ENVIRON.reset(token)
 
 
 def _split_hostport(value: str, default_port: int) -> tuple[str, int]:
@@ -20,227 +355,68 @@ def _split_hostport(value: str, default_port: int) -> tuple[str, int]:
     return host, int(port)
 
 
-@dataclass(frozen=True)
-class Settings:
-    """All knobs of the system, read once from the environment."""
-
-    # Where local state lives: broker data, edge databases, logs, reports.
-    home: Path = Path(".positioning")
-    # Kafka: when set, components use this cluster and `up` starts no broker.
-    kafka_bootstrap_servers: str | None = None
-    # The local development broker (`positioning kafka start`).
-    kafka_listen: str = "127.0.0.1:9092"
-    kafka_controller_port: int | None = None  # default: listen port + 1
-    kafka_heap: str = "512m"
-    kafka_home: Path | None = None  # an unpacked Kafka distribution to use instead of Maven
-    kafka_start_timeout_s: float = 90.0
-    # Topics.
-    logins_topic: str = "logins"
-    offers_topic: str = "offers"
-    dlq_topic: str = "logins.dlq"
-    partitions: int = 6
-    replication_factor: int = 1
-    # Tickets: "kid:secret[,kid:secret...]"; the first key signs, all verify.
-    # Unset: the local home's own random key (runtime/ticket_secret.py).
-    # Never in reprs or logs.
-    ticket_secret: str | None = field(default=None, repr=False)
-    ticket_ttl_s: int = 900
-    # How far in the future a ticket's issue time may be (the clocks of
-    # origin and edge differ); tickets further ahead are refused.
-    ticket_clock_skew_s: float = 5.0
-    # Origin.
-    origin_host: str = "127.0.0.1"
-    origin_port: int = 8000
-    trusted_proxies: tuple[str, ...] = ()
-    login_timeout_s: float = 5.0
-    # The login producer waits this long for other logins to share a produce
-    # request. With the origin alone at 1,000 logins/s, 5 ms instead of 1 ms cut
-    # its CPU by ~15 % and the broker's by ~20 %, but each login's 202 comes up
-    # to 5 ms later, and with the whole stack on 2 cores no gain showed.
-    origin_linger_ms: int = 1
-    # Offer engine.
-    model_latency_ms: float = 0.0
-    # Worker.
-    worker_id: str = "positioning-worker"
-    # Each worker process needs a state directory of its own (RocksDB locks it).
-    worker_data_dir: Path | None = None  # default: <home>/worker
-    worker_web_port: int = 6066
-    expiry_sweep_s: float = 10.0
-    worker_concurrency: int = 64
-    # The worker reports itself stuck (not ready, /status/ 503) once a record
-    # has waited this long for the broker's ack; it keeps retrying regardless.
-    worker_stuck_after_s: float = 10.0
-    # Finished logins waiting this long for a commit mean the worker's Kafka
-    # consumer is stuck: the worker replaces itself.
-    worker_commit_stall_s: float = 60.0
-    # Kafka consumers (worker and edges): the broker answers a fetch once this many
-    # bytes are ready or this many ms have passed. A busy topic then arrives in
-    # batches of a few ms each instead of one or two records per fetch, which is
-    # what keeps the worker and edges from drowning in fetch requests at 1,000
-    # logins/s; at low rates a record waits at most the fetch wait per hop.
-    fetch_wait_ms: int = 5
-    fetch_min_bytes: int = 64 * 1024
-    fetch_idle_wait_ms: int = 500  # after an empty fetch: ask for one byte, wait up to this
-    # Edge.
-    edge_host: str = "127.0.0.1"
-    edges: tuple[str, ...] = ("eu=8100", "us=8101")  # region=port, for `up` and the story
-    edge_max_wait_s: float = 30.0
-    edge_max_waiters: int = 10_000
-    edge_ready_lag: int = 0
-    edge_sse_lifetime_s: float = 30.0
-    # While catching up, writes skip RocksDB's log; a flush every this many records
-    # bounds what a crash mid-bootstrap has to read again.
-    edge_catch_up_flush_records: int = 100_000
-    # RocksDB's block cache for the edge's offers: hot lookups skip reading and
-    # decompressing blocks.
-    edge_block_cache_mb: int = 256
-    cors_origins: tuple[str, ...] = ("*",)
-    # HTTP bounds, origin and edges (runtime/http_protocol.py): a request's
-    # head at most this many bytes and header fields (else 431), the head
-    # complete this long after its first byte and the body this long after the
-    # head (else 408); uvicorn's keep-alive time-out closes idle connections.
-    http_max_head_bytes: int = 16 * 1024
-    http_max_headers: int = 64
-    http_head_timeout_s: float = 10.0
-    http_body_timeout_s: float = 10.0
-
-    extra: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
-
-    @property
-    def bootstrap_servers(self) -> str:
-        """Where clients connect: the configured cluster or the local broker."""
-        return self.kafka_bootstrap_servers or self.kafka_listen
-
-    @property
-    def uses_external_kafka(self) -> bool:
-        return bool(self.kafka_bootstrap_servers)
-
-    @property
-    def kafka_host_port(self) -> tuple[str, int]:
-        return _split_hostport(self.kafka_listen, 9092)
-
-    @property
-    def kafka_dir(self) -> Path:
-        return self.home / "kafka"
-
-    @property
-    def logs_dir(self) -> Path:
-        return self.home / "logs"
-
-    @property
-    def edge_ports(self) -> dict[str, int]:
-        """region -> port of the local edge nodes."""
-        out = {}
-        for entry in self.edges:
-            region, _, port = entry.partition("=")
-            out[region] = int(port)
-        return out
-
-    def edge_data_dir(self, region: str) -> Path:
-        return self.home / "edge" / region
-
-    def replace(self, **changes: Any) -> Settings:
-        """A copy with some fields changed (used by tests and `up`)."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        values.update(changes)
-        return Settings(**values)
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for name, (var, parse) in ENV_VARS.items():
-            raw = env.get(var)
-            if raw is not None and raw != "":
-                try:
-                    values[name] = parse(raw)
-                except ValueError as exc:
-                    raise ValueError(f"{var}={raw!r} is not valid: {exc}") from exc
-        return cls(**values)
-
-    def to_env(self) -> dict[str, str]:
-        """Environment variables that reproduce these settings in a child process."""
-        out: dict[str, str] = {}
-        for name, (var, _) in ENV_VARS.items():
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if isinstance(value, tuple):
-                out[var] = ",".join(value)
-            else:
-                out[var] = str(value)
-        return out
+def env_var(name: str) -> str:
+    """The environment variable of the setting ``name``. Raises KeyError for unknown names."""
+    alias = Settings.model_fields[name].validation_alias
+    if not isinstance(alias, str):  # the alias generator gives every field one name
+        raise TypeError(f"{name} has no single environment variable: {alias!r}")
+    return alias
 
 
-def _csv(raw: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in raw.split(",") if part.strip())
+def _env_text(value: object) -> str:
+    """A value as the environment spells it; ``Settings`` parses it back to the same value.
+
+    An empty list is a lone comma: an empty variable means the default.
+    """
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, tuple):
+        return ",".join(value) or ","
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
-def _positive_int(raw: str) -> int:
-    value = int(raw)
-    if value <= 0:
-        raise ValueError("must be a positive integer")
-    return value
+# -- docs/configuration.md ----------------------------------------------------
+
+_DOC_INTRO = """\
+# Configuration
+
+<!-- Generated from runtime/settings.py: python -m runtime.settings > docs/configuration.md -->
+
+Every setting is declared once, as a field of `Settings` in
+`runtime/settings.py`, and read from these environment variables; an empty
+variable means the default. Lists are comma-separated. Components get their
+settings from that object, child processes through the environment.
+
+Read elsewhere, and not settings of this system: `XDG_CACHE_HOME` (where
+Maven's Kafka jars are cached), Faust's own variables (`F_DATADIR` and the
+like), the bench's hand-offs to its child processes (`FLOOR_*`,
+`BENCH_TICKETS`), and `KAFKA_BOOTSTRAP_SERVERS` in the tests (an existing
+cluster to test against).
+
+| setting | variable | default | meaning |
+| --- | --- | --- | --- |
+"""
 
 
-def _non_negative_int(raw: str) -> int:
-    value = int(raw)
-    if value < 0:
-        raise ValueError("must not be negative")
-    return value
+def _doc_default(field: FieldInfo) -> str:
+    value = field.default
+    if value is None:
+        return "(unset)"
+    if value == ():
+        return "(none)"
+    return f"`{_env_text(value)}`"
 
 
-def _non_negative_float(raw: str) -> float:
-    value = float(raw)
-    if value < 0:
-        raise ValueError("must not be negative")
-    return value
+def configuration_markdown() -> str:
+    """docs/configuration.md: one table row per setting, from the field declarations."""
+    rows = []
+    for name, field in Settings.model_fields.items():
+        meaning = (field.description or "").replace("|", "\\|")
+        rows.append(f"| `{name}` | `{env_var(name)}` | {_doc_default(field)} | {meaning} |\n")
+    return _DOC_INTRO + "".join(rows)
 
 
-# field name -> (environment variable, parser). Documented in docs/configuration.md.
-ENV_VARS: dict[str, tuple[str, Any]] = {
-    "home": ("POSITIONING_HOME", Path),
-    "kafka_bootstrap_servers": ("KAFKA_BOOTSTRAP_SERVERS", str),
-    "kafka_listen": ("POSITIONING_KAFKA_LISTEN", str),
-    "kafka_controller_port": ("POSITIONING_KAFKA_CONTROLLER_PORT", _positive_int),
-    "kafka_heap": ("POSITIONING_KAFKA_HEAP", str),
-    "kafka_home": ("KAFKA_HOME", Path),
-    "kafka_start_timeout_s": ("POSITIONING_KAFKA_START_TIMEOUT", _non_negative_float),
-    "logins_topic": ("POSITIONING_LOGINS_TOPIC", str),
-    "offers_topic": ("POSITIONING_OFFERS_TOPIC", str),
-    "dlq_topic": ("POSITIONING_DLQ_TOPIC", str),
-    "partitions": ("POSITIONING_PARTITIONS", _positive_int),
-    "replication_factor": ("POSITIONING_REPLICATION_FACTOR", _positive_int),
-    "ticket_secret": ("POSITIONING_TICKET_SECRET", str),
-    "ticket_ttl_s": ("POSITIONING_TICKET_TTL", _positive_int),
-    "ticket_clock_skew_s": ("POSITIONING_TICKET_CLOCK_SKEW", _non_negative_float),
-    "origin_host": ("POSITIONING_ORIGIN_HOST", str),
-    "origin_port": ("POSITIONING_ORIGIN_PORT", _positive_int),
-    "trusted_proxies": ("POSITIONING_TRUSTED_PROXIES", _csv),
-    "login_timeout_s": ("POSITIONING_LOGIN_TIMEOUT", _non_negative_float),
-    "model_latency_ms": ("POSITIONING_MODEL_LATENCY_MS", _non_negative_float),
-    "worker_id": ("POSITIONING_WORKER_ID", str),
-    "worker_data_dir": ("POSITIONING_WORKER_DATA_DIR", Path),
-    "worker_web_port": ("POSITIONING_WORKER_WEB_PORT", int),
-    "expiry_sweep_s": ("POSITIONING_EXPIRY_SWEEP", _non_negative_float),
-    "worker_concurrency": ("POSITIONING_WORKER_CONCURRENCY", _positive_int),
-    "worker_stuck_after_s": ("POSITIONING_WORKER_STUCK_AFTER", _non_negative_float),
-    "worker_commit_stall_s": ("POSITIONING_WORKER_COMMIT_STALL", _non_negative_float),
-    "origin_linger_ms": ("POSITIONING_ORIGIN_LINGER_MS", _non_negative_int),
-    "fetch_wait_ms": ("POSITIONING_FETCH_WAIT_MS", _positive_int),
-    "fetch_min_bytes": ("POSITIONING_FETCH_MIN_BYTES", _positive_int),
-    "fetch_idle_wait_ms": ("POSITIONING_FETCH_IDLE_WAIT_MS", _non_negative_int),
-    "edge_host": ("POSITIONING_EDGE_HOST", str),
-    "edges": ("POSITIONING_EDGES", _csv),
-    "edge_max_wait_s": ("POSITIONING_EDGE_MAX_WAIT", _non_negative_float),
-    "edge_max_waiters": ("POSITIONING_EDGE_MAX_WAITERS", _positive_int),
-    "edge_ready_lag": ("POSITIONING_EDGE_READY_LAG", int),
-    "edge_sse_lifetime_s": ("POSITIONING_EDGE_SSE_LIFETIME", _non_negative_float),
-    "edge_catch_up_flush_records": ("POSITIONING_EDGE_CATCH_UP_FLUSH_RECORDS", _positive_int),
-    "edge_block_cache_mb": ("POSITIONING_EDGE_BLOCK_CACHE_MB", _positive_int),
-    "cors_origins": ("POSITIONING_CORS_ORIGINS", _csv),
-    "http_max_head_bytes": ("POSITIONING_HTTP_MAX_HEAD_BYTES", _positive_int),
-    "http_max_headers": ("POSITIONING_HTTP_MAX_HEADERS", _positive_int),
-    "http_head_timeout_s": ("POSITIONING_HTTP_HEAD_TIMEOUT", _non_negative_float),
-    "http_body_timeout_s": ("POSITIONING_HTTP_BODY_TIMEOUT", _non_negative_float),
-}
+if __name__ == "__main__":
+    sys.stdout.write(configuration_markdown())

@@ -26,9 +26,12 @@ class SecretFileError(RuntimeError):
 
 
 def ticket_secret(settings: Settings) -> str:
-    """The key spec to sign and verify with. Raises SecretFileError."""
-    if settings.ticket_secret:
-        return settings.ticket_secret
+    """The key spec to sign and verify with, in the clear: keep it out of logs and reprs.
+
+    Raises SecretFileError if the home's file is readable by others or empty.
+    """
+    if settings.ticket_secret:  # a SecretStr is false when empty
+        return settings.ticket_secret.get_secret_value()
     return _local_secret(settings.home / FILE_NAME)
 
 

@@ -22,7 +22,8 @@ def offer_for(ticket: Ticket, user_id: str = "edge-user", ip: str = "81.2.69.160
 class OfferFeed:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.signer = TicketSigner.from_spec(settings.ticket_secret, settings.ticket_ttl_s)
+        self.signer = TicketSigner.from_spec(settings.ticket_secret.get_secret_value(),
+                                             settings.ticket_ttl_s)
         self.producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all",
                                          linger_ms=5, max_batch_size=512 * 1024)
 

@@ -4,6 +4,11 @@ There is no Docker engine on the machines this project targets, so the broker
 runs straight from the jars. ``pom.xml`` beside this module pins the version;
 Maven resolves it once into a cache folder keyed by the pom's hash, so a
 changed pom never mixes with an old copy.
+
+An unpacked distribution comes from the ``kafka_home`` setting
+(``KAFKA_HOME``), passed in by the caller. The cache folder follows the
+platform's convention, ``$XDG_CACHE_HOME`` (default ``~/.cache``): the one
+environment variable read here, as it is not a setting of this system.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ def packaged_file(name: str) -> Path:
 
 
 def cache_root() -> Path:
+    """This project's folder in the user's cache (XDG Base Directory convention)."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "content-positioning"
 
@@ -70,7 +76,11 @@ def download_with_maven(target: Path) -> None:
 
 
 def classpath(kafka_home: Path | None) -> str:
-    """The broker's class path, downloading the jars on first use."""
+    """The broker's class path: the jars of ``kafka_home/libs`` (``Settings.kafka_home``) or,
+    when that is None, the pinned jars, downloaded on first use.
+
+    Raises JarsUnavailable if ``kafka_home`` has no jars or Maven cannot fetch them.
+    """
     if kafka_home is not None:
         libs = kafka_home / "libs"
         jars = sorted(libs.glob("*.jar"))

@@ -36,6 +36,7 @@ from loadtest.bench.cpu import CpuShares
 from loadtest.produce import produce
 from loadtest.stats import latency_summary
 from runtime.settings import Settings
+from runtime.ticket_secret import ticket_secret
 from runtime.topics import ensure_topics
 from schemas.codec import offer_codec
 from schemas.events import login_event, offer_headers
@@ -105,7 +106,7 @@ class Bench:
 
     # -- edge: bootstrap, restart, lookups -------------------------------------
     async def _flood(self, settings: Settings, count: int, tickets_path: Path) -> None:
-        signer = TicketSigner.from_spec(settings.ticket_secret, settings.ticket_ttl_s)
+        signer = TicketSigner.from_spec(ticket_secret(settings), settings.ticket_ttl_s)
         template = signer.issue()
         login = login_event(template, "bench-user", "81.2.69.160",
                             accepted_at_us=template.issued_at_us)

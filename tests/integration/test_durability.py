@@ -91,7 +91,7 @@ async def test_a_503_login_retried_with_its_key_counts_once(own_broker: LocalBro
     await ensure_topics(settings)
     worker = start_worker(settings, tmp_path / "logs")
     origin, url = start_origin(settings, tmp_path / "logs")
-    signer = TicketSigner.from_spec(settings.ticket_secret, settings.ticket_ttl_s)
+    signer = TicketSigner.from_spec(settings.ticket_secret.get_secret_value(), settings.ticket_ttl_s)
     try:
         first = login_until_accepted(url, "p1", "first-login")
         with Paused(own_broker):
@@ -176,7 +176,7 @@ async def test_every_offer_gets_its_tombstone_across_a_restart(kafka_bootstrap: 
     try:
         summary = await produce(settings, count=40, rate=0, users=1, progress=False,
                                 keep_tickets=True)
-        signer = TicketSigner.from_spec(settings.ticket_secret, settings.ticket_ttl_s)
+        signer = TicketSigner.from_spec(settings.ticket_secret.get_secret_value(), settings.ticket_ttl_s)
         ticket_ids = [signer.verify(t).ticket_id for t in summary.tickets]
         async with OfferReader(settings) as reader:
             await reader.wait_for(ticket_ids, timeout=60)
@@ -211,7 +211,7 @@ async def test_a_restart_around_the_session_timeout_loses_nothing(kafka_bootstra
         worker = Component("worker-restarted", ["worker"], settings, tmp_path / "logs").start()
         summary = await sending
         assert summary.failed == 0
-        signer = TicketSigner.from_spec(settings.ticket_secret, settings.ticket_ttl_s)
+        signer = TicketSigner.from_spec(settings.ticket_secret.get_secret_value(), settings.ticket_ttl_s)
         ticket_ids = [signer.verify(t).ticket_id for t in summary.tickets]
         async with OfferReader(settings) as reader:
             try:

@@ -112,7 +112,7 @@ async def test_rejected_tickets(two_edges: tuple[Settings, Edge, Edge]) -> None:
     from schemas.tickets import TicketSigner
 
     forger = TicketSigner.from_spec("test:" + "f" * 32, 900)
-    expired = TicketSigner.from_spec(settings.ticket_secret, 1).issue(now_ms=1000)
+    expired = TicketSigner.from_spec(settings.ticket_secret.get_secret_value(), 1).issue(now_ms=1000)
     async with httpx.AsyncClient(timeout=10) as http:
         cases = {"not-a-ticket": 400, forger.issue().token: 401, expired.token: 410}
         for token, status in cases.items():

@@ -69,7 +69,7 @@ async def test_a_ticket_signed_with_the_old_published_key_is_refused(
     async with httpx.AsyncClient(timeout=10) as http:
         assert (await http.get(f"{eu.url}/offers/{minted.token}")).status_code == 401
         # Even with the node's key: a lifetime beyond the TTL, or issued in the future.
-        key = TicketSigner.from_spec(settings.ticket_secret, 2**40)
+        key = TicketSigner.from_spec(settings.ticket_secret.get_secret_value(), 2**40)
         for ticket in (key.issue(), key.issue(now_ms=2**62 // 1000)):
             answer = await http.get(f"{eu.url}/offers/{ticket.token}")
             assert answer.status_code == 401, answer.text

@@ -91,7 +91,7 @@ async def _dead_letters(settings: Settings, count: int) -> list[Any]:
 
 async def test_poison_messages_are_dead_lettered_and_the_stream_goes_on(stack: Stack) -> None:
     settings = stack.settings
-    signer = TicketSigner.from_spec(settings.ticket_secret, 900)
+    signer = TicketSigner.from_spec(settings.ticket_secret.get_secret_value(), 900)
     unknown = load_schema("login_event")
     unknown["fields"] = unknown["fields"] + [{"name": "extra", "type": "int"}]
     t = signer.issue()
@@ -186,7 +186,7 @@ async def test_expired_tickets_get_tombstones(kafka_bootstrap: str, tmp_path: Pa
     try:
         summary = await produce(settings, count=5, rate=0, users=5, progress=False,
                                 keep_tickets=True)
-        signer = TicketSigner.from_spec(settings.ticket_secret, 2)
+        signer = TicketSigner.from_spec(settings.ticket_secret.get_secret_value(), 2)
         ticket_ids = [signer.verify(t).ticket_id for t in summary.tickets]
         async with OfferReader(settings) as reader:
             await reader.wait_for(ticket_ids)

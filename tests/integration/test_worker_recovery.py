@@ -41,7 +41,7 @@ async def test_sigkill_mid_stream_loses_nothing(kafka_bootstrap: str, tmp_path: 
 
             worker = start_worker(settings, tmp_path / "logs", name="worker-restarted")
             from schemas.tickets import TicketSigner
-            signer = TicketSigner.from_spec(settings.ticket_secret, 900)
+            signer = TicketSigner.from_spec(settings.ticket_secret.get_secret_value(), 900)
             ticket_ids = [signer.verify(t).ticket_id for t in summary.tickets]
             try:
                 offers = await reader.wait_for(ticket_ids, timeout=120)

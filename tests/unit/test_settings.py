@@ -47,3 +47,44 @@ def test_cluster_ids_never_look_like_options() -> None:
     ids = {_random_cluster_id() for _ in range(3000)}
     assert len(ids) == 3000
     assert all(len(i) == 22 and not i.startswith("-") for i in ids)
+
+
+def test_settings_read_os_environ_and_keywords_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POSITIONING_PARTITIONS", "9")
+    monkeypatch.setenv("KAFKA_HOME", "/opt/kafka")
+    monkeypatch.setenv("POSITIONING_TICKET_TTL", "60")
+    monkeypatch.setenv("POSITIONING_EDGES", "")  # empty: the default
+    settings = Settings(home=Path("/tmp/y"), ticket_ttl_s=30)
+    assert settings.partitions == 9
+    assert settings.kafka_home == Path("/opt/kafka")
+    assert settings.ticket_ttl_s == 30
+    assert settings.edge_ports == {"eu": 8100, "us": 8101}
+    assert Settings.from_env({}).partitions == 6  # from_env(mapping) reads the mapping alone
+
+
+def test_every_setting_round_trips_through_the_environment(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, kafka_bootstrap_servers="k:9092", kafka_controller_port=9999,
+                        kafka_home=tmp_path / "kafka", ticket_secret="k1:" + "s" * 20,
+                        worker_data_dir=tmp_path / "w", trusted_proxies=("10.0.0.1",),
+                        cors_origins=(), edges=("ap=8200",), login_timeout_s=0.25)
+    assert Settings.from_env(settings.to_env()) == settings
+    assert settings.to_env()["POSITIONING_TICKET_SECRET"] == "k1:" + "s" * 20
+
+
+def test_the_ticket_secret_is_kept_out_of_reprs() -> None:
+    settings = Settings(ticket_secret="k1:" + "z" * 40)
+    assert "zzzz" not in repr(settings) and "zzzz" not in str(settings)
+    assert settings.ticket_secret is not None
+    assert settings.ticket_secret.get_secret_value() == "k1:" + "z" * 40
+
+
+def test_settings_are_immutable_and_replace_validates() -> None:
+    settings = Settings.from_env({})
+    with pytest.raises(ValueError):
+        settings.partitions = 3  # type: ignore[misc]
+    assert settings.replace(partitions=3).partitions == 3
+    assert settings.partitions == 6
+    with pytest.raises(ValueError, match="partitions"):
+        settings.replace(partitions=0)
+    with pytest.raises(ValueError, match="bogus"):
+        settings.replace(bogus=1)
