@@ -21,8 +21,8 @@ from __future__ import annotations
 import random
 import uuid
 
-import gevent  # type: ignore[import-untyped]
-from locust import HttpUser, between, task  # type: ignore[import-not-found]
+import gevent
+from locust import HttpUser, between, task
 
 from runtime.settings import Settings
 

@@ -3,7 +3,10 @@
 The broker is the project's own local broker (the same code path as
 ``positioning kafka start``) on free ports in a temporary folder, or the
 cluster named by ``KAFKA_BOOTSTRAP_SERVERS``. It is stopped at the end of the
-session even when tests fail.
+session even when tests fail. ``POSITIONING_*`` variables of the shell that
+runs the tests are dropped first: ``Settings(...)`` reads the environment for
+every field it is not given, and a test's settings must not depend on the
+shell.
 """
 
 from __future__ import annotations
@@ -18,6 +21,11 @@ import pytest
 from devstack.broker.local import LocalBroker
 from devstack.ports import free_port_pair
 from runtime.settings import Settings
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name in [name for name in os.environ if name.startswith("POSITIONING_")]:
+        del os.environ[name]
 
 
 @pytest.fixture(scope="session")
