@@ -5,6 +5,11 @@ A ticket is verified before storage is touched: malformed 400, forged 401,
 expired 410. A valid ticket whose offer has not arrived is 404 "pending",
 or, with ``?wait=S`` or on ``/events``, held until the materializer applies
 the offer.
+
+The handlers are module-level functions that find the node in
+``request.app.state.node``; ``create_app`` builds one ``EdgeNode`` and wires
+it in. Plain lookups (no query) never reach Starlette: ``FastLookupPath``
+answers them from ``EdgeNode.lookups``.
 """
 
 from __future__ import annotations
@@ -48,7 +53,11 @@ log = logging.getLogger(__name__)
 
 
 class EdgeNode:
-    """The parts of one edge node, wired together; the app holds one."""
+    """The parts of one edge node, wired together; the app holds one in ``app.state.node``.
+
+    ``store``, ``lookups`` and ``materializer`` exist from ``start`` (the
+    app's lifespan) on; before that they are None.
+    """
 
     def __init__(self, settings: Settings, region: str, data_dir: Path,
                  signer: TicketSigner | None = None) -> None:
@@ -59,24 +68,33 @@ class EdgeNode:
         self.metrics = EdgeMetrics(region)
         self.waiters = Waiters(settings.edge_max_waiters)
         self.store: OfferStore | None = None
+        self.lookups: Lookups | None = None
         self.materializer: Materializer | None = None
         self._task: asyncio.Task[None] | None = None
         self.base_headers = {"cache-control": "private, no-store", "x-edge-region": region}
         self.cors = CorsPolicy(settings.cors_origins)
 
+    def use_store(self, store: OfferStore) -> Lookups:
+        """Serve lookups from ``store`` (``start`` opens the node's own); returns the Lookups."""
+        self.store = store
+        self.lookups = Lookups(self.signer, store, self.metrics.lookup_seconds, self.region)
+        return self.lookups
+
     async def start(self) -> None:
+        """Open the store and start the materializer in the background."""
+        settings = self.settings
         # A tombstone is remembered as a revocation as long as a ticket can live.
-        remember_us = int((self.settings.ticket_ttl_s + self.settings.ticket_clock_skew_s) * 1e6)
-        self.store = OfferStore(self.data_dir,
-                                flush_every=self.settings.edge_catch_up_flush_records,
-                                block_cache_mb=self.settings.edge_block_cache_mb,
-                                remember_revoked_us=remember_us)
-        self.materializer = Materializer(self.settings.bootstrap_servers,
-                                         self.settings.offers_topic, self.store, self.waiters,
-                                         self.metrics, ready_lag=self.settings.edge_ready_lag,
-                                         fetch=FetchTuning.from_settings(self.settings))
+        remember_us = int((settings.ticket_ttl_s + settings.ticket_clock_skew_s) * 1e6)
+        store = OfferStore(self.data_dir, flush_every=settings.edge_catch_up_flush_records,
+                           block_cache_mb=settings.edge_block_cache_mb,
+                           remember_revoked_us=remember_us)
+        self.use_store(store)
+        self.materializer = Materializer(settings.bootstrap_servers, settings.offers_topic, store,
+                                         self.waiters, self.metrics,
+                                         ready_lag=settings.edge_ready_lag,
+                                         fetch=FetchTuning.from_settings(settings))
         self.metrics.track_waiters(lambda: self.waiters.count)
-        self.metrics.track_stored(self.store.estimated_count)
+        self.metrics.track_stored(store.estimated_count)
         self._task = asyncio.create_task(self._run_materializer())
 
     async def _run_materializer(self) -> None:
@@ -92,6 +110,7 @@ class EdgeNode:
             os.kill(os.getpid(), signal.SIGTERM)
 
     async def stop(self) -> None:
+        """Stop the materializer, then close the store."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -100,10 +119,35 @@ class EdgeNode:
             self.store.close()
 
     def headers(self, request: Request, **extra: str) -> dict[str, str]:
+        """The headers every answer carries (CORS included), plus ``extra``."""
         headers = {**self.base_headers, **extra}
         for name, value in self.cors.headers(request.scope["headers"]):
             headers[name.decode()] = value.decode("latin-1")
         return headers
+
+    def readiness(self) -> tuple[dict[str, Any], bool]:
+        """The /readyz body and whether the node is ready (caught up with the topic).
+
+        ``caught_up_after_s`` (seconds from connecting to Kafka to caught up)
+        and ``applied_during_catch_up`` (records) are null until caught up.
+        """
+        m = self.materializer
+        if m is None:
+            return {"ready": False, "region": self.region, "caught_up_after_s": None,
+                    "applied_during_catch_up": None}, False
+        p = m.progress
+        return {"ready": p.ready, "region": self.region,
+                "lag": {str(k): max(0, t - p.next_offsets.get(k, 0)) for k, t in p.targets.items()},
+                "resumed_from": {str(k): v for k, v in p.resumed_from.items()},
+                "applied_since_start": p.applied_since_start,
+                "caught_up_after_s": p.caught_up_after_s,
+                "applied_during_catch_up": p.applied_during_catch_up,
+                "all_served_as_json": p.rendered}, p.ready
+
+
+def _node(request: Request) -> EdgeNode:
+    node: EdgeNode = request.app.state.node
+    return node
 
 
 def _json(body: Any, status: int, headers: dict[str, str]) -> Response:
@@ -111,147 +155,174 @@ def _json(body: Any, status: int, headers: dict[str, str]) -> Response:
                     headers=headers)
 
 
+def _respond(node: EdgeNode, request: Request, answer: Answer) -> Response:
+    return Response(answer.body, status_code=answer.status, media_type="application/json",
+                    headers=node.headers(request, **dict(answer.headers)))
+
+
+def _busy(node: EdgeNode, request: Request) -> Response:
+    return _json({"status": "busy", "error": "too many waiting requests"}, 503,
+                 node.headers(request, **{"retry-after": "1"}))
+
+
+def _wait_seconds(node: EdgeNode, request: Request) -> float | Response:
+    """``?wait`` in seconds, capped by the node's maximum, or the 400 answer."""
+    if not request.scope["query_string"]:
+        return 0.0
+    values = request.query_params.getlist("wait")
+    unknown = set(request.query_params) - {"wait"}
+    if unknown or len(values) > 1:
+        return _json({"status": "rejected", "error": "the only query parameter is one wait"},
+                     400, node.headers(request))
+    if not values:
+        return 0.0
+    try:
+        wait = decimal(values[0], "wait")
+    except ValueError as exc:
+        return _json({"status": "rejected", "error": str(exc)}, 400, node.headers(request))
+    return min(wait, node.settings.edge_max_wait_s)
+
+
+async def get_offer(request: Request) -> Response:
+    """``GET /offers/{ticket}[?wait=S]``: the offer, held up to S seconds if not there yet."""
+    node = _node(request)
+    lookups, store = node.lookups, node.store
+    assert lookups is not None and store is not None, "the app's lifespan opens the store"
+    started = time.perf_counter()
+    ticket = lookups.verify(request.path_params["ticket"], started)
+    if isinstance(ticket, Answer):
+        return _respond(node, request, ticket)
+    wait = _wait_seconds(node, request)
+    if isinstance(wait, Response):
+        return wait
+    key = ticket.ticket_id.encode()
+    stored = store.get(key)
+    if stored is None and wait > 0:
+        # Time left on the ticket bounds the wait too.
+        wait = min(wait, max(0.0, ticket.expires_at_ms / 1000 - time.time()))
+        try:
+            stored = await until_disconnected(request, node.waiters.wait(key, wait))
+        except TooManyWaiters:
+            return _busy(node, request)
+        except ClientGone:
+            # Nobody to answer; the waiter's slot is already free.
+            return Response(status_code=499, headers=node.headers(request))
+    return _respond(node, request, lookups.answer(ticket, stored, started))
+
+
+async def offer_events(request: Request) -> Response:
+    """``GET /offers/{ticket}/events``: one server-sent event with the offer, or a timeout."""
+    node = _node(request)
+    lookups, store = node.lookups, node.store
+    assert lookups is not None and store is not None, "the app's lifespan opens the store"
+    ticket = lookups.verify(request.path_params["ticket"], time.perf_counter())
+    if isinstance(ticket, Answer):
+        return _respond(node, request, ticket)
+    key = ticket.ticket_id.encode()
+    lifetime = min(node.settings.edge_sse_lifetime_s,
+                   max(0.0, ticket.expires_at_ms / 1000 - time.time()))
+    try:
+        # Registered before the stream starts, so the offer cannot slip by.
+        future = None if store.get(key) is not None else node.waiters.register(key)
+    except TooManyWaiters:
+        return _busy(node, request)
+
+    async def stream() -> AsyncIterator[bytes]:
+        try:
+            yield b": positioned offers for " + key + b"\n\n"
+            stored = store.get(key)
+            if stored is None and future is not None:
+                try:
+                    stored = await asyncio.wait_for(asyncio.shield(future), lifetime)
+                except TimeoutError:
+                    stored = None
+            if stored is None:
+                yield b"event: timeout\ndata: {\"status\": \"pending\"}\n\n"
+                return
+            try:
+                body = lookups.render(key, stored)
+            except CorruptOffer:
+                yield b"event: error\ndata: {\"error\": \"the stored offer is corrupt\"}\n\n"
+                return
+            yield (b": applied_at=" + str(stored.applied_at).encode() + b"\n"
+                   b"event: offer\ndata: " + body + b"\n\n")
+        finally:
+            if future is not None:
+                node.waiters.unregister(key, future)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers=node.headers(request, **{"x-accel-buffering": "no"}))
+
+
+async def healthz(request: Request) -> Response:
+    """Liveness: the process answers."""
+    node = _node(request)
+    return _json({"status": "ok", "region": node.region}, 200, node.headers(request))
+
+
+async def readyz(request: Request) -> Response:
+    """Readiness: 200 once caught up with the offers topic, else 503 (see ``readiness``)."""
+    node = _node(request)
+    body, ready = node.readiness()
+    return _json(body, 200 if ready else 503, node.headers(request))
+
+
+async def metrics(request: Request) -> Response:
+    """The node's Prometheus metrics."""
+    node = _node(request)
+    return Response(generate_latest(node.metrics.registry), media_type=CONTENT_TYPE_LATEST,
+                    headers=node.headers(request))
+
+
+async def openapi(request: Request) -> Response:
+    """The OpenAPI description of this API."""
+    return _json(edge_openapi_document(), 200, _node(request).headers(request))
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """404, 405 and the like, with the headers every edge answer carries."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    extra = dict(exc.headers or {}) if isinstance(exc, HTTPException) else {}
+    detail = exc.detail if isinstance(exc, HTTPException) else "internal error"
+    return _json({"status": "error", "error": detail}, status,
+                 _node(request).headers(request, **extra))
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+    """Start the node (store, materializer) with the server; stop it on shutdown."""
+    node: EdgeNode = app.state.node
+    await node.start()
+    try:
+        yield {}
+    finally:
+        await node.stop()
+
+
+ROUTES = [
+    Route("/offers/{ticket}", get_offer),
+    Route("/offers/{ticket}/events", offer_events),
+    Route("/healthz", healthz),
+    Route("/readyz", readyz),
+    Route("/metrics", metrics),
+    Route("/openapi.json", openapi),
+]
+
+
 def create_app(settings: Settings, region: str, data_dir: Path,
                signer: TicketSigner | None = None) -> ASGIApp:
-    """The edge's ASGI app: a fast path for plain lookups in front of the Starlette app."""
+    """The edge's ASGI app: a fast path for plain lookups in front of the Starlette app.
+
+    The returned app's ``state`` is the Starlette app's, holding ``node``.
+    ``signer`` defaults to the one the settings describe.
+    """
     node = EdgeNode(settings, region, data_dir, signer)
-    lookups = Lookups(node)
-
-    def respond(request: Request, answer: Answer) -> Response:
-        return Response(answer.body, status_code=answer.status, media_type="application/json",
-                        headers=node.headers(request, **dict(answer.headers)))
-
-    def wait_seconds(request: Request) -> float | Response:
-        if not request.scope["query_string"]:
-            return 0.0
-        values = request.query_params.getlist("wait")
-        unknown = set(request.query_params) - {"wait"}
-        if unknown or len(values) > 1:
-            return _json({"status": "rejected", "error": "the only query parameter is one wait"},
-                         400, node.headers(request))
-        if not values:
-            return 0.0
-        try:
-            wait = decimal(values[0], "wait")
-        except ValueError as exc:
-            return _json({"status": "rejected", "error": str(exc)}, 400, node.headers(request))
-        return min(wait, settings.edge_max_wait_s)
-
-    async def get_offer(request: Request) -> Response:
-        started = time.perf_counter()
-        ticket = lookups.verify(request.path_params["ticket"], started)
-        if isinstance(ticket, Answer):
-            return respond(request, ticket)
-        wait = wait_seconds(request)
-        if isinstance(wait, Response):
-            return wait
-        assert node.store is not None
-        key = ticket.ticket_id.encode()
-        stored = node.store.get(key)
-        if stored is None and wait > 0:
-            # Time left on the ticket bounds the wait too.
-            wait = min(wait, max(0.0, ticket.expires_at_ms / 1000 - time.time()))
-            try:
-                stored = await until_disconnected(request, node.waiters.wait(key, wait))
-            except TooManyWaiters:
-                return _json({"status": "busy", "error": "too many waiting requests"}, 503,
-                             node.headers(request, **{"retry-after": "1"}))
-            except ClientGone:
-                # Nobody to answer; the waiter's slot is already free.
-                return Response(status_code=499, headers=node.headers(request))
-        return respond(request, lookups.answer(ticket, stored, started))
-
-    async def offer_events(request: Request) -> Response:
-        ticket = lookups.verify(request.path_params["ticket"], time.perf_counter())
-        if isinstance(ticket, Answer):
-            return respond(request, ticket)
-        assert node.store is not None
-        key = ticket.ticket_id.encode()
-        lifetime = min(settings.edge_sse_lifetime_s, max(0.0, ticket.expires_at_ms / 1000 - time.time()))
-        try:
-            # Registered before the stream starts, so the offer cannot slip by.
-            future = None if node.store.get(key) is not None else node.waiters.register(key)
-        except TooManyWaiters:
-            return _json({"status": "busy", "error": "too many waiting requests"}, 503,
-                         node.headers(request, **{"retry-after": "1"}))
-
-        async def stream() -> AsyncIterator[bytes]:
-            try:
-                yield b": positioned offers for " + ticket.ticket_id.encode() + b"\n\n"
-                stored = node.store.get(key) if node.store else None
-                if stored is None and future is not None:
-                    try:
-                        stored = await asyncio.wait_for(asyncio.shield(future), lifetime)
-                    except TimeoutError:
-                        stored = None
-                if stored is None:
-                    yield b"event: timeout\ndata: {\"status\": \"pending\"}\n\n"
-                    return
-                try:
-                    body = lookups.render(key, stored)
-                except CorruptOffer:
-                    yield b"event: error\ndata: {\"error\": \"the stored offer is corrupt\"}\n\n"
-                    return
-                yield (b": applied_at=" + str(stored.applied_at).encode() + b"\n"
-                       b"event: offer\ndata: " + body + b"\n\n")
-            finally:
-                if future is not None:
-                    node.waiters.unregister(key, future)
-
-        return StreamingResponse(stream(), media_type="text/event-stream",
-                                 headers=node.headers(request, **{"x-accel-buffering": "no"}))
-
-    async def healthz(request: Request) -> Response:
-        return _json({"status": "ok", "region": region}, 200, node.headers(request))
-
-    async def readyz(request: Request) -> Response:
-        m = node.materializer
-        if m is None:
-            return _json({"ready": False, "region": region}, 503, node.headers(request))
-        p = m.progress
-        body = {"ready": p.ready, "region": region,
-                "lag": {str(k): max(0, t - p.next_offsets.get(k, 0)) for k, t in p.targets.items()},
-                "resumed_from": {str(k): v for k, v in p.resumed_from.items()},
-                "applied_since_start": p.applied_since_start,
-                "all_served_as_json": p.rendered}
-        return _json(body, 200 if p.ready else 503, node.headers(request))
-
-    async def metrics(request: Request) -> Response:
-        return Response(generate_latest(node.metrics.registry), media_type=CONTENT_TYPE_LATEST,
-                        headers=node.headers(request))
-
-    async def openapi(request: Request) -> Response:
-        return _json(edge_openapi_document(), 200, node.headers(request))
-
-    async def http_error(request: Request, exc: Exception) -> Response:
-        """404, 405 and the like, with the headers every edge answer carries."""
-        status = exc.status_code if isinstance(exc, HTTPException) else 500
-        extra = dict(exc.headers or {}) if isinstance(exc, HTTPException) else {}
-        detail = exc.detail if isinstance(exc, HTTPException) else "internal error"
-        return _json({"status": "error", "error": detail}, status,
-                     node.headers(request, **extra))
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        await node.start()
-        try:
-            yield {}
-        finally:
-            await node.stop()
-
-    starlette = Starlette(routes=[
-        Route("/offers/{ticket}", get_offer),
-        Route("/offers/{ticket}/events", offer_events),
-        Route("/healthz", healthz),
-        Route("/readyz", readyz),
-        Route("/metrics", metrics),
-        Route("/openapi.json", openapi),
-    ], lifespan=lifespan, exception_handlers={HTTPException: http_error, 500: http_error})
+    starlette = Starlette(routes=ROUTES, lifespan=lifespan,
+                          exception_handlers={HTTPException: http_error, 500: http_error})
     # No redirect from /offers/<ticket>/ to /offers/<ticket>: it would echo the
     # ticket in a Location header, without the edge's headers.
     starlette.router.redirect_slashes = False
     starlette.state.node = node
-    app = FastLookupPath(starlette, lambda: lookups if node.store is not None else None,
-                         node.base_headers, node.cors)
+    app = FastLookupPath(starlette, lambda: node.lookups, node.base_headers, node.cors)
     app.state = starlette.state  # type: ignore[attr-defined]
     return app

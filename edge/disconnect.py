@@ -1,11 +1,11 @@
 """Ending a long-poll when its client goes away, so it frees what it holds at once.
 
 A handler awaiting an offer does not notice by itself that the client closed
-the connection: an aborted ``?wait=30`` kept its waiter slot for the whole
-30 s, so 334 aborted requests a second kept every real user at 503. The
-server reports a closed connection as an ``http.disconnect`` message on the
-request's ``receive`` channel; ``until_disconnected`` watches for it while
-the handler waits.
+the connection: an aborted ``?wait=30`` would keep its waiter slot for the
+whole 30 s, and enough aborted requests would hold every slot, turning real
+users away with 503. The server reports a closed connection as an
+``http.disconnect`` message on the request's ``receive`` channel;
+``until_disconnected`` watches for it while the handler waits.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """A plain ASGI path for the hottest request: ``GET /offers/{ticket}`` without a query.
 
 It answers straight from ``Lookups.now`` and skips Starlette's middleware
-and routing, which cost a measurable share of a lookup. Everything else
-(``?wait``, events, health, metrics) goes to the Starlette app unchanged.
+and routing, whose cost would be paid by every lookup. Everything else
+(``?wait``, events, health, metrics), and every request before the node's
+store is open (``lookups()`` returns None), goes to the Starlette app unchanged.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ PREFIX = "/offers/"
 
 
 class FastLookupPath:
+    """``lookups`` returns the node's current Lookups, or None while it has none."""
+
     def __init__(self, app: ASGIApp, lookups: Callable[[], Lookups | None],
                  base_headers: dict[str, str], cors: CorsPolicy) -> None:
         self.app = app

@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import orjson
+from prometheus_client import Histogram
 
 from edge.render import CorruptOffer, offer_json
-from edge.store import StoredOffer
+from edge.store import OfferStore, StoredOffer
 from runtime.clock import now_us
-from schemas.tickets import Ticket, TicketError
-
-if TYPE_CHECKING:
-    from edge.app import EdgeNode
+from schemas.tickets import Ticket, TicketError, TicketSigner
 
 log = logging.getLogger(__name__)
-
 
 
 class Answer(NamedTuple):
@@ -35,21 +32,29 @@ class Answer(NamedTuple):
 
 
 def json_answer(status: int, body: Any, *headers: tuple[str, str]) -> Answer:
+    """An answer whose body is ``body`` as JSON."""
     return Answer(status, orjson.dumps(body), headers)
 
 
 class Lookups:
-    def __init__(self, node: EdgeNode) -> None:
-        self.node = node
-        histogram = node.metrics.lookup_seconds
-        self.observe_found = histogram.labels(node.region, "found").observe
-        self.observe_pending = histogram.labels(node.region, "pending").observe
-        self.observe_rejected = histogram.labels(node.region, "rejected").observe
+    """Offer lookups against one node's store, timed into its lookup histogram.
+
+    ``lookup_seconds`` is the histogram labelled by region and outcome
+    (``found``, ``pending``, ``rejected``); ``store`` is the node's open store.
+    """
+
+    def __init__(self, signer: TicketSigner, store: OfferStore, lookup_seconds: Histogram,
+                 region: str) -> None:
+        self.signer = signer
+        self.store = store
+        self.observe_found = lookup_seconds.labels(region, "found").observe
+        self.observe_pending = lookup_seconds.labels(region, "pending").observe
+        self.observe_rejected = lookup_seconds.labels(region, "rejected").observe
 
     def verify(self, token: str, started: float) -> Ticket | Answer:
         """The ticket, or the 400/401/410 answer; storage is not touched."""
         try:
-            return self.node.signer.verify(token)
+            return self.signer.verify(token)
         except TicketError as exc:
             self.observe_rejected(time.perf_counter() - started)
             return json_answer(exc.status_code, {"status": "rejected", "error": str(exc)})
@@ -57,8 +62,8 @@ class Lookups:
     def render(self, key: bytes, stored: StoredOffer) -> bytes:
         """The offer's JSON; an Avro entry is rendered once and kept as JSON."""
         body = offer_json(stored)
-        if not stored.is_json and self.node.store is not None:
-            self.node.store.replace_with_json(key, stored, body)
+        if not stored.is_json:
+            self.store.replace_with_json(key, stored, body)
         return body
 
     def answer(self, ticket: Ticket, stored: StoredOffer | None, started: float) -> Answer:
@@ -90,5 +95,4 @@ class Lookups:
         ticket = self.verify(token, started)
         if isinstance(ticket, Answer):
             return ticket
-        assert self.node.store is not None
-        return self.answer(ticket, self.node.store.get(ticket.ticket_id.encode()), started)
+        return self.answer(ticket, self.store.get(ticket.ticket_id.encode()), started)

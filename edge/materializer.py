@@ -44,6 +44,7 @@ from edge.store import Change, OfferStore, StoredOffer
 from edge.waiters import Waiters
 from runtime.clock import now_us
 from runtime.fetch_tuning import FetchTuning, adapt_to_traffic
+from runtime.retry import call_forever
 from runtime.strict_parsing import ascii_int
 from schemas.codec import HEADER_LEN, MAGIC, DecodeError, offer_codec
 from schemas.events import EXPIRES_AT_HEADER, OFFER_TIME_HEADERS
@@ -58,7 +59,6 @@ DEFAULT_FETCH = FetchTuning()
 TICKET_ID = re.compile(rb"[A-Za-z0-9_-]{22}")  # 16 bytes in base64url, no padding
 
 
-
 @dataclass
 class Progress:
     """Where the node stands, for /readyz and the tests."""
@@ -68,7 +68,8 @@ class Progress:
     next_offsets: dict[int, int] = field(default_factory=dict)
     applied_since_start: int = 0
     ready: bool = False
-    ready_at: float | None = None
+    caught_up_after_s: float | None = None       # connected to caught up; None until then
+    applied_during_catch_up: int | None = None   # records applied by then; None until then
     rendered: bool = False   # no Avro left from catching up: every entry is served JSON
 
 
@@ -121,18 +122,14 @@ class Materializer:
         adapt_to_traffic(consumer, self.fetch)
 
     async def _connect(self) -> None:
-        assert self._consumer is not None
-        delay = 0.2
-        while True:
-            try:
-                await self._start(self._consumer)
-                await self._admin.start()
-                break
-            except Exception as exc:  # broker not reachable yet: keep trying, loudly
-                log.error("cannot reach Kafka at %s (%r); retrying in %.1fs",
-                          self.bootstrap_servers, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        """Connect (retrying forever, logging each failure), then assign and seek."""
+        consumer, admin = self._consumer, self._admin
+        assert consumer is not None and admin is not None
+        # The broker may not be reachable yet: keep trying, loudly.
+        await call_forever(lambda: self._start(consumer),
+                           f"connecting the consumer to Kafka at {self.bootstrap_servers}", log)
+        await call_forever(admin.start,
+                           f"connecting the admin client to Kafka at {self.bootstrap_servers}", log)
         self._started = time.monotonic()
         stored = self.store.offsets()
         self.progress.resumed_from = dict(stored)
@@ -306,16 +303,17 @@ class Materializer:
         if all(lag <= self.ready_lag for lag in behind.values()):
             self.store.make_durable()
             self.progress.ready = True
-            self.progress.ready_at = time.monotonic()
+            self.progress.caught_up_after_s = round(time.monotonic() - self._started, 3)
+            self.progress.applied_during_catch_up = self.progress.applied_since_start
             log.info("caught up with %s after %.2fs (%d records applied)", self.topic,
-                     self.progress.ready_at - self._started, self.progress.applied_since_start)
+                     self.progress.caught_up_after_s, self.progress.applied_since_start)
 
     async def _watch_for_stall(self) -> None:
         """Update lag from fresh end offsets; reconnect if records wait and nothing moves.
 
-        After a broker restart aiokafka's fetcher was seen to stop fetching
-        for good, with records waiting: a new consumer, seeked to the offsets
-        stored with the data, picks up exactly where the old one stopped.
+        aiokafka's fetcher can stop fetching for good after a broker restart,
+        with records waiting: a new consumer, seeked to the offsets stored
+        with the data, picks up exactly where the old one stopped.
         """
         assert self._consumer is not None
         tps = [TopicPartition(self.topic, p) for p in self.progress.targets]
@@ -370,10 +368,8 @@ class Materializer:
         """Delete the expired offers among the next slice of the store.
 
         A slice of ``SWEEP_SLICE`` entries every ``SWEEP_EVERY_S``: walking
-        RocksDB costs 2-5 µs an entry and holds the event loop, so small
-        slices often (a few ms each) rather than large ones seldom (20,000
-        entries held lookups up to 100 ms). At 4,000 entries a second a pass
-        over a million offers takes about four minutes.
+        RocksDB holds the event loop, so small slices often rather than large
+        ones seldom, which would hold lookups back.
         """
         removed = self.store.sweep_expired(now_us(), limit=SWEEP_SLICE)
         if removed:

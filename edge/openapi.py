@@ -13,6 +13,25 @@ _STATUS = {"type": "object", "required": ["status"],
            "properties": {"status": {"type": "string"}, "error": {"type": "string"},
                           "ticket_id": {"type": "string"}, "expires_at": {"type": "integer"}}}
 _JSON_STATUS = {"application/json": {"schema": _STATUS}}
+_OFFSETS = {"type": "object", "additionalProperties": {"type": "integer"},
+            "description": "Per partition (the key)"}
+_READINESS = {"application/json": {"schema": {
+    "type": "object", "required": ["ready", "region", "caught_up_after_s",
+                                   "applied_during_catch_up"],
+    "properties": {
+        "ready": {"type": "boolean"},
+        "region": {"type": "string"},
+        "lag": {**_OFFSETS, "description": "Records behind the high watermark, per partition"},
+        "resumed_from": {**_OFFSETS, "description": "Offsets the node resumed from, per partition"},
+        "applied_since_start": {"type": "integer"},
+        "caught_up_after_s": {
+            "type": ["number", "null"],
+            "description": "Seconds from connecting to Kafka to caught up; null until then"},
+        "applied_during_catch_up": {
+            "type": ["integer", "null"],
+            "description": "Records applied by the time it caught up; null until then"},
+        "all_served_as_json": {"type": "boolean"},
+    }}}}
 _LOOKUP_ANSWERS = {
     "200": {"description": "The offer", "content": {"application/json": {
         "schema": {"type": "object"}}}},
@@ -51,8 +70,10 @@ def edge_openapi_document() -> dict[str, Any]:
             "/healthz": {"get": {"summary": "Liveness",
                                  "responses": {"200": {"description": "ok"}}}},
             "/readyz": {"get": {"summary": "Caught up with the offers topic",
-                                "responses": {"200": {"description": "ready"},
-                                              "503": {"description": "catching up"}}}},
+                                "responses": {"200": {"description": "ready",
+                                                      "content": _READINESS},
+                                              "503": {"description": "catching up",
+                                                      "content": _READINESS}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics",
                                  "responses": {"200": {"description": "text exposition"}}}},
         },

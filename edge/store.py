@@ -13,10 +13,10 @@ Layout (raw bytes keys and values):
   Written in the same WriteBatch as the records it covers, so after any
   crash data and offsets agree: a restart resumes exactly where it stopped.
 
-Writes while catching up skip RocksDB's write-ahead log (a bootstrap of a
-million offers spends a quarter of its time in writes). That keeps the
-guarantee: a crash loses at most the writes since the last memtable flush,
-records and offsets together, and RocksDB recovers a prefix of the writes,
+Writes while catching up skip RocksDB's write-ahead log, which a bootstrap
+would otherwise pay for every record. That keeps the guarantee: a crash
+loses at most the writes since the last memtable flush, records and offsets
+together, and RocksDB recovers a prefix of the writes,
 so the node re-reads from older offsets with no gap. The store flushes every
 ``flush_every`` unlogged records (so a crash mid-bootstrap does not start over),
 and before the first logged ``apply`` (``make_durable``, when the node goes
@@ -72,8 +72,8 @@ class StoredOffer(NamedTuple):
 class Change(NamedTuple):
     """One record of the offers topic, ready to apply.
 
-    A named tuple, not a dataclass: a bootstrap makes a million of them, and
-    a tuple is the cheapest object Python builds.
+    A named tuple, not a dataclass: a bootstrap makes one per record, and a
+    tuple is the cheapest object Python builds.
     """
 
     ticket_id: bytes
@@ -116,7 +116,8 @@ class OfferStore:
         self._db = open_keeping_options(path / "offers.rocksdb", _options(block_cache_mb))
         self._cursors = {"sweep": FIRST_OFFER_KEY, "render": FIRST_OFFER_KEY}
         self._unlogged = WriteOptions()
-        self._unlogged.disable_wal = True
+        # rocksdict's type stub declares disable_wal a method; it is a property.
+        self._unlogged.disable_wal = True  # type: ignore[method-assign, assignment]
         self.flush_every = flush_every
         self._unlogged_pending = False  # unlogged writes not yet flushed and waited for
         self._since_flush = 0           # unlogged records since the last flush started
@@ -131,10 +132,6 @@ class OfferStore:
             self._db.flush(wait=True)
             self._unlogged_pending = False
             self._since_flush = 0
-
-    def block_cache_bytes(self) -> int:
-        """The block cache's capacity as RocksDB reports it (the tuning actually in effect)."""
-        return int(self._db.property_int_value("rocksdb.block-cache-capacity") or 0)
 
     def get(self, ticket_id: bytes) -> StoredOffer | None:
         raw = self._db.get(ticket_id)
@@ -258,23 +255,3 @@ class OfferStore:
     def estimated_count(self) -> int:
         """RocksDB's estimate of stored offers."""
         return int(self._db.property_int_value("rocksdb.estimate-num-keys") or 0)
-
-    def ticket_ids(self) -> list[bytes]:
-        """Every stored ticket id (for tests and tools; reads the whole store)."""
-        out = []
-        it = self._db.iter()
-        it.seek(FIRST_OFFER_KEY)
-        while it.valid():
-            out.append(it.key())
-            it.next()
-        return out
-
-    def snapshot(self) -> dict[bytes, bytes]:
-        """ticket id → format byte + payload for every stored offer (for comparing nodes)."""
-        out = {}
-        it = self._db.iter()
-        it.seek(FIRST_OFFER_KEY)
-        while it.valid():
-            out[it.key()] = it.value()[_HEADER.size - 1:]
-            it.next()
-        return out

@@ -7,8 +7,12 @@ import re
 import socket
 from typing import Any
 
-# The one definition of a user id: the OpenAPI description uses the same pattern.
-USER_ID_PATTERN = "[A-Za-z0-9._@+-]{1,128}"
+# The one definition of a user id: the validation below and the origin's
+# OpenAPI description are both derived from these.
+USER_ID_MAX_LENGTH = 128
+USER_ID_SYMBOLS = "._@+-"
+USER_ID_PATTERN = f"[A-Za-z0-9{USER_ID_SYMBOLS}]{{1,{USER_ID_MAX_LENGTH}}}"
+USER_ID_RULE = f"1-{USER_ID_MAX_LENGTH} characters of letters, digits and {USER_ID_SYMBOLS}"
 USER_ID = re.compile(USER_ID_PATTERN)
 
 
@@ -17,12 +21,15 @@ class LoginRejected(ValueError):
 
 
 def validate_user_id(user_id: object) -> str:
+    """``user_id`` if it is a string matching ``USER_ID_PATTERN``; LoginRejected otherwise."""
     if not isinstance(user_id, str) or not USER_ID.fullmatch(user_id):
-        raise LoginRejected("user_id must be 1-128 characters of letters, digits and ._@+-")
+        raise LoginRejected(f"user_id must be {USER_ID_RULE}")
     return user_id
 
 
 def validate_ip(ip: object) -> str:
+    """``ip`` in canonical form if it is an IPv4 or IPv6 address (no zone id); LoginRejected
+    otherwise."""
     if not isinstance(ip, str):
         raise LoginRejected("ip must be a string")
     if "%" in ip:  # an IPv6 zone id: ipaddress takes it, our contract does not
@@ -43,6 +50,7 @@ def validate_ip(ip: object) -> str:
 
 
 def validate_login(login: dict[str, Any]) -> None:
+    """Return if the decoded login is one the engine computes an offer for; else LoginRejected."""
     validate_user_id(login["user_id"])
     validate_ip(login["ip"])
     if not login["ticket_id"]:

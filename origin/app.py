@@ -4,6 +4,12 @@
 login event; the offer itself is computed by the worker and read from an
 edge. ``POST /offers/sync`` is the old way, computing the offer inside the
 request with the same engine, kept as the baseline the story compares with.
+
+The two POST handlers are methods of ``Logins``, which holds what they need
+(``POST /login`` is also called by ``FastLoginPath``, outside Starlette's
+routing, where ``request.app`` is not set). The other handlers are
+module-level functions reading ``request.app.state``: ``settings``,
+``publisher``, ``signer``, ``metrics`` and ``logins``, set by ``create_app``.
 """
 
 from __future__ import annotations
@@ -13,10 +19,10 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 import orjson
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -26,6 +32,7 @@ from starlette.routing import Route
 from engine.offers import compute_offer, simulate_model_latency
 from engine.state import new_user_view
 from origin.fast_path import FastLoginPath
+from origin.metrics import OriginMetrics
 from origin.openapi import openapi_document
 from origin.publisher import LoginPublisher, PublisherUnavailable
 from origin.requests import (
@@ -38,7 +45,7 @@ from origin.requests import (
 from runtime.clock import now_us
 from runtime.settings import Settings
 from schemas.codec import login_codec
-from schemas.events import login_event
+from schemas.events import LoginEvent, login_event
 from schemas.tickets import TicketSigner, signer_from_settings
 
 log = logging.getLogger(__name__)
@@ -46,50 +53,50 @@ log = logging.getLogger(__name__)
 NO_STORE = {"Cache-Control": "private, no-store"}
 
 
-class OriginMetrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.logins = Counter("origin_logins_total", "Logins by outcome", ["outcome"],
-                              registry=self.registry)
-        self.login_seconds = Histogram(
-            "origin_login_seconds", "Time to accept a login (Kafka ack included)",
-            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-            registry=self.registry)
+def _record(event: LoginEvent) -> dict[str, Any]:
+    """The event as the plain record the codec and the engine take (the same dict, no copy)."""
+    return cast(dict[str, Any], event)
 
 
+def _error(exc: BadRequest) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status, headers=NO_STORE)
 
-def create_app(settings: Settings, signer: TicketSigner | None = None) -> FastLoginPath:
-    signer = signer or signer_from_settings(settings)
-    publisher = LoginPublisher(settings.bootstrap_servers, settings.logins_topic,
-                               timeout_s=settings.login_timeout_s,
-                               linger_ms=settings.origin_linger_ms)
-    metrics = OriginMetrics()
-    codec = login_codec()
-    accepted = metrics.logins.labels("accepted").inc
-    observe_login = metrics.login_seconds.observe
 
-    def error(exc: BadRequest) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status, headers=NO_STORE)
+class Logins:
+    """Accepting logins (``POST /login``) and the synchronous baseline (``POST /offers/sync``)."""
 
-    async def login(request: Request) -> Response:
+    def __init__(self, settings: Settings, publisher: LoginPublisher, signer: TicketSigner,
+                 metrics: OriginMetrics) -> None:
+        self.settings = settings
+        self.publisher = publisher
+        self.signer = signer
+        self.metrics = metrics
+        self._codec = login_codec()
+        self._accepted = metrics.logins.labels("accepted").inc
+        self._observe_login = metrics.login_seconds.observe
+
+    async def login(self, request: Request) -> Response:
+        """202 with a ticket once Kafka acknowledged the login; 4xx for a bad request,
+        503 if Kafka did not acknowledge in time."""
         started = time.perf_counter()
         try:
             body = await read_json_body(request)
-            req = parse_login(body, client_address(request, settings.trusted_proxies),
+            req = parse_login(body, client_address(request, self.settings.trusted_proxies),
                               request.headers.get("user-agent"))
             key = idempotency_key(request)
         except BadRequest as exc:
-            metrics.logins.labels("rejected").inc()
-            return error(exc)
+            self.metrics.logins.labels("rejected").inc()
+            return _error(exc)
+        signer = self.signer
         # With an Idempotency-Key the ticket id is derived from it: a retry gets
         # the same ticket id, and the worker counts the login once.
         ticket = signer.issue(raw_id=None if key is None else signer.ticket_id_for(req.user_id, key))
         event = login_event(ticket, req.user_id, req.ip, accepted_at_us=now_us(),
                             user_agent=req.user_agent)
         try:
-            await publisher.publish(req.user_id.encode(), codec.encode(event))
+            await self.publisher.publish(req.user_id.encode(), self._codec.encode(_record(event)))
         except PublisherUnavailable as exc:
-            metrics.logins.labels("unavailable").inc()
+            self.metrics.logins.labels("unavailable").inc()
             log.warning("login not accepted: %s", exc)
             message = ("the event log did not acknowledge the login in time; retry with the "
                        "same Idempotency-Key" if key is not None else
@@ -98,65 +105,97 @@ def create_app(settings: Settings, signer: TicketSigner | None = None) -> FastLo
                        "retries safe")
             return JSONResponse({"error": message, "may_be_processed": True},
                                 status_code=503, headers={"Retry-After": "1", **NO_STORE})
-        accepted()
-        observe_login(time.perf_counter() - started)
+        self._accepted()
+        self._observe_login(time.perf_counter() - started)
         return Response(
             orjson.dumps({"ticket": ticket.token, "ticket_id": ticket.ticket_id,
                           "expires_at": ticket.expires_at_us,
                           "login_accepted_at": event["login_accepted_at"]}),
             status_code=202, media_type="application/json", headers=NO_STORE)
 
-    async def offer_sync(request: Request) -> Response:
+    async def offer_sync(self, request: Request) -> Response:
+        """200 with the offer computed inside the request (the baseline); 4xx for a bad request."""
         try:
             body = await read_json_body(request)
-            req = parse_login(body, client_address(request, settings.trusted_proxies),
+            req = parse_login(body, client_address(request, self.settings.trusted_proxies),
                               request.headers.get("user-agent"))
         except BadRequest as exc:
-            return error(exc)
-        ticket = signer.issue()
+            return _error(exc)
+        ticket = self.signer.issue()
         event = login_event(ticket, req.user_id, req.ip, accepted_at_us=now_us(),
                             user_agent=req.user_agent)
-        await simulate_model_latency(settings.model_latency_ms)
-        offer = compute_offer(event, new_user_view(), created_at=now_us())
+        await simulate_model_latency(self.settings.model_latency_ms)
+        offer = compute_offer(_record(event), new_user_view(), created_at=now_us())
         return JSONResponse(offer, headers=NO_STORE)
 
-    async def index(request: Request) -> Response:
-        page = resources.files("origin").joinpath("static", "index.html").read_text()
-        return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
 
-    async def client_config(request: Request) -> Response:
-        """What the web client needs: where the edges are."""
-        edges = {region: f"http://{settings.edge_host}:{port}"
-                 for region, port in settings.edge_ports.items()}
-        return JSONResponse({"edges": edges, "model_latency_ms": settings.model_latency_ms},
-                            headers={"Cache-Control": "no-cache"})
+async def index(request: Request) -> Response:
+    """The web client's page."""
+    page = resources.files("origin").joinpath("static", "index.html").read_text()
+    return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
 
-    async def openapi(request: Request) -> Response:
-        return JSONResponse(openapi_document())
 
-    async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "kafka": "connected" if publisher.ready else "connecting",
-                             "model_latency_ms": settings.model_latency_ms})
+async def client_config(request: Request) -> Response:
+    """What the web client needs: where the edges are."""
+    settings: Settings = request.app.state.settings
+    edges = {region: f"http://{settings.edge_host}:{port}"
+             for region, port in settings.edge_ports.items()}
+    return JSONResponse({"edges": edges, "model_latency_ms": settings.model_latency_ms},
+                        headers={"Cache-Control": "no-cache"})
 
-    async def readyz(request: Request) -> Response:
-        ok = publisher.ready
-        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
-    async def metrics_endpoint(request: Request) -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+async def openapi(request: Request) -> Response:
+    """The OpenAPI description of this API."""
+    return JSONResponse(openapi_document())
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        await publisher.start()
-        try:
-            yield {}
-        finally:
-            await publisher.stop()
 
+async def healthz(request: Request) -> Response:
+    """Liveness, with whether Kafka is connected yet."""
+    state = request.app.state
+    return JSONResponse({"status": "ok",
+                         "kafka": "connected" if state.publisher.ready else "connecting",
+                         "model_latency_ms": state.settings.model_latency_ms})
+
+
+async def readyz(request: Request) -> Response:
+    """200 once connected to Kafka, else 503."""
+    ok = request.app.state.publisher.ready
+    return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    """The origin's Prometheus metrics."""
+    metrics: OriginMetrics = request.app.state.metrics
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+    """Connect the publisher with the server (or keep trying); stop it on shutdown."""
+    publisher: LoginPublisher = app.state.publisher
+    await publisher.start()
+    try:
+        yield {}
+    finally:
+        await publisher.stop()
+
+
+def create_app(settings: Settings, signer: TicketSigner | None = None) -> FastLoginPath:
+    """The origin's ASGI app: a fast path for ``POST /login`` in front of the Starlette app.
+
+    The returned app's ``state`` is the Starlette app's (see the module
+    docstring). ``signer`` defaults to the one the settings describe.
+    """
+    signer = signer or signer_from_settings(settings)
+    publisher = LoginPublisher(settings.bootstrap_servers, settings.logins_topic,
+                               timeout_s=settings.login_timeout_s,
+                               linger_ms=settings.origin_linger_ms)
+    metrics = OriginMetrics()
+    logins = Logins(settings, publisher, signer, metrics)
     routes = [
         Route("/", index),
-        Route("/login", login, methods=["POST"]),
-        Route("/offers/sync", offer_sync, methods=["POST"]),
+        Route("/login", logins.login, methods=["POST"]),
+        Route("/offers/sync", logins.offer_sync, methods=["POST"]),
         Route("/config.json", client_config),
         Route("/openapi.json", openapi),
         Route("/healthz", healthz),
@@ -166,8 +205,12 @@ def create_app(settings: Settings, signer: TicketSigner | None = None) -> FastLo
     # No CORS middleware: the web client is served by the origin itself, and
     # every middleware layer costs each login.
     starlette = Starlette(routes=routes, lifespan=lifespan)
-    starlette.state.publisher = publisher
-    starlette.state.signer = signer
-    app = FastLoginPath(starlette, login)
-    app.state = starlette.state  # type: ignore[attr-defined]
+    state = starlette.state
+    state.settings = settings
+    state.publisher = publisher
+    state.signer = signer
+    state.metrics = metrics
+    state.logins = logins
+    app = FastLoginPath(starlette, logins.login)
+    app.state = state  # type: ignore[attr-defined]
     return app

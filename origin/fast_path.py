@@ -1,8 +1,8 @@
 """A plain ASGI path for the hottest request: ``POST /login``.
 
 It calls the very handler the Starlette route calls, with a Request built
-from the scope, and skips Starlette's middleware and routing, which cost a
-measurable share of a login. Everything else (other methods on ``/login``,
+from the scope, and skips Starlette's middleware and routing, whose cost
+would be paid by every login. Everything else (other methods on ``/login``,
 every other path, lifespan) goes to the Starlette app unchanged.
 """
 

@@ -1,22 +1,31 @@
-"""The OpenAPI 3.1 description of the origin's API, served at ``/openapi.json``."""
+"""The OpenAPI 3.1 description of the origin's API, served at ``/openapi.json``.
+
+Every rule it states about a request (the user id, the body limit, the
+Idempotency-Key) is built from the constants the validation uses
+(engine/validation.py, origin/requests.py), so the two cannot disagree.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from engine.validation import USER_ID_PATTERN
-from origin.requests import IDEMPOTENCY_KEY_PATTERN, MAX_BODY_BYTES
+from engine.validation import USER_ID_MAX_LENGTH, USER_ID_PATTERN, USER_ID_RULE
+from origin.requests import (
+    IDEMPOTENCY_KEY_PATTERN,
+    IDEMPOTENCY_KEY_RULE,
+    MAX_BODY_BYTES,
+    MAX_IDEMPOTENCY_KEY_LEN,
+)
 
 IDEMPOTENCY_KEY_SCHEMA_PATTERN = f'^(?:"{IDEMPOTENCY_KEY_PATTERN}"|{IDEMPOTENCY_KEY_PATTERN})$'
 
-# The request body as the validation (origin/requests.py) reads it:
-# the same pattern and limits, imported, not written twice.
 _LOGIN_BODY = {
     "type": "object",
     "required": ["user_id"],
     "additionalProperties": False,
     "properties": {
-        "user_id": {"type": "string", "pattern": f"^{USER_ID_PATTERN}$"},
+        "user_id": {"type": "string", "minLength": 1, "maxLength": USER_ID_MAX_LENGTH,
+                    "pattern": f"^{USER_ID_PATTERN}$", "description": USER_ID_RULE},
         "ip": {"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}],
                "description": "IPv4 or IPv6 (no zone id); defaults to the client address"},
     },
@@ -24,6 +33,10 @@ _LOGIN_BODY = {
 _ERROR = {"type": "object", "required": ["error"],
           "properties": {"error": {"type": "string"}, "field": {"type": "string"}}}
 _JSON_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+_LOGIN_REQUEST_BODY = {
+    "required": True,
+    "description": f"A JSON object of at most {MAX_BODY_BYTES} bytes (UTF-8)",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/LoginRequest"}}}}
 
 
 def openapi_document() -> dict[str, Any]:
@@ -40,10 +53,10 @@ def openapi_document() -> dict[str, Any]:
                         "the same key for the same user within the ticket TTL gets the same "
                         "ticket id and counts one visit, whether the first attempt got 202, "
                         "503 or no answer. A structured-field string (\"...\") or bare, "
-                        "1-255 visible ASCII characters without quote or backslash."),
-                    "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_SCHEMA_PATTERN}}],
-                "requestBody": {"required": True, "content": {
-                    "application/json": {"schema": {"$ref": "#/components/schemas/LoginRequest"}}}},
+                        f"{IDEMPOTENCY_KEY_RULE}."),
+                    "schema": {"type": "string", "maxLength": MAX_IDEMPOTENCY_KEY_LEN + 2,
+                               "pattern": IDEMPOTENCY_KEY_SCHEMA_PATTERN}}],
+                "requestBody": _LOGIN_REQUEST_BODY,
                 "responses": {
                     "202": {"description": "Accepted by Kafka (acks=all); fetch the offer at an edge",
                             "content": {"application/json": {"schema": {
@@ -63,8 +76,7 @@ def openapi_document() -> dict[str, Any]:
                 }}},
             "/offers/sync": {"post": {
                 "summary": "Compute the offer inside the request (the baseline)",
-                "requestBody": {"required": True, "content": {
-                    "application/json": {"schema": {"$ref": "#/components/schemas/LoginRequest"}}}},
+                "requestBody": _LOGIN_REQUEST_BODY,
                 "responses": {
                     "200": {"description": "The offer", "content": {"application/json": {
                         "schema": {"type": "object"}}}},

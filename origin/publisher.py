@@ -16,6 +16,8 @@ import logging
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from runtime.retry import call_forever
+
 log = logging.getLogger(__name__)
 
 
@@ -24,6 +26,9 @@ class PublisherUnavailable(RuntimeError):
 
 
 class LoginPublisher:
+    """``timeout_s``: how long a caller waits for its record's acknowledgement (and
+    ``start`` for the first connection); ``linger_ms``: the producer's batching delay."""
+
     def __init__(self, bootstrap_servers: str, topic: str, timeout_s: float,
                  linger_ms: int = 1) -> None:
         self.bootstrap_servers = bootstrap_servers
@@ -57,21 +62,22 @@ class LoginPublisher:
             log.error("Kafka at %s is not reachable yet; logins get 503 until it is",
                       self.bootstrap_servers)
 
+    async def _started_producer(self) -> AIOKafkaProducer:
+        """A new producer, started; KafkaError (after stopping it) if the broker is not there."""
+        producer = self._new_producer()
+        try:
+            await producer.start()
+        except KafkaError:
+            await producer.stop()
+            raise
+        return producer
+
     async def _connect_forever(self) -> None:
-        delay = 0.2
-        while True:
-            producer = self._new_producer()
-            try:
-                await producer.start()
-            except KafkaError as exc:
-                await producer.stop()
-                log.warning("connecting to Kafka failed (%r); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            self._producer = producer
-            log.info("connected to Kafka at %s", self.bootstrap_servers)
-            return
+        """Connect, retrying forever with a capped backoff and a warning per failure."""
+        self._producer = await call_forever(
+            self._started_producer, f"connecting to Kafka at {self.bootstrap_servers}", log,
+            retry_on=(KafkaError,), level=logging.WARNING)
+        log.info("connected to Kafka at %s", self.bootstrap_servers)
 
     async def stop(self) -> None:
         if self._connector is not None and not self._connector.done():

@@ -13,10 +13,14 @@ from starlette.requests import Request
 from engine.validation import LoginRejected, validate_ip, validate_user_id
 from runtime.strict_parsing import ascii_int
 
-MAX_BODY_BYTES = 4096
+# The limits the validation below applies; the OpenAPI description
+# (origin/openapi.py) is derived from them.
+MAX_BODY_BYTES = 4 * 1024
 MAX_IDEMPOTENCY_KEY_LEN = 255
 # Visible ASCII without '"' and '\\' (the inside of an sf-string, less space).
-IDEMPOTENCY_KEY_PATTERN = r'[!#-\[\]-~]{1,255}'
+IDEMPOTENCY_KEY_PATTERN = rf'[!#-\[\]-~]{{1,{MAX_IDEMPOTENCY_KEY_LEN}}}'
+IDEMPOTENCY_KEY_RULE = (f"1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters "
+                        "(no space, quote or backslash)")
 _IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 IDEMPOTENCY_HEADER = "idempotency-key"
 
@@ -101,6 +105,8 @@ def client_address(request: Request, trusted_proxies: tuple[str, ...]) -> str:
 
 
 def parse_login(data: dict[str, Any], fallback_ip: str, user_agent: str | None) -> LoginRequest:
+    """The login request in ``data``; BadRequest (422, naming the field) if a field is
+    unknown, missing or invalid. ``fallback_ip`` is used when ``ip`` is absent."""
     unknown = sorted(set(data) - {"user_id", "ip"})
     if unknown:
         raise BadRequest(422, f"unknown field {unknown[0]!r}", unknown[0])
@@ -122,8 +128,8 @@ def idempotency_key(request: Request) -> str | None:
     """The ``Idempotency-Key`` header's key, or None when absent; BadRequest if malformed.
 
     The IETF httpapi draft (draft-ietf-httpapi-idempotency-key-header) makes
-    the value a structured-field string: ``"..."``; inside, 1 to 255
-    visible ASCII characters other than ``"`` and ``\\`` (no spaces). A bare
+    the value a structured-field string: ``"..."``; inside, 1 to
+    ``MAX_IDEMPOTENCY_KEY_LEN`` visible ASCII characters other than ``"`` and ``\\`` (no spaces). A bare
     value of the same characters is taken too (what most clients send).
     One header only.
     """
@@ -136,6 +142,5 @@ def idempotency_key(request: Request) -> str | None:
     if len(raw) >= 2 and raw[0] == raw[-1] == '"':
         raw = raw[1:-1]
     if not _IDEMPOTENCY_KEY.fullmatch(raw):
-        raise BadRequest(400, "Idempotency-Key must be 1 to 255 visible ASCII characters "
-                         "(no space, quote or backslash)", "Idempotency-Key")
+        raise BadRequest(400, f"Idempotency-Key must be {IDEMPOTENCY_KEY_RULE}", "Idempotency-Key")
     return raw

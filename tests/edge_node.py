@@ -1,4 +1,4 @@
-"""Test helper: one edge node as a real process, with its URL, data and metrics."""
+"""Test helpers: one edge node as a real process, and reading an edge store whole."""
 
 from __future__ import annotations
 
@@ -7,15 +7,38 @@ from pathlib import Path
 import httpx
 
 from devstack.ports import free_port
+from edge.render import avro_to_json
+from edge.store import _HEADER as ENTRY_HEADER
+from edge.store import AVRO, FIRST_OFFER_KEY, OfferStore
 from runtime.settings import Settings
 from tests.helpers import Component
 
 
-def _served(snapshot: dict[bytes, bytes]) -> dict[bytes, bytes]:
-    """What a node serves for each ticket, whichever form it stores it in."""
-    from edge.render import avro_to_json
+def stored_entries(store: OfferStore) -> dict[bytes, bytes]:
+    """ticket id → format byte + payload for every stored offer (reads the whole store)."""
+    out = {}
+    it = store._db.iter()
+    it.seek(FIRST_OFFER_KEY)
+    while it.valid():
+        out[it.key()] = it.value()[ENTRY_HEADER.size - 1:]
+        it.next()
+    return out
 
-    return {k: (avro_to_json(v[1:]) if v[:1] == b"A" else v[1:]) for k, v in snapshot.items()}
+
+def stored_ticket_ids(store: OfferStore) -> list[bytes]:
+    """Every stored ticket id, in key order (reads the whole store)."""
+    return list(stored_entries(store))
+
+
+def block_cache_bytes(store: OfferStore) -> int:
+    """The block cache's capacity as RocksDB reports it (the tuning actually in effect)."""
+    return int(store._db.property_int_value("rocksdb.block-cache-capacity") or 0)
+
+
+def served_offers(store: OfferStore) -> dict[bytes, bytes]:
+    """What a node serves for each ticket, whichever form it stores it in."""
+    return {k: (avro_to_json(v[1:]) if v[:1] == AVRO else v[1:])
+            for k, v in stored_entries(store).items()}
 
 
 class Edge:

@@ -13,7 +13,6 @@ import asyncio
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import time
@@ -147,9 +146,8 @@ class Bench:
         spawned = time.perf_counter()
         stack.run_component(edge, timeout=900)
         bootstrap_wall = time.perf_counter() - spawned
-        caught_up = re.findall(r"caught up with \S+ after ([\d.]+)s \((\d+) records applied\)",
-                               (settings.logs_dir / f"{edge.name}.log").read_text())
-        seconds, applied = float(caught_up[-1][0]), int(caught_up[-1][1])
+        ready = httpx.get(f"http://127.0.0.1:{edge.port}/readyz", timeout=5).json()
+        seconds, applied = float(ready["caught_up_after_s"]), int(ready["applied_during_catch_up"])
         self.say(f"edge: bootstrap applied {applied:,} in {seconds:.2f}s; waiting for the "
                  "background pass that stores them as served JSON")
         rendered_in = _wait_json(f"http://127.0.0.1:{edge.port}/readyz", timeout=900)

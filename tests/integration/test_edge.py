@@ -13,7 +13,7 @@ from edge.store import OfferStore
 from runtime.settings import Settings
 from runtime.topics import ensure_topics
 from tests.conftest import unique_settings
-from tests.edge_node import Edge, _served
+from tests.edge_node import Edge, served_offers
 from tests.helpers import wait_until, wait_until_async
 from tests.offers_feed import OfferFeed
 
@@ -138,18 +138,24 @@ async def test_edge_killed_mid_ingestion_resumes_exactly(kafka_bootstrap: str, t
         crashing.start()
         steady.component.wait_http_ok(f"{steady.url}/readyz", timeout=120)
         after = crashing.readyz()
+        steady_ready = steady.readyz()
     finally:
         steady.component.stop()
         crashing.component.stop()
     resumed = sum(after["resumed_from"].values())
     assert 0 < resumed < total, "it resumed from its stored offsets, not from the beginning"
     assert resumed + after["applied_since_start"] == total, "no record read twice, none skipped"
+    # /readyz reports the catch-up: from nothing, and from where the crash left off.
+    assert steady_ready["applied_during_catch_up"] == total
+    assert after["applied_during_catch_up"] == total - resumed
+    assert 0 < steady_ready["caught_up_after_s"] < 120
+    assert 0 <= after["caught_up_after_s"] < 120
     a, b = OfferStore(steady.data_dir), OfferStore(crashing.data_dir)
     try:
         assert a.offsets() == b.offsets()
-        served = _served(a.snapshot())
+        served = served_offers(a)
         assert len(served) == total
-        assert served == _served(b.snapshot())
+        assert served == served_offers(b)
     finally:
         a.close()
         b.close()

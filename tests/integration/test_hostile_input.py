@@ -18,7 +18,7 @@ from runtime.settings import Settings
 from schemas.codec import offer_codec
 from schemas.events import EXPIRES_AT_HEADER, LOGIN_ACCEPTED_AT_HEADER, offer_headers
 from tests.conftest import unique_settings
-from tests.edge_node import Edge, _served
+from tests.edge_node import Edge, served_offers
 from tests.helpers import Component, wait_until, wait_until_async
 from tests.offers_feed import OfferFeed, offer_for
 
@@ -214,7 +214,7 @@ async def test_bad_records_are_skipped_the_same_live_and_catching_up(
     try:
         a, b = OfferStore(eu.data_dir), OfferStore(late.data_dir)
         try:
-            assert _served(a.snapshot()) == _served(b.snapshot())
+            assert served_offers(a) == served_offers(b)
         finally:
             a.close()
             b.close()

@@ -7,10 +7,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
 from starlette.testclient import TestClient
 
 from edge.app import create_app
-from edge.store import StoredOffer
+from edge.materializer import Materializer
+from edge.store import OfferStore, StoredOffer
 from runtime.settings import Settings
 from schemas.tickets import TicketSigner
 
@@ -32,7 +35,7 @@ def make_app(tmp_path: Path, **changes: object):  # noqa: ANN201
     settings = Settings(home=tmp_path, ticket_secret=SECRET, **changes)  # type: ignore[arg-type]
     app = create_app(settings, "test", tmp_path / "edge")
     spy = SpyStore()
-    app.state.node.store = spy
+    app.state.node.use_store(spy)
     return app, spy
 
 
@@ -86,3 +89,40 @@ def test_cors_header_for_the_origins_page(tmp_path: Path) -> None:
     assert allowed.headers["access-control-allow-origin"] == "http://127.0.0.1:8000"
     other = client.get(f"/offers/{valid}", headers={"origin": "http://evil.example"})
     assert "access-control-allow-origin" not in other.headers
+
+
+def _tombstone(offset: int) -> ConsumerRecord:
+    return ConsumerRecord(topic="offers", partition=0, offset=offset, timestamp=0,
+                          timestamp_type=0, key=b"%022d" % offset, value=None, checksum=None,
+                          serialized_key_size=22, serialized_value_size=-1, headers=[])
+
+
+def test_readyz_reports_the_catch_up_once_caught_up(tmp_path: Path) -> None:
+    app, _ = make_app(tmp_path)
+    client = TestClient(app)
+    before_start = client.get("/readyz")
+    assert before_start.status_code == 503
+    assert before_start.json()["caught_up_after_s"] is None
+    node = app.state.node
+    store = OfferStore(tmp_path / "store")
+    try:
+        m = Materializer("unused:9092", "offers", store, node.waiters, node.metrics)
+        m.progress.targets = {0: 3}
+        node.materializer = m
+        m.apply({TopicPartition("offers", 0): [_tombstone(0), _tombstone(1)]})
+        catching_up = client.get("/readyz")
+        assert catching_up.status_code == 503
+        assert catching_up.json()["lag"] == {"0": 1}
+        assert catching_up.json()["caught_up_after_s"] is None
+        assert catching_up.json()["applied_during_catch_up"] is None
+        m.apply({TopicPartition("offers", 0): [_tombstone(2)]})
+        m.apply({TopicPartition("offers", 0): [_tombstone(3)]})  # live: not part of catching up
+        ready = client.get("/readyz")
+        assert ready.status_code == 200
+        body = ready.json()
+        assert body["ready"] is True and body["lag"] == {"0": 0}
+        assert body["applied_during_catch_up"] == 3
+        assert body["applied_since_start"] == 4
+        assert isinstance(body["caught_up_after_s"], float) and body["caught_up_after_s"] >= 0
+    finally:
+        store.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edge.store import Change, OfferStore
+from tests.edge_node import block_cache_bytes, stored_entries, stored_ticket_ids
 
 
 def test_records_and_offsets_are_applied_together(tmp_path: Path) -> None:
@@ -18,7 +19,7 @@ def test_records_and_offsets_are_applied_together(tmp_path: Path) -> None:
     store.close()
     reopened = OfferStore(tmp_path)
     assert reopened.offsets() == {0: 5, 1: 9}
-    assert reopened.snapshot() == {b"t1": b"Aoffer-1", b"t2": b"Aoffer-2"}
+    assert stored_entries(reopened) == {b"t1": b"Aoffer-1", b"t2": b"Aoffer-2"}
     reopened.close()
 
 
@@ -26,12 +27,12 @@ def test_a_reopened_store_keeps_its_tuning(tmp_path: Path) -> None:
     # rocksdict reopens an existing store with the options saved in it (and an
     # 8 MiB block cache) unless the column family's options are passed too.
     store = OfferStore(tmp_path, block_cache_mb=64)
-    assert store.block_cache_bytes() == 64 * 1024 * 1024
+    assert block_cache_bytes(store) == 64 * 1024 * 1024
     store.apply([Change(b"t1", b"offer", 100)], {0: 1}, 1)
     store.close()
     for size in (64, 32):
         reopened = OfferStore(tmp_path, block_cache_mb=size)
-        assert reopened.block_cache_bytes() == size * 1024 * 1024
+        assert block_cache_bytes(reopened) == size * 1024 * 1024
         assert reopened.get(b"t1") is not None
         reopened.close()
 
@@ -64,7 +65,7 @@ def test_sweep_removes_only_what_expired(tmp_path: Path) -> None:
     assert store.sweep_expired(now=5_000) == 1
     assert store.get(b"old") is None and store.get(b"new") is not None
     assert store.sweep_expired(now=5_000) == 0
-    assert store.ticket_ids() == [b"new"]
+    assert stored_ticket_ids(store) == [b"new"]
     store.close()
 
 
@@ -139,7 +140,7 @@ def test_a_crash_after_unlogged_writes_keeps_data_and_offsets_in_step(tmp_path: 
         "store.make_durable()",
         "store.apply([Change(b'b1', b'y', 100)], {0: 3}, 2, logged=False)"]))
     try:
-        offsets, keys = store.offsets(), set(store.snapshot())
+        offsets, keys = store.offsets(), set(stored_entries(store))
         assert (offsets, keys) in [({0: 2}, {b"a1", b"a2"}), ({0: 3}, {b"a1", b"a2", b"b1"})]
     finally:
         store.close()
@@ -153,6 +154,6 @@ def test_a_logged_write_after_unlogged_ones_makes_them_durable_first(tmp_path: P
         "store.apply([Change(b'live', b'{}', 100, is_json=True)], {0: 2}, 2)"]))
     try:
         assert store.offsets() == {0: 2}
-        assert set(store.snapshot()) == {b"boot", b"live"}
+        assert set(stored_entries(store)) == {b"boot", b"live"}
     finally:
         store.close()
