@@ -3,7 +3,7 @@
 Faust computes the offset it commits from the events the agent acked, and
 three of its rules can move the committed offset past a login whose offer
 was never acknowledged (faust-streaming 0.15, ``Consumer._new_offset`` and
-``_drain_messages``; see docs/decisions/0006-own-the-commit.md):
+``_drain_messages``; see docs/decisions/0001-own-the-commit.md):
 
 - an ack that arrives before the ack of the offset right after the last
   commit is committed over it (the gap test is ``min(acked) - committed > 1``,
