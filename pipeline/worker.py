@@ -426,7 +426,7 @@ def create_app(settings: Settings,
 
     ``on_wedged`` is called, from the event loop, when finished logins have
     waited ``worker_commit_stall_s`` for a commit: aiokafka's group
-    coordinator was seen to hang for good after broker restarts, the worker
+    coordinator can hang for good after a broker restart, and the worker
     then reads nothing more. ``positioning worker`` passes a callback that
     replaces the process (nothing unfinished was committed, so a fresh worker
     starts exactly there); without one the app crashes.

@@ -18,6 +18,7 @@ from pipeline.readiness import ready_url
 from runtime import waiting
 from runtime.settings import ENV_VARS, Settings
 from schemas.codec import offer_codec
+from schemas.tickets import TicketSigner
 
 
 def wait_until(condition: Callable[[], object], timeout: float, what: str,
@@ -92,6 +93,12 @@ class Component:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
+
+
+def ticket_signer(settings: Settings, ttl_s: int) -> TicketSigner:
+    """The signer of the test settings' tickets (the settings must have a ticket secret)."""
+    assert settings.ticket_secret is not None, "these settings have no ticket secret"
+    return TicketSigner.from_spec(settings.ticket_secret, ttl_s)
 
 
 def start_worker(settings: Settings, log_dir: Path, name: str = "worker",

@@ -16,9 +16,15 @@ from pipeline.readiness import ready_url
 from runtime.settings import Settings
 from runtime.topics import ensure_topics
 from schemas.codec import AvroCodec, load_schema, login_codec
-from schemas.tickets import TicketSigner
 from tests.conftest import unique_settings
-from tests.helpers import Component, OfferReader, start_worker, wait_until, wait_until_async
+from tests.helpers import (
+    Component,
+    OfferReader,
+    start_worker,
+    ticket_signer,
+    wait_until,
+    wait_until_async,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -103,7 +109,7 @@ async def _dead_letters(settings: Settings, count: int) -> list[Any]:
 
 async def test_poison_messages_are_dead_lettered_and_the_stream_goes_on(stack: Stack) -> None:
     settings = stack.settings
-    signer = TicketSigner.from_spec(settings.ticket_secret, 900)
+    signer = ticket_signer(settings, 900)
     unknown = load_schema("login_event")
     unknown["fields"] = unknown["fields"] + [{"name": "extra", "type": "int"}]
     t = signer.issue()
@@ -198,7 +204,7 @@ async def test_expired_tickets_get_tombstones(kafka_bootstrap: str, tmp_path: Pa
     try:
         summary = await produce(settings, count=5, rate=0, users=5, progress=False,
                                 keep_tickets=True)
-        signer = TicketSigner.from_spec(settings.ticket_secret, 2)
+        signer = ticket_signer(settings, 2)
         ticket_ids = [signer.verify(t).ticket_id for t in summary.tickets]
         async with OfferReader(settings) as reader:
             await reader.wait_for(ticket_ids)
