@@ -14,7 +14,6 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +21,12 @@ from pathlib import Path
 import httpx
 
 from devstack.broker.local import LocalBroker
-from devstack.ports import port_in_use
+from devstack.ports import free_port, port_in_use
 from devstack.processes import read_pid, runs_with, tail, terminate
-from runtime.settings import Settings
+from pipeline.readiness import ready_url
+from runtime.settings import Settings, env_var
 from runtime.topics import ensure_topics
+from runtime.waiting import TimedOut, wait_until
 
 
 class StackError(RuntimeError):
@@ -34,18 +35,31 @@ class StackError(RuntimeError):
 
 @dataclass
 class Component:
+    """One `positioning <command>` process: its name, arguments, and how to know it is up."""
+
     name: str
     args: list[str]
-    ready_url: str | None = None          # HTTP 200 here means ready
-    ready_log_marker: str | None = None   # or this line in its log, after start
-    port: int | None = None
+    ready_url: str | None = None          # HTTP 200 here means ready; None: started is enough
+    port: int | None = None               # must be free before it starts
     env: dict[str, str] = field(default_factory=dict)
+
+
+def worker_component(settings: Settings) -> Component:
+    """The worker, with its readiness page (pipeline/readiness.py) on its web port.
+
+    Settings whose ``worker_web_port`` is 0 (no web server) get a free port
+    chosen here and passed in the worker's environment, so the page's address
+    is known before the worker starts.
+    """
+    port = settings.worker_web_port or free_port()
+    return Component("worker", ["worker"], ready_url=ready_url(port), port=port,
+                     env={env_var("worker_web_port"): str(port)})
 
 
 def components(settings: Settings) -> list[Component]:
     host = settings.origin_host
     out = [
-        Component("worker", ["worker"], ready_log_marker="Worker]: Ready"),
+        worker_component(settings),
         Component("origin", ["origin"], ready_url=f"http://{host}:{settings.origin_port}/readyz",
                   port=settings.origin_port),
     ]
@@ -77,44 +91,47 @@ class Stack:
             return None
         return pid
 
-    def _start(self, component: Component) -> tuple[subprocess.Popen[bytes], int]:
+    def _start(self, component: Component) -> subprocess.Popen[bytes]:
         if component.port is not None and port_in_use(self.host_of(component), component.port):
             raise StackError(f"{component.name}: port {component.port} is already in use by "
                              "another program")
         self.logs.mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.logs / f"{component.name}.log"
-        log_offset = log_path.stat().st_size if log_path.exists() else 0
         env = {**os.environ, **self.settings.to_env(), **component.env}
         with open(log_path, "ab") as log:
             proc = subprocess.Popen([sys.executable, "-m", "cli.main", *component.args],
                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env=env, start_new_session=True)
         self._pid_file(component.name).write_text(f"{proc.pid}\n")
-        return proc, log_offset
+        return proc
 
     def _wait_ready(self, component: Component, proc: subprocess.Popen[bytes] | None,
-                    log_offset: int, timeout: float) -> None:
+                    timeout: float) -> None:
+        """Wait until the component's ready URL answers 200 (runtime/waiting.py).
+
+        Raises:
+            StackError: the process exited, or was not ready within ``timeout`` seconds;
+                the message quotes the end of its log.
+        """
         log_path = self.logs / f"{component.name}.log"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def ready() -> bool:
             if proc is not None and proc.poll() is not None:
                 raise StackError(f"{component.name} exited with code {proc.returncode}; "
                                  f"end of {log_path}:\n{tail(log_path)}")
-            if component.ready_url is not None:
-                try:
-                    if httpx.get(component.ready_url, timeout=1).status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-            elif component.ready_log_marker is not None:
-                with open(log_path, "rb") as log:
-                    log.seek(log_offset)
-                    if component.ready_log_marker.encode() in log.read():
-                        return
-            time.sleep(0.1)
-        raise StackError(f"{component.name} was not ready within {timeout:.0f}s; "
-                         f"end of {log_path}:\n{tail(log_path)}")
+            if component.ready_url is None:
+                return True
+            try:
+                return httpx.get(component.ready_url, timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        try:
+            wait_until(ready, timeout, f"{component.name} to be ready")
+        except TimedOut:
+            raise StackError(f"{component.name} was not ready within {timeout:.0f}s; "
+                             f"end of {log_path}:\n{tail(log_path)}") from None
 
     def up(self, timeout: float = 120) -> None:
         if not self.settings.uses_external_kafka:
@@ -130,22 +147,18 @@ class Stack:
             pid = self.pid(component)
             if pid is not None:
                 self.say(f"{component.name:<10} running (pid {pid})")
-                starting.append((component, None, None))
                 continue
-            proc, offset = self._start(component)
-            starting.append((component, proc, offset))
-        for component, proc, offset in starting:
-            if proc is None:
-                continue
-            self._wait_ready(component, proc, offset or 0, timeout)
+            starting.append((component, self._start(component)))
+        for component, proc in starting:
+            self._wait_ready(component, proc, timeout)
             where = f" on :{component.port}" if component.port else ""
             self.say(f"{component.name:<10} started (pid {proc.pid}){where}, log "
                      f"{self.logs / (component.name + '.log')}")
 
     def run_component(self, component: Component, timeout: float = 120) -> int:
         """Start one component (not part of the usual set) and wait until it is ready."""
-        proc, offset = self._start(component)
-        self._wait_ready(component, proc, offset, timeout)
+        proc = self._start(component)
+        self._wait_ready(component, proc, timeout)
         return proc.pid
 
     def stop_component(self, component: Component, timeout: float = 20) -> None:

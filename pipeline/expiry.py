@@ -114,7 +114,7 @@ def expiry_of(record: Any, codec: Any) -> int | None:
         return None
 
 
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Listener(ConsumerRebalanceListener):
     def __init__(self, expirer: Expirer) -> None:
         self.expirer = expirer
 

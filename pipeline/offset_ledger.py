@@ -3,7 +3,7 @@
 Faust computes the offset it commits from the events the agent acked, and
 three of its rules can move the committed offset past a login whose offer
 was never acknowledged (faust-streaming 0.15, ``Consumer._new_offset`` and
-``_drain_messages``; see docs/decisions/0006-own-the-commit.md):
+``_drain_messages``; see docs/decisions/0001-own-the-commit.md):
 
 - an ack that arrives before the ack of the offset right after the last
   commit is committed over it (the gap test is ``min(acked) - committed > 1``,
@@ -34,6 +34,7 @@ import logging
 import time
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ class OffsetLedger:
     def in_flight(self) -> int:
         return sum(len(p.in_flight) for p in self._partitions.values())
 
-    def fence(self, requested: Mapping[Hashable, int]) -> dict[Hashable, int]:
+    def fence(self, requested: Mapping[Any, int]) -> dict[Any, int]:
         """What may really be committed, given what Faust asked to commit.
 
         Partitions the ledger tracks are committed at their safe offset
@@ -154,7 +155,7 @@ class OffsetLedger:
         since the last commit is left out. Partitions it does not track
         (other topics) pass through unchanged.
         """
-        out: dict[Hashable, int] = {}
+        out: dict[Any, int] = {}
         for tp, offset in requested.items():
             if tp not in self._partitions:
                 out[tp] = offset

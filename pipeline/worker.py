@@ -1,11 +1,11 @@
 """The offer worker: a faust-streaming app that turns logins into offers.
 
-One agent reads ``logins`` (keyed by user id). For each login it decodes the
-event, counts the login in the user's state (a RocksDB-backed table) and
-computes the offer, all without awaiting, so a user's logins update the
-state in order (``LoginProcessor.begin``). The slow part, the simulated
-model call and producing the offer, runs in a bounded pool of tasks, so
-model latency does not serialise throughput.
+One agent reads ``logins`` (keyed by user id) and hands each event to the
+``LoginProcessor``. Its ordered half (``begin``) decodes the event, counts the
+login in the user's state (a RocksDB-backed table) and computes the offer,
+all without awaiting, so a user's logins update the state in order. Its slow
+half (``finish``), the simulated model call and producing the offer, runs in
+a bounded pool of tasks, so model latency does not serialise throughput.
 
 Delivery is at-least-once with idempotent effects, which we chose over
 Faust's ``exactly_once`` (Kafka transactions; docs/decisions/):
@@ -13,7 +13,7 @@ Faust's ``exactly_once`` (Kafka transactions; docs/decisions/):
 - acks are manual (``stream.noack()``); an event is finished only after its
   offer (or its dead letter) is acknowledged by the broker, however long
   that takes; sends are retried without end and the worker reports itself
-  stuck meanwhile (``/status/`` on its web port, ``/metrics``);
+  stuck meanwhile (``/status/`` on its web port, ``/metrics/``);
 - what is committed is decided by the worker's ``OffsetLedger``, not by
   Faust: only offsets below the oldest unfinished event (pipeline/offset_ledger.py);
 - the user state remembers the offset of the last counted login (a user's
@@ -28,6 +28,10 @@ refuses or fails on) go to ``logins.dlq`` with the error in headers, and the
 stream goes on. Expired offers get tombstones on ``offers``, found by
 reading ``offers`` itself (pipeline/expiry.py), so a restart or a partition
 move loses none.
+
+The web server (``worker_web_port``; 0 turns it off) serves ``/status/``,
+``/metrics/`` and the readiness page ``/ready/`` (pipeline/readiness.py says
+what it answers and how launchers know its port).
 """
 
 from __future__ import annotations
@@ -38,11 +42,11 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Protocol, cast
 
 import faust
 import orjson
-from faust.types import TP, StreamT
+from faust.types import TP, AgentT, StreamT
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from engine.offers import compute_offer, shown_categories, simulate_model_latency
@@ -58,17 +62,33 @@ from engine.validation import LoginRejected, validate_login
 from pipeline.expiry import Expirer
 from pipeline.gap_reader import SourceRecord, read_range
 from pipeline.offset_ledger import Admission, OffsetLedger
-from pipeline.transport import broker_url
+from pipeline.readiness import READY_PATH, WEB_HOST, not_ready_because, readiness_body
+from pipeline.transport import Consumer, broker_url
 from runtime.clock import now_us
 from runtime.fetch_tuning import FetchTuning
+from runtime.retry import call_forever
 from runtime.settings import Settings
 from schemas.codec import DecodeError, login_codec, offer_codec
 from schemas.events import offer_headers
 
 log = logging.getLogger(__name__)
 
-RETRY_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)
+Ack = Callable[[], Awaitable[Any]] | None
+"""Acknowledges the event to Faust's stream; None for records the gap reader fetched."""
 
+
+class Send(Protocol):
+    """Produce one record and return once the broker acknowledged it (``Deliveries.send``)."""
+
+    async def __call__(self, topic: str, key: bytes, value: bytes | None,
+                       headers: list[tuple[str, bytes]] | None = None) -> None: ...
+
+
+class ReadRange(Protocol):
+    """Read offsets ``start`` to ``end`` (exclusive) of a partition (``gap_reader.read_range``)."""
+
+    async def __call__(self, bootstrap_servers: str, topic: str, partition: int, start: int,
+                       end: int) -> list[SourceRecord]: ...
 
 
 def load_state(stored: bytes | None) -> dict[str, Any] | None:
@@ -93,21 +113,136 @@ class Planned:
     counted: bool = True
 
 
-class LoginProcessor:
-    """The ordered half of a login: decode, count it in the user's state, compute the offer.
+class WorkerMetrics:
+    """The worker's Prometheus metrics (``/metrics/`` on its web port), in a registry of its own."""
 
-    ``users`` maps user id to the state's JSON bytes: the worker's Faust
-    table, or any mutable mapping (the unit tests use a dict).
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.logins = Counter("worker_logins_total", "Logins by outcome", ["outcome"], registry=r)
+        self.send_failures = Counter("worker_send_failures_total",
+                                     "Produce attempts that failed and are retried", registry=r)
+        self.oldest_send_s = Gauge("worker_oldest_unacked_send_seconds",
+                                   "Age of the oldest record not yet acknowledged by Kafka",
+                                   registry=r)
+        self.in_flight = Gauge("worker_logins_in_flight", "Logins begun and not finished",
+                               registry=r)
+        self.offset_gaps = Counter("worker_offset_gaps_total",
+                                   "Offsets Faust did not hand over (sought back)", registry=r)
+        self.expiry_queue = Gauge("worker_offers_awaiting_expiry",
+                                  "Live offers in this worker's expiry partitions", registry=r)
+        self.tombstones = Counter("worker_tombstones_total",
+                                  "Tombstones produced for expired offers", registry=r)
+
+
+class Deliveries:
+    """Produce records and wait for the broker's ack, retrying for as long as it takes.
+
+    Nothing gives up: a login is finished only when its record is acked.
+    Every failed attempt counts in ``worker_send_failures_total`` and is
+    logged as an error; the age of the oldest pending send is what says the
+    worker is stuck. ``app`` is anything with a ``producer`` (Faust's, once
+    the app runs).
     """
 
-    def __init__(self, users: MutableMapping[str, Any]) -> None:
+    def __init__(self, app: Any, metrics: WorkerMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+        self._pending: dict[int, float] = {}
+        self._next_id = 0
+
+    def oldest_pending_s(self) -> float:
+        """Seconds the oldest send still waiting for its ack has waited (0.0: none waits)."""
+        if not self._pending:
+            return 0.0
+        return time.monotonic() - min(self._pending.values())
+
+    def _failed(self, error: BaseException) -> None:
+        self.metrics.send_failures.inc()
+
+    async def _send_once(self, topic: str, key: bytes, value: bytes | None,
+                         headers: list[tuple[str, bytes]] | None) -> None:
+        # Straight to the app's producer: Faust's Topic.send would attach the
+        # record to the current event (sent only at ack, which here waits for
+        # this very send) and costs a good share of the worker's CPU per record.
+        delivery = await self.app.producer.send(topic, key, value, None, None, headers)
+        await delivery
+
+    async def send(self, topic: str, key: bytes, value: bytes | None,
+                   headers: list[tuple[str, bytes]] | None = None) -> None:
+        """Produce one record; return once the broker acknowledged it, however long that takes.
+
+        The first attempt is made directly: the retry helper's setup
+        (runtime/retry.py) costs more than a produce, and nearly every send
+        succeeds at once. After a failure, ``call_forever`` retries with its
+        capped backoff, logging and counting every failed attempt.
+        """
+        send_id = self._next_id
+        self._next_id += 1
+        self._pending[send_id] = time.monotonic()
+        try:
+            try:
+                await self._send_once(topic, key, value, headers)
+                return
+            except Exception as exc:  # the broker or network failed: retry, loudly
+                self._failed(exc)
+                log.error("send to %s failed (%r); retrying until the broker acknowledges it",
+                          topic, exc)
+            await call_forever(partial(self._send_once, topic, key, value, headers),
+                               f"send to {topic}", log, on_failure=self._failed)
+        finally:
+            del self._pending[send_id]
+
+
+class LoginProcessor:
+    """Everything the worker does with one login, apart from Faust.
+
+    ``users`` maps user id to the state's JSON bytes: the worker's Faust
+    table, or any mutable mapping (the unit tests use a dict). ``send``
+    produces a record and returns once it is acknowledged (``Deliveries.send``);
+    ``read_gap`` reads offsets Faust never handed over (``gap_reader.read_range``).
+    Every admitted login is finished (its offer or dead letter acknowledged,
+    then ``ledger.finish`` and its ack) exactly once, or, if the worker stops
+    first, never, so it is consumed again.
+    """
+
+    def __init__(self, users: MutableMapping[str, Any], settings: Settings, send: Send,
+                 ledger: OffsetLedger, metrics: WorkerMetrics,
+                 read_gap: ReadRange = read_range) -> None:
         self.users = users
+        self.settings = settings
+        self.send = send
+        self.ledger = ledger
+        self.metrics = metrics
+        self.read_gap = read_gap
         self.codec = login_codec()
+        self.encoder = offer_codec()
+        # Bounds the logins begun and not finished; released in finish (or on a dead letter).
+        self.limiter = asyncio.Semaphore(settings.worker_concurrency)
+        self.in_flight: set[asyncio.Task[None]] = set()
+
+    async def on_event(self, tp: TP, source: SourceRecord, ack: Ack) -> None:
+        """One event from the stream: skip a repeat, read a gap before it, or handle it."""
+        admission, generation = self.ledger.admit(tp, source.offset)
+        if admission is Admission.GAP:
+            await self.fill_gap(tp, source.offset)
+            admission, generation = self.ledger.admit(tp, source.offset)
+        if admission is Admission.SKIP:
+            if ack is not None:
+                await ack()
+            return
+        await self.handle(tp, source, generation, ack)
 
     def begin(self, value: bytes | None, position: Position) -> Planned:
-        """Raises PoisonMessage for anything that must go to the dead-letter topic."""
+        """The ordered half: decode, count the login in the user's state, compute the offer.
+
+        Never awaits, so a user's logins update the state in offset order.
+
+        Raises:
+            PoisonMessage: for anything that must go to the dead-letter topic.
+        """
         try:
-            login = self.codec.decode(value)  # type: ignore[arg-type]
+            login = self.codec.decode(value)
         except DecodeError as exc:
             raise PoisonMessage("decode", exc) from exc
         try:
@@ -134,75 +269,155 @@ class LoginProcessor:
             offer["country"], shown_categories(offer), login["expires_at"], created_at))
         return Planned(offer)
 
+    async def handle(self, tp: TP, source: SourceRecord, generation: int, ack: Ack) -> None:
+        """Begin one admitted login in order; its slow half goes to the task pool.
 
-class WorkerMetrics:
-    """The worker's Prometheus metrics (``/metrics`` on its web port)."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        r = self.registry
-        self.logins = Counter("worker_logins_total", "Logins by outcome", ["outcome"], registry=r)
-        self.send_failures = Counter("worker_send_failures_total",
-                                     "Produce attempts that failed and are retried", registry=r)
-        self.oldest_send_s = Gauge("worker_oldest_unacked_send_seconds",
-                                   "Age of the oldest record not yet acknowledged by Kafka",
-                                   registry=r)
-        self.in_flight = Gauge("worker_logins_in_flight", "Logins begun and not finished",
-                               registry=r)
-        self.offset_gaps = Counter("worker_offset_gaps_total",
-                                   "Offsets Faust did not hand over (sought back)", registry=r)
-        self.expiry_queue = Gauge("worker_offers_awaiting_expiry",
-                                  "Live offers in this worker's expiry partitions", registry=r)
-        self.tombstones = Counter("worker_tombstones_total",
-                                  "Tombstones produced for expired offers", registry=r)
-
-
-class Deliveries:
-    """Produce records and wait for the broker's ack, retrying for as long as it takes.
-
-    Nothing gives up: a login is finished only when its record is acked. The
-    age of the oldest pending send is what says the worker is stuck.
-    """
-
-    def __init__(self, app: faust.App, metrics: WorkerMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-        self._pending: dict[int, float] = {}
-        self._next_id = 0
-
-    def oldest_pending_s(self) -> float:
-        if not self._pending:
-            return 0.0
-        return time.monotonic() - min(self._pending.values())
-
-    async def send(self, topic: str, key: bytes, value: bytes | None,
-                   headers: list[tuple[str, bytes]] | None = None) -> None:
-        """Straight to the app's producer: Faust's Topic.send would attach the
-        record to the current event (sent only at ack, which here waits for
-        this very send) and costs a good share of the worker's CPU per record."""
-        send_id = self._next_id
-        self._next_id += 1
-        self._pending[send_id] = time.monotonic()
-        attempt = 0
+        Waits for a free slot in the pool first. A login ``begin`` refuses, or
+        fails on unexpectedly, is dead-lettered before this returns.
+        """
+        await self.limiter.acquire()
         try:
-            while True:
-                try:
-                    delivery = await self.app.producer.send(topic, key, value, None, None, headers)
-                    await delivery
-                    return
-                except Exception as exc:  # the broker or network failed: retry, loudly
-                    delay = RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)]
-                    attempt += 1
-                    self.metrics.send_failures.inc()
-                    log.error("send to %s failed (attempt %d, %r); retrying in %.1fs",
-                              topic, attempt, exc, delay)
-                    await asyncio.sleep(delay)
+            planned = self.begin(source.value, Position(source.partition, source.offset))
+        except Exception as exc:
+            if isinstance(exc, PoisonMessage):
+                log.warning("poison message (%s): %r", exc.stage, exc.error)
+                error, stage = exc.error, exc.stage
+            else:  # a bug: keep the stream alive, keep the message
+                log.exception("unexpected error on %s[%d]", source.topic, source.partition)
+                error, stage = exc, "worker"
+            try:
+                await self.dead_letter(source, error, stage)
+                self.ledger.finish(tp, source.offset, generation)
+                if ack is not None:
+                    await ack()
+            finally:
+                self.limiter.release()
+            return
+        task = asyncio.create_task(self.finish(tp, source, planned, generation, ack))
+        self.in_flight.add(task)
+        task.add_done_callback(self.in_flight.discard)
+
+    async def finish(self, tp: TP, source: SourceRecord, planned: Planned, generation: int,
+                     ack: Ack) -> None:
+        """The slow half of one login: model call, then produce the offer, then ack."""
+        offer = planned.offer
+        try:
+            await simulate_model_latency(self.settings.model_latency_ms)
+            try:
+                value = self.encoder.encode(offer)
+            except Exception as exc:  # the engine produced an invalid offer
+                log.exception("offer for ticket %s does not encode", offer["ticket_id"])
+                await self.dead_letter(source, exc, "engine")
+            else:
+                # Headers let edges index and measure the offer without decoding it.
+                await self.send(self.settings.offers_topic, offer["ticket_id"].encode(),
+                                value, offer_headers(offer))
+                self.metrics.logins.labels("positioned" if planned.counted else "repeated").inc()
+            # Not in a finally: a send cut short by shutdown stays unfinished, so the
+            # login is consumed again instead of being committed without its offer.
+            self.ledger.finish(tp, source.offset, generation)
+            if ack is not None:
+                await ack()
         finally:
-            del self._pending[send_id]
+            self.limiter.release()
+
+    async def dead_letter(self, source: SourceRecord, error: Exception, stage: str) -> None:
+        """Produce the login's bytes to the dead-letter topic, the error in its headers."""
+        headers = [
+            ("error.type", type(error).__name__.encode()),
+            ("error.message", str(error).encode()[:4096]),
+            ("error.stage", stage.encode()),
+            ("source.topic", source.topic.encode()),
+            ("source.partition", str(source.partition).encode()),
+            ("source.offset", str(source.offset).encode()),
+            ("dead_lettered_at", str(now_us()).encode()),
+        ]
+        log.warning("dead letter from %s[%d]@%d: %s: %s", source.topic, source.partition,
+                    source.offset, type(error).__name__, error)
+        self.metrics.logins.labels("dead_lettered").inc()
+        await self.send(self.settings.dlq_topic, source.key, source.value, headers)  # type: ignore[arg-type]
+
+    async def fill_gap(self, tp: TP, end: int) -> None:
+        """Read and handle the offsets Faust skipped before ``end`` (pipeline/gap_reader.py).
+
+        Raises:
+            GapUnreadable: the missing records could not be read (from ``read_gap``).
+        """
+        self.metrics.offset_gaps.inc()
+        start = self.ledger.expected(tp)
+        for record in await self.read_gap(self.settings.bootstrap_servers, tp.topic,
+                                          tp.partition, start, end):
+            admission, generation = self.ledger.admit(tp, record.offset)
+            if admission is Admission.PROCESS:
+                await self.handle(tp, record, generation, None)
+        if self.ledger.expected(tp) != end:  # offsets with no record (none in `logins`): step over
+            self.ledger.step_to(tp, end)
+
+    async def tombstone(self, ticket_id: bytes) -> None:
+        """Delete an expired offer: a tombstone on ``offers``, acknowledged before this returns."""
+        await self.send(self.settings.offers_topic, ticket_id, None)
 
 
 class ConsumerWedged(RuntimeError):
     """Finished work has not been committed for too long: the Kafka consumer is stuck."""
+
+
+class Health:
+    """What the worker's web pages and watchdog report, read from its parts."""
+
+    def __init__(self, app: faust.App, settings: Settings, ledger: OffsetLedger,
+                 deliveries: Deliveries, expirer: Expirer, metrics: WorkerMetrics) -> None:
+        self.app = app
+        self.settings = settings
+        self.ledger = ledger
+        self.deliveries = deliveries
+        self.expirer = expirer
+        self.metrics = metrics
+        self.started = False          # set by a task: Faust starts tasks after the first recovery
+        self.agent: AgentT | None = None
+
+    def status(self) -> tuple[int, dict[str, Any]]:
+        """``/status/``: 503 while a send or a commit has waited ``worker_stuck_after_s``
+        or the group rebalances, else 200; the body says why."""
+        oldest = self.deliveries.oldest_pending_s()
+        stalled = self.ledger.commit_stalled_s()
+        stuck = (oldest > self.settings.worker_stuck_after_s
+                 or stalled > self.settings.worker_stuck_after_s)
+        ready = not stuck and self.app.rebalancing is False
+        body = {"ready": ready,
+                "stuck": stuck, "oldest_unacked_send_s": round(oldest, 3),
+                "commit_stalled_s": round(stalled, 3),
+                "in_flight": self.ledger.in_flight(), "offset_gaps": self.ledger.gaps,
+                "offers_awaiting_expiry": len(self.expirer.index),
+                "expiry_loading_partitions": sorted(self.expirer.index.loading)}
+        return (200 if ready else 503), body
+
+    def readiness(self) -> tuple[int, dict[str, Any]]:
+        """``/ready/``: the contract is in pipeline/readiness.py."""
+        agent = self.agent
+        reason = not_ready_because(
+            started=self.started,
+            agent_running=agent is not None and agent.started and not agent.crashed,
+            rebalancing=bool(self.app.rebalancing),
+            recovering=bool(getattr(self.app, "in_recovery", False)))
+        partitions = [] if reason else sorted(
+            tp.partition for tp in self.app.consumer.assignment()
+            if tp.topic == self.settings.logins_topic)
+        return readiness_body(reason, partitions)
+
+    def exposition(self) -> bytes:
+        """``/metrics/``: the registry in Prometheus' text format, gauges read now."""
+        self.metrics.oldest_send_s.set(self.deliveries.oldest_pending_s())
+        self.metrics.in_flight.set(self.ledger.in_flight())
+        self.metrics.expiry_queue.set(len(self.expirer.index))
+        return generate_latest(self.metrics.registry)
+
+    def wedged(self) -> ConsumerWedged | None:
+        """The error to stop the worker with if finished logins waited too long for a commit."""
+        stalled = self.ledger.commit_stalled_s()
+        if stalled <= self.settings.worker_commit_stall_s:
+            return None
+        return ConsumerWedged(f"finished logins have waited {stalled:.0f} s for a commit")
 
 
 def create_app(settings: Settings,
@@ -211,7 +426,7 @@ def create_app(settings: Settings,
 
     ``on_wedged`` is called, from the event loop, when finished logins have
     waited ``worker_commit_stall_s`` for a commit: aiokafka's group
-    coordinator was seen to hang for good after broker restarts, the worker
+    coordinator can hang for good after a broker restart, and the worker
     then reads nothing more. ``positioning worker`` passes a callback that
     replaces the process (nothing unfinished was committed, so a fresh worker
     starts exactly there); without one the app crashes.
@@ -226,10 +441,11 @@ def create_app(settings: Settings,
         topic_replication_factor=settings.replication_factor,
         topic_allow_declare=True,
         producer_acks=-1,
+        # Port 0 turns the web server off (pipeline/readiness.py).
         web_enabled=settings.worker_web_port > 0,
         web_port=max(settings.worker_web_port, 1),
-        web_bind="127.0.0.1",
-        web_host="127.0.0.1",
+        web_bind=WEB_HOST,
+        web_host=WEB_HOST,
         # Frequent commits keep the replay after a crash short.
         broker_commit_interval=0.2,
         # A crashed worker's partitions move on after 10 s, not a minute.
@@ -248,112 +464,29 @@ def create_app(settings: Settings,
     # The transport commits only what the ledger allows (pipeline/transport.py).
     ledger = OffsetLedger(settings.logins_topic)
     app.offset_ledger = ledger  # type: ignore[attr-defined]
-    processor = LoginProcessor(users)
     metrics = WorkerMetrics()
     deliveries = Deliveries(app, metrics)
-    encoder = offer_codec()
-    limiter = asyncio.Semaphore(settings.worker_concurrency)
-    in_flight: set[asyncio.Task[None]] = set()
-
-    async def tombstone(ticket_id: bytes) -> None:
-        await deliveries.send(settings.offers_topic, ticket_id, None)
-
+    processor = LoginProcessor(users, settings, deliveries.send, ledger, metrics)
     expirer = Expirer(settings.bootstrap_servers, settings.offers_topic,
-                      f"{settings.worker_id}-expiry", tombstone, settings.expiry_sweep_s,
+                      f"{settings.worker_id}-expiry", processor.tombstone, settings.expiry_sweep_s,
                       on_tombstone=metrics.tombstones.inc)
-
-    async def dead_letter(source: SourceRecord, error: Exception, stage: str) -> None:
-        headers = [
-            ("error.type", type(error).__name__.encode()),
-            ("error.message", str(error).encode()[:4096]),
-            ("error.stage", stage.encode()),
-            ("source.topic", source.topic.encode()),
-            ("source.partition", str(source.partition).encode()),
-            ("source.offset", str(source.offset).encode()),
-            ("dead_lettered_at", str(now_us()).encode()),
-        ]
-        log.warning("dead letter from %s[%d]@%d: %s: %s", source.topic, source.partition,
-                    source.offset, type(error).__name__, error)
-        metrics.logins.labels("dead_lettered").inc()
-        await deliveries.send(settings.dlq_topic, source.key, source.value, headers)  # type: ignore[arg-type]
-
-    async def finish(source: SourceRecord, planned: Planned, generation: int,
-                     ack: Callable[[], Awaitable[Any]] | None) -> None:
-        """The slow half of one login: model call, then produce the offer, then ack."""
-        offer = planned.offer
-        try:
-            await simulate_model_latency(settings.model_latency_ms)
-            try:
-                value = encoder.encode(offer)
-            except Exception as exc:  # the engine produced an invalid offer
-                log.exception("offer for ticket %s does not encode", offer["ticket_id"])
-                await dead_letter(source, exc, "engine")
-            else:
-                # Headers let edges index and measure the offer without decoding it.
-                headers = offer_headers(offer)
-                await deliveries.send(settings.offers_topic, offer["ticket_id"].encode(),
-                                      value, headers)
-                metrics.logins.labels("positioned" if planned.counted else "repeated").inc()
-            # Not in a finally: a send cut short by shutdown stays unfinished, so the
-            # login is consumed again instead of being committed without its offer.
-            ledger.finish(TP(source.topic, source.partition), source.offset, generation)
-            if ack is not None:
-                await ack()
-        finally:
-            limiter.release()
-
-    async def handle(source: SourceRecord, generation: int,
-                     ack: Callable[[], Awaitable[Any]] | None) -> None:
-        """Begin one admitted login in order; its slow half goes to the task pool."""
-        await limiter.acquire()
-        try:
-            planned = processor.begin(source.value, Position(source.partition, source.offset))
-        except Exception as exc:
-            if isinstance(exc, PoisonMessage):
-                log.warning("poison message (%s): %r", exc.stage, exc.error)
-                error, stage = exc.error, exc.stage
-            else:  # a bug: keep the stream alive, keep the message
-                log.exception("unexpected error on %s[%d]", source.topic, source.partition)
-                error, stage = exc, "worker"
-            try:
-                await dead_letter(source, error, stage)
-                ledger.finish(TP(source.topic, source.partition), source.offset, generation)
-                if ack is not None:
-                    await ack()
-            finally:
-                limiter.release()
-            return
-        task = asyncio.create_task(finish(source, planned, generation, ack))
-        in_flight.add(task)
-        task.add_done_callback(in_flight.discard)
-
-    async def fill_gap(tp: TP, end: int) -> None:
-        """Read and handle the offsets Faust skipped before ``end`` (pipeline/gap_reader.py)."""
-        metrics.offset_gaps.inc()
-        start = ledger.expected(tp)
-        for record in await read_range(settings.bootstrap_servers, tp.topic, tp.partition,
-                                       start, end):
-            admission, generation = ledger.admit(tp, record.offset)
-            if admission is Admission.PROCESS:
-                await handle(record, generation, None)
-        if ledger.expected(tp) != end:  # offsets with no record (none in `logins`): step over
-            ledger.step_to(tp, end)
+    health = Health(app, settings, ledger, deliveries, expirer, metrics)
 
     @app.agent(logins)
     async def position(stream: StreamT) -> None:
-        manual = stream.noack()
+        manual = cast(faust.Stream, stream).noack()
         async for event in manual.events():
-            message = event.message
-            admission, generation = ledger.admit(message.tp, message.offset)
-            if admission is Admission.GAP:
-                await fill_gap(message.tp, message.offset)
-                admission, generation = ledger.admit(message.tp, message.offset)
-            if admission is Admission.SKIP:
-                await manual.ack(event)
-                continue
-            source = SourceRecord(message.topic, message.partition, message.offset,
-                                  message.key, message.value)
-            await handle(source, generation, partial(manual.ack, event))
+            m = event.message
+            await processor.on_event(m.tp, SourceRecord(m.topic, m.partition, m.offset,
+                                                        m.key, m.value),
+                                     partial(manual.ack, event))
+
+    health.agent = position
+
+    @app.task
+    async def started() -> None:
+        """Faust starts tasks once the first table recovery has finished."""
+        health.started = True
 
     @app.task
     async def expire_offers() -> None:
@@ -370,45 +503,32 @@ def create_app(settings: Settings,
     async def commit_finished() -> None:
         """Commit progress Faust does not see (its own commit runs only on its acks)."""
         if ledger.uncommitted() and ledger.commit_started_at is None and not app.rebalancing:
-            await app.consumer.commit_finished()
+            await cast(Consumer, app.consumer).commit_finished()
 
     @app.timer(interval=5.0)
     async def watch_commits() -> None:
         """Stop a worker whose consumer no longer commits what it finished."""
-        stalled = ledger.commit_stalled_s()
-        if stalled <= settings.worker_commit_stall_s:
+        wedged = health.wedged()
+        if wedged is None:
             return
-        wedged = ConsumerWedged(f"finished logins have waited {stalled:.0f} s for a commit")
         log.critical("%s: the Kafka consumer is stuck; replacing the worker", wedged)
         if on_wedged is not None:
             on_wedged(wedged)
         else:
             await app.crash(wedged)
 
-    def status() -> tuple[bool, dict[str, Any]]:
-        oldest = deliveries.oldest_pending_s()
-        stuck = oldest > settings.worker_stuck_after_s
-        stalled = ledger.commit_stalled_s()
-        stuck = stuck or stalled > settings.worker_stuck_after_s
-        body = {"ready": not stuck and app.rebalancing is False,
-                "stuck": stuck, "oldest_unacked_send_s": round(oldest, 3),
-                "commit_stalled_s": round(stalled, 3),
-                "in_flight": ledger.in_flight(), "offset_gaps": ledger.gaps,
-                "offers_awaiting_expiry": len(expirer.index),
-                "expiry_loading_partitions": sorted(expirer.index.loading)}
-        return bool(body["ready"]), body
-
     @app.page("/status/")
     async def status_page(web: Any, request: Any) -> Any:
-        ready, body = status()
-        return web.json(body, status=200 if ready else 503)
+        code, body = health.status()
+        return web.json(body, status=code)
+
+    @app.page(READY_PATH)
+    async def ready_page(web: Any, request: Any) -> Any:
+        code, body = health.readiness()
+        return web.json(body, status=code)
 
     @app.page("/metrics/")
     async def metrics_page(web: Any, request: Any) -> Any:
-        metrics.oldest_send_s.set(deliveries.oldest_pending_s())
-        metrics.in_flight.set(ledger.in_flight())
-        metrics.expiry_queue.set(len(expirer.index))
-        return web.bytes(generate_latest(metrics.registry),
-                         content_type="text/plain; version=0.0.4")
+        return web.bytes(health.exposition(), content_type="text/plain; version=0.0.4")
 
     return app

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -15,27 +13,32 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer
 
-from runtime.settings import Settings
+from devstack.ports import free_port
+from pipeline.readiness import ready_url
+from runtime import waiting
+from runtime.settings import Settings, env_var
 from schemas.codec import offer_codec
+from schemas.tickets import TicketSigner
 
 
-def wait_until(condition: Callable[[], bool], timeout: float, what: str,
+def wait_until(condition: Callable[[], object], timeout: float, what: str,
                interval: float = 0.05) -> None:
-    """Poll a condition until it holds; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+    """Poll ``condition`` until it is truthy (runtime/waiting.py); a test failure after ``timeout`` s."""
+    try:
+        waiting.wait_until(condition, timeout, what, interval)
+    except waiting.TimedOut as exc:
+        raise AssertionError(str(exc)) from None
 
 
 async def wait_until_async(condition: Callable[[], Awaitable[bool]], timeout: float, what: str,
                            interval: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(interval)
+    """``wait_until`` for the event loop, with a coroutine function as the condition."""
+    # Widened for runtime.waiting, whose conditions may also be plain functions.
+    either: Callable[[], Awaitable[bool] | bool] = condition
+    try:
+        await waiting.wait_until_async(either, timeout, what, interval)
+    except waiting.TimedOut as exc:
+        raise AssertionError(str(exc)) from None
 
 
 class Component:
@@ -49,6 +52,7 @@ class Component:
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.ready_url: str | None = None
 
     def start(self) -> Component:
         log = open(self.log_path, "ab")
@@ -64,14 +68,8 @@ class Component:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def wait_for_log(self, marker: str, timeout: float, occurrences: int = 1) -> None:
-        def seen() -> bool:
-            if not self.alive():
-                raise AssertionError(f"{self.name} exited; log:\n{self.log_text()[-3000:]}")
-            return self.log_text().count(marker) >= occurrences
-        wait_until(seen, timeout, f"{marker!r} in the {self.name} log")
-
     def wait_http_ok(self, url: str, timeout: float) -> None:
+        """Wait until ``url`` answers 200; fail at once, with its log, if the process exits."""
         def ok() -> bool:
             if not self.alive():
                 raise AssertionError(f"{self.name} exited; log:\n{self.log_text()[-3000:]}")
@@ -97,9 +95,25 @@ class Component:
             self.kill()
 
 
-def start_worker(settings: Settings, log_dir: Path, name: str = "worker") -> Component:
-    worker = Component(name, ["worker"], settings, log_dir).start()
-    worker.wait_for_log("Worker]: Ready", timeout=90)
+def ticket_signer(settings: Settings, ttl_s: int) -> TicketSigner:
+    """The signer of the test settings' tickets (the settings must have a ticket secret)."""
+    assert settings.ticket_secret is not None, "these settings have no ticket secret"
+    return TicketSigner.from_spec(settings.ticket_secret.get_secret_value(), ttl_s)
+
+
+def start_worker(settings: Settings, log_dir: Path, name: str = "worker",
+                 timeout: float = 90) -> Component:
+    """Start a worker process and wait until its readiness page says ready.
+
+    The worker's web port is ``settings.worker_web_port``, or a free port
+    chosen here when that is 0 (pipeline/readiness.py); ``Component.ready_url``
+    holds its readiness page.
+    """
+    port = settings.worker_web_port or free_port()
+    worker = Component(name, ["worker"], settings, log_dir,
+                       extra_env={env_var("worker_web_port"): str(port)}).start()
+    worker.ready_url = ready_url(port)
+    worker.wait_http_ok(worker.ready_url, timeout)
     return worker
 
 

@@ -26,7 +26,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from devstack.broker.local import LocalBroker
 from devstack.ports import free_port, free_port_pair
-from devstack.stack import Component, Stack, components
+from devstack.stack import Component, Stack, components, worker_component
 from engine.offers import compute_offer
 from engine.state import new_user_view
 from loadtest.bench import wrk
@@ -306,7 +306,7 @@ class Bench:
         self.say(f"worker: {count:,} logins waiting on the topic; one worker, nothing else")
         asyncio.run(produce(settings, count, 0, progress=False))
         stack = Stack(settings, say=lambda _: None)
-        worker = Component("worker", ["worker"], ready_log_marker="Worker]: Ready")
+        worker = worker_component(settings)
         stack.run_component(worker)
         try:
             seen, seconds = asyncio.run(_time_offers(settings, count, timeout_s=600))

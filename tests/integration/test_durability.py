@@ -18,9 +18,16 @@ from devstack.ports import free_port, free_port_pair
 from loadtest.produce import produce
 from runtime.settings import Settings
 from runtime.topics import ensure_topics
-from schemas.tickets import TicketSigner, _b64e
+from schemas.tickets import _b64e
 from tests.conftest import unique_settings
-from tests.helpers import Component, OfferReader, start_worker, wait_until, wait_until_async
+from tests.helpers import (
+    Component,
+    OfferReader,
+    start_worker,
+    ticket_signer,
+    wait_until,
+    wait_until_async,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -61,19 +68,18 @@ def start_origin(settings: Settings, logs: Path) -> tuple[Component, str]:
 
 def login_until_accepted(url: str, user_id: str, key: str | None) -> dict[str, object]:
     headers = {"Idempotency-Key": key} if key else {}
-    answers: list[int] = []
+    accepted_with: list[dict[str, object]] = []
 
     def accepted() -> bool:
         response = httpx.post(f"{url}/login", json={"user_id": user_id, "ip": "8.8.8.8"},
                               headers=headers, timeout=10)
-        answers.append(response.status_code)
         if response.status_code == 202:
-            answers.append(response.json())  # type: ignore[arg-type]
+            accepted_with.append(response.json())
             return True
         return False
 
     wait_until(accepted, 60, f"a 202 for {user_id}", interval=0.2)
-    return answers[-1]  # type: ignore[return-value]
+    return accepted_with[-1]
 
 
 async def offers_of(settings: Settings, user_id: str) -> dict[str, dict[str, object]]:
@@ -91,7 +97,7 @@ async def test_a_503_login_retried_with_its_key_counts_once(own_broker: LocalBro
     await ensure_topics(settings)
     worker = start_worker(settings, tmp_path / "logs")
     origin, url = start_origin(settings, tmp_path / "logs")
-    signer = TicketSigner.from_spec(settings.ticket_secret.get_secret_value(), settings.ticket_ttl_s)
+    signer = ticket_signer(settings, settings.ticket_ttl_s)
     try:
         first = login_until_accepted(url, "p1", "first-login")
         with Paused(own_broker):
@@ -176,7 +182,7 @@ async def test_every_offer_gets_its_tombstone_across_a_restart(kafka_bootstrap: 
     try:
         summary = await produce(settings, count=40, rate=0, users=1, progress=False,
                                 keep_tickets=True)
-        signer = TicketSigner.from_spec(settings.ticket_secret.get_secret_value(), settings.ticket_ttl_s)
+        signer = ticket_signer(settings, settings.ticket_ttl_s)
         ticket_ids = [signer.verify(t).ticket_id for t in summary.tickets]
         async with OfferReader(settings) as reader:
             await reader.wait_for(ticket_ids, timeout=60)
@@ -194,9 +200,9 @@ async def test_every_offer_gets_its_tombstone_across_a_restart(kafka_bootstrap: 
 
 async def test_a_restart_around_the_session_timeout_loses_nothing(kafka_bootstrap: str,
                                                                   tmp_path: Path) -> None:
-    """The timing of the field report: a worker behind on a backlog is SIGKILLed while
-    logins flow, and its replacement joins as the dead member's session (10 s) expires,
-    so it starts while a second rebalance is coming."""
+    """The timing in docs/decisions/0001-own-the-commit.md: a worker behind on a backlog
+    is SIGKILLed while logins flow, and its replacement joins as the dead member's
+    session (10 s) expires, so it starts while a second rebalance is coming."""
     settings = unique_settings(kafka_bootstrap, tmp_path, model_latency_ms=300.0,
                                partitions=6, worker_concurrency=32)
     await ensure_topics(settings)
@@ -211,7 +217,7 @@ async def test_a_restart_around_the_session_timeout_loses_nothing(kafka_bootstra
         worker = Component("worker-restarted", ["worker"], settings, tmp_path / "logs").start()
         summary = await sending
         assert summary.failed == 0
-        signer = TicketSigner.from_spec(settings.ticket_secret.get_secret_value(), settings.ticket_ttl_s)
+        signer = ticket_signer(settings, settings.ticket_ttl_s)
         ticket_ids = [signer.verify(t).ticket_id for t in summary.tickets]
         async with OfferReader(settings) as reader:
             try:

@@ -12,20 +12,28 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from devstack.ports import free_port
+from pipeline.readiness import ready_url
 from runtime.settings import Settings
 from runtime.topics import ensure_topics
 from schemas.codec import AvroCodec, load_schema, login_codec
-from schemas.tickets import TicketSigner
 from tests.conftest import unique_settings
-from tests.helpers import Component, OfferReader, start_worker, wait_until_async
+from tests.helpers import (
+    Component,
+    OfferReader,
+    start_worker,
+    ticket_signer,
+    wait_until,
+    wait_until_async,
+)
 
 pytestmark = pytest.mark.integration
 
 
 class Stack:
-    def __init__(self, settings: Settings, origin_url: str) -> None:
+    def __init__(self, settings: Settings, origin_url: str, worker_ready_url: str) -> None:
         self.settings = settings
         self.origin_url = origin_url
+        self.worker_ready_url = worker_ready_url
         self.http = httpx.Client(base_url=origin_url, timeout=10)
 
     def login(self, user_id: str, ip: str) -> dict[str, Any]:
@@ -44,7 +52,8 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     origin = Component("origin", ["origin"], settings, home / "logs").start()
     try:
         origin.wait_http_ok(f"http://127.0.0.1:{port}/readyz", timeout=30)
-        yield Stack(settings, f"http://127.0.0.1:{port}")
+        assert worker.ready_url is not None
+        yield Stack(settings, f"http://127.0.0.1:{port}", worker.ready_url)
     finally:
         origin.stop()
         worker.stop()
@@ -59,6 +68,15 @@ async def test_login_positions_an_offer_in_the_ips_currency(stack: Stack) -> Non
     assert (offers[jp["ticket_id"]]["country"], offers[jp["ticket_id"]]["currency"]) == ("JP", "JPY")
     assert offers[gb["ticket_id"]]["user_id"] == "gb-user"
     assert offers[gb["ticket_id"]]["login_accepted_at"] == gb["login_accepted_at"]
+
+
+def test_the_worker_says_over_http_that_it_is_ready_and_which_partitions_it_holds(
+        stack: Stack) -> None:
+    response = httpx.get(stack.worker_ready_url, timeout=5)
+    assert response.status_code == 200
+    # The only worker of its group holds every partition of logins.
+    assert response.json() == {"ready": True,
+                               "partitions": list(range(stack.settings.partitions))}
 
 
 async def test_second_login_sees_the_state_of_the_first(stack: Stack) -> None:
@@ -91,7 +109,7 @@ async def _dead_letters(settings: Settings, count: int) -> list[Any]:
 
 async def test_poison_messages_are_dead_lettered_and_the_stream_goes_on(stack: Stack) -> None:
     settings = stack.settings
-    signer = TicketSigner.from_spec(settings.ticket_secret.get_secret_value(), 900)
+    signer = ticket_signer(settings, 900)
     unknown = load_schema("login_event")
     unknown["fields"] = unknown["fields"] + [{"name": "extra", "type": "int"}]
     t = signer.issue()
@@ -186,7 +204,7 @@ async def test_expired_tickets_get_tombstones(kafka_bootstrap: str, tmp_path: Pa
     try:
         summary = await produce(settings, count=5, rate=0, users=5, progress=False,
                                 keep_tickets=True)
-        signer = TicketSigner.from_spec(settings.ticket_secret.get_secret_value(), 2)
+        signer = ticket_signer(settings, 2)
         ticket_ids = [signer.verify(t).ticket_id for t in summary.tickets]
         async with OfferReader(settings) as reader:
             await reader.wait_for(ticket_ids)
@@ -205,7 +223,7 @@ def test_faust_command_line_runs_the_worker(kafka_bootstrap: str, tmp_path: Path
     import subprocess
     import sys
 
-    settings = unique_settings(kafka_bootstrap, tmp_path)
+    settings = unique_settings(kafka_bootstrap, tmp_path, worker_web_port=free_port())
     asyncio.run(ensure_topics(settings))
     log_path = tmp_path / "faust.log"
     faust = Path(sys.executable).with_name("faust")
@@ -214,10 +232,14 @@ def test_faust_command_line_runs_the_worker(kafka_bootstrap: str, tmp_path: Path
                                 env={**os.environ, **settings.to_env()}, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        from tests.helpers import wait_until
-        wait_until(lambda: b"Worker]: Ready" in log_path.read_bytes() or proc.poll() is not None,
-                   90, "the faust command's worker to be ready")
-        assert proc.poll() is None, log_path.read_text()[-3000:]
+        def ready() -> bool:
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+            try:
+                response = httpx.get(ready_url(settings.worker_web_port), timeout=1)
+            except httpx.HTTPError:
+                return False
+            return response.status_code == 200 and response.json()["ready"] is True
+        wait_until(ready, 90, "the faust command's worker to be ready")
         stack_origin = Component("origin", ["origin"], settings.replace(origin_port=free_port()),
                                  tmp_path).start()
         try:

@@ -11,7 +11,7 @@ import pytest
 from loadtest.produce import produce
 from runtime.topics import ensure_topics
 from tests.conftest import unique_settings
-from tests.helpers import OfferReader, start_worker
+from tests.helpers import OfferReader, start_worker, ticket_signer, wait_until_async
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +31,6 @@ async def test_sigkill_mid_stream_loses_nothing(kafka_bootstrap: str, tmp_path: 
                 await reader.poll()
                 return len(reader.offers) >= 200
 
-            from tests.helpers import wait_until_async
             await wait_until_async(some_offers_arrived, 60, "the first offers")
             worker.kill()
             killed_with = len(reader.offers)
@@ -40,8 +39,7 @@ async def test_sigkill_mid_stream_loses_nothing(kafka_bootstrap: str, tmp_path: 
             assert killed_with < 1500, "the kill came too late to test anything"
 
             worker = start_worker(settings, tmp_path / "logs", name="worker-restarted")
-            from schemas.tickets import TicketSigner
-            signer = TicketSigner.from_spec(settings.ticket_secret.get_secret_value(), 900)
+            signer = ticket_signer(settings, 900)
             ticket_ids = [signer.verify(t).ticket_id for t in summary.tickets]
             try:
                 offers = await reader.wait_for(ticket_ids, timeout=120)

@@ -1,15 +1,34 @@
-"""The worker's ordered half of a login, with a plain dict standing in for the Faust table."""
+"""The worker's processing of logins, with a plain dict standing in for the Faust table.
+
+A fake ``send`` records what the worker produces (and can hold a send open,
+as a paused broker would), so every path of a login is checked without Kafka:
+counted, replayed, dead-lettered, skipped, read from a gap, cut short.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
 import orjson
 import pytest
+from faust.types import TP
+from tenacity import wait_none
 
 from engine.state import Position
-from pipeline.worker import LoginProcessor, PoisonMessage
-from schemas.codec import login_codec
+from pipeline.gap_reader import SourceRecord
+from pipeline.offset_ledger import OffsetLedger
+from pipeline.readiness import not_ready_because, readiness_body, ready_url
+from pipeline.worker import Deliveries, Health, LoginProcessor, PoisonMessage, WorkerMetrics
+from runtime.settings import Settings
+from schemas.codec import login_codec, offer_codec
+from schemas.events import offer_headers
 
 CODEC = login_codec()
+SETTINGS = Settings(logins_topic="logins", offers_topic="offers", dlq_topic="logins.dlq",
+                    worker_concurrency=4, model_latency_ms=0.0)
+TP0 = TP("logins", 0)
 
 
 def event(ticket: str, at: int = 1_000_000, user: str = "ada") -> bytes:
@@ -18,9 +37,68 @@ def event(ticket: str, at: int = 1_000_000, user: str = "ada") -> bytes:
                          "expires_at": at + 900_000_000})
 
 
+def record(offset: int, value: bytes | None, key: bytes = b"ada") -> SourceRecord:
+    return SourceRecord("logins", 0, offset, key, value)
+
+
+class Sent:
+    """A fake ``Deliveries.send``: records every record; ``hold`` keeps sends from returning."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, bytes, bytes | None, dict[str, bytes]]] = []
+        self.hold: asyncio.Event | None = None
+        self.entered = asyncio.Event()
+
+    async def __call__(self, topic: str, key: bytes, value: bytes | None,
+                       headers: list[tuple[str, bytes]] | None = None) -> None:
+        self.entered.set()
+        if self.hold is not None:
+            await self.hold.wait()
+        self.records.append((topic, key, value, dict(headers or [])))
+
+
+class Acks:
+    def __init__(self) -> None:
+        self.offsets: list[int] = []
+
+    def for_offset(self, offset: int) -> Any:
+        async def ack() -> None:
+            self.offsets.append(offset)
+        return ack
+
+
+def make(users: dict[str, bytes] | None = None, read_gap: Any = None,
+         ) -> tuple[LoginProcessor, Sent, OffsetLedger, WorkerMetrics]:
+    sent, ledger, metrics = Sent(), OffsetLedger("logins"), WorkerMetrics()
+    extra = {} if read_gap is None else {"read_gap": read_gap}
+    processor = LoginProcessor({} if users is None else users, SETTINGS, sent, ledger, metrics,
+                               **extra)
+    return processor, sent, ledger, metrics
+
+
+async def settle(processor: LoginProcessor) -> None:
+    """Wait for every login's slow half the processor started."""
+    await asyncio.wait_for(asyncio.gather(*processor.in_flight), 10)
+
+
+async def free_slots(processor: LoginProcessor) -> int:
+    """How many logins the pool would take now (counted by taking and giving back its slots)."""
+    taken = 0
+    while not processor.limiter.locked():
+        await processor.limiter.acquire()
+        taken += 1
+    for _ in range(taken):
+        processor.limiter.release()
+    return taken
+
+
+def logins(metrics: WorkerMetrics, outcome: str) -> float | None:
+    return metrics.registry.get_sample_value("worker_logins_total", {"outcome": outcome})
+
+
 def test_each_login_is_counted_once_and_a_replay_gets_the_same_offer() -> None:
     users: dict[str, bytes] = {}
-    processor = LoginProcessor(users)
+    processor = make(users)[0]
     first = processor.begin(event("t1"), Position(0, 0))
     second = processor.begin(event("t2"), Position(0, 1))
     replay = processor.begin(event("t1"), Position(0, 0))
@@ -31,8 +109,7 @@ def test_each_login_is_counted_once_and_a_replay_gets_the_same_offer() -> None:
 
 
 def test_a_retry_with_the_same_ticket_id_counts_once_and_keeps_the_later_expiry() -> None:
-    users: dict[str, bytes] = {}
-    processor = LoginProcessor(users)
+    processor = make()[0]
     first = processor.begin(event("idem", at=1_000_000), Position(0, 0))
     retry = processor.begin(event("idem", at=4_000_000), Position(0, 7))
     assert not retry.counted and retry.offer["visit"] == first.offer["visit"] == 1
@@ -50,17 +127,112 @@ def test_a_retry_with_the_same_ticket_id_counts_once_and_keeps_the_later_expiry(
 @pytest.mark.parametrize("value,stage", [(b"garbage", "decode"), (None, "decode")])
 def test_undecodable_logins_are_poison(value: bytes | None, stage: str) -> None:
     with pytest.raises(PoisonMessage) as caught:
-        LoginProcessor({}).begin(value, Position(0, 0))
+        make()[0].begin(value, Position(0, 0))
     assert caught.value.stage == stage
 
 
+async def test_a_login_becomes_an_offer_then_is_finished_and_acked() -> None:
+    processor, sent, ledger, metrics = make()
+    acks = Acks()
+    await processor.on_event(TP0, record(5, event("t1")), acks.for_offset(5))
+    await settle(processor)
+    [(topic, key, value, headers)] = sent.records
+    assert (topic, key) == ("offers", b"t1")
+    assert value is not None and offer_codec().decode(value)["visit"] == 1
+    assert headers == dict(offer_headers(offer_codec().decode(value)))
+    assert acks.offsets == [5]
+    assert ledger.safe_offset(TP0) == 6 and ledger.in_flight() == 0
+    assert logins(metrics, "positioned") == 1
+    assert await free_slots(processor) == SETTINGS.worker_concurrency  # its slot given back
+
+
+async def test_a_poison_login_is_dead_lettered_with_its_error_and_the_stream_goes_on() -> None:
+    processor, sent, ledger, metrics = make()
+    acks = Acks()
+    await processor.on_event(TP0, record(0, b"garbage"), acks.for_offset(0))
+    await processor.on_event(TP0, record(1, event("t1")), acks.for_offset(1))
+    await settle(processor)
+    (dlq_topic, dlq_key, dlq_value, headers), (offer_topic, *_) = sent.records
+    assert (dlq_topic, dlq_key, dlq_value) == ("logins.dlq", b"ada", b"garbage")
+    assert headers["error.stage"] == b"decode" and headers["source.offset"] == b"0"
+    assert headers["source.topic"] == b"logins" and headers["source.partition"] == b"0"
+    assert offer_topic == "offers"
+    assert acks.offsets == [0, 1] and ledger.safe_offset(TP0) == 2
+    assert logins(metrics, "dead_lettered") == 1 and logins(metrics, "positioned") == 1
+
+
+async def test_an_event_handed_over_again_is_acked_and_does_nothing() -> None:
+    processor, sent, ledger, metrics = make()
+    acks = Acks()
+    await processor.on_event(TP0, record(0, event("t1")), acks.for_offset(0))
+    await settle(processor)
+    await processor.on_event(TP0, record(0, event("t1")), acks.for_offset(0))
+    assert len(sent.records) == 1 and acks.offsets == [0, 0]
+    assert logins(metrics, "positioned") == 1 and logins(metrics, "repeated") is None
+
+
+async def test_offsets_faust_skipped_are_read_and_processed_first_in_order() -> None:
+    asked: list[tuple[int, int]] = []
+
+    async def read_gap(bootstrap_servers: str, topic: str, partition: int, start: int,
+                       end: int) -> list[SourceRecord]:
+        asked.append((start, end))
+        return [record(o, event(f"t{o}")) for o in range(start, end)]
+
+    processor, sent, ledger, metrics = make(read_gap=read_gap)
+    acks = Acks()
+    await processor.on_event(TP0, record(0, event("t0")), acks.for_offset(0))
+    await processor.on_event(TP0, record(3, event("t3")), acks.for_offset(3))
+    await settle(processor)
+    assert asked == [(1, 3)]
+    assert [key for _, key, _, _ in sent.records] == [b"t0", b"t1", b"t2", b"t3"]
+    visits = [offer_codec().decode(v)["visit"] for _, _, v, _ in sent.records if v]
+    assert visits == [1, 2, 3, 4]
+    assert acks.offsets == [0, 3]            # gap records have no Faust event to ack
+    assert ledger.safe_offset(TP0) == 4
+    assert metrics.registry.get_sample_value("worker_offset_gaps_total") == 1
+
+
+async def test_a_login_whose_send_never_returns_is_never_finished() -> None:
+    processor, sent, ledger, _ = make()
+    sent.hold = asyncio.Event()
+    acks = Acks()
+    await processor.on_event(TP0, record(0, event("t1")), acks.for_offset(0))
+    [task] = processor.in_flight
+    await asyncio.wait_for(sent.entered.wait(), 10)
+    task.cancel()                             # the worker shuts down mid-send
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert acks.offsets == [] and ledger.in_flight() == 1 and ledger.safe_offset(TP0) == 0
+    assert await free_slots(processor) == SETTINGS.worker_concurrency
+
+
+async def test_the_pool_bounds_the_logins_in_flight() -> None:
+    processor, sent, _, _ = make()
+    sent.hold = asyncio.Event()
+    for offset in range(SETTINGS.worker_concurrency):
+        await processor.on_event(TP0, record(offset, event(f"t{offset}")), None)
+    one_more = asyncio.create_task(processor.on_event(
+        TP0, record(SETTINGS.worker_concurrency, event("late")), None))
+    done, _ = await asyncio.wait({one_more}, timeout=0.2)
+    assert not done and len(processor.in_flight) == SETTINGS.worker_concurrency
+    sent.hold.set()
+    await asyncio.wait_for(one_more, 10)
+    await settle(processor)
+    assert len(sent.records) == SETTINGS.worker_concurrency + 1
+
+
+async def test_a_tombstone_is_a_null_offer_for_the_ticket() -> None:
+    processor, sent, _, _ = make()
+    await processor.tombstone(b"t9")
+    assert sent.records == [("offers", b"t9", None, {})]
+
+
 async def test_deliveries_retry_past_any_attempt_count(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The old worker gave up after 10,000 attempts and acked the login with no offer."""
-    import asyncio
+    """A send is never given up on: 12,000 failures, then the ack, and each failure counted."""
+    from runtime import retry
 
-    from pipeline import worker
-
-    monkeypatch.setattr(worker, "RETRY_BACKOFF_S", (0.0,))
+    monkeypatch.setattr(retry, "BACKOFF", wait_none())
     failures = 12_000
 
     class Producer:
@@ -74,12 +246,41 @@ async def test_deliveries_retry_past_any_attempt_count(monkeypatch: pytest.Monke
             done.set_result(None)
             return done
 
-    class App:
-        producer = Producer()
-
-    deliveries = worker.Deliveries(App(), worker.WorkerMetrics())  # type: ignore[arg-type]
+    deliveries = Deliveries(SimpleNamespace(producer=Producer()), WorkerMetrics())
     await deliveries.send("offers", b"t1", b"offer")
     assert Producer.calls == failures + 1
     assert deliveries.oldest_pending_s() == 0.0
     registry = deliveries.metrics.registry
     assert registry.get_sample_value("worker_send_failures_total") == failures
+
+
+def test_readiness_names_the_first_condition_that_fails() -> None:
+    ok = {"started": True, "agent_running": True, "rebalancing": False, "recovering": False}
+    assert not_ready_because(**ok) is None
+    assert "starting" in str(not_ready_because(**{**ok, "started": False, "rebalancing": True}))
+    assert "agent" in str(not_ready_because(**{**ok, "agent_running": False}))
+    assert "rebalancing" in str(not_ready_because(**{**ok, "rebalancing": True}))
+    assert "recovering" in str(not_ready_because(**{**ok, "recovering": True}))
+    assert readiness_body(None, [0, 2]) == (200, {"ready": True, "partitions": [0, 2]})
+    assert readiness_body("busy", [0]) == (503, {"ready": False, "reason": "busy"})
+    assert ready_url(6066) == "http://127.0.0.1:6066/ready/"
+    with pytest.raises(ValueError):
+        ready_url(0)
+
+
+def test_health_reports_ready_with_the_logins_partitions_it_holds() -> None:
+    assignment = {TP("logins", 2), TP("logins", 0), TP("user-state-changelog", 1)}
+    app = SimpleNamespace(rebalancing=False, in_recovery=False,
+                          consumer=SimpleNamespace(assignment=lambda: assignment))
+    agent = SimpleNamespace(started=True, crashed=False)
+    health = Health(app, SETTINGS, OffsetLedger("logins"), Deliveries(app, WorkerMetrics()),  # type: ignore[arg-type]
+                    SimpleNamespace(), WorkerMetrics())  # type: ignore[arg-type]
+    assert health.readiness() == (503, {"ready": False, "reason":
+                                        "starting: the first table recovery has not finished"})
+    health.started = True
+    assert health.readiness()[0] == 503       # no agent yet
+    health.agent = agent  # type: ignore[assignment]
+    assert health.readiness() == (200, {"ready": True, "partitions": [0, 2]})
+    app.rebalancing = True
+    assert health.readiness() == (503, {"ready": False,
+                                        "reason": "the consumer group is rebalancing"})

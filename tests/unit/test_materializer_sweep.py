@@ -22,8 +22,8 @@ def test_sweep_takes_one_slice_at_a_time_and_removes_only_the_expired(tmp_path: 
     changes += [Change(b"z-new-%05d" % i, b"offer", expires_at=later) for i in range(10)]
     store.apply(changes, {0: len(changes)}, applied_at=1)
 
-    def swept() -> float:
-        return metrics.swept._value.get()
+    def swept() -> float | None:
+        return metrics.registry.get_sample_value("edge_offers_expired_total", {"region": "t"})
 
     m._sweep()
     assert swept() == slice_size            # one slice, not the whole store
