@@ -22,7 +22,7 @@ import httpx
 
 from devstack.broker.local import LocalBroker
 from devstack.ports import free_port, port_in_use
-from devstack.processes import read_pid, runs_with, tail, terminate
+from devstack.processes import running_pid, tail, terminate, write_pid
 from pipeline.readiness import ready_url
 from runtime.settings import Settings, env_var
 from runtime.topics import ensure_topics
@@ -86,10 +86,7 @@ class Stack:
 
     def pid(self, component: Component) -> int | None:
         """The component's pid if it is running (a stale pid file counts as not)."""
-        pid = read_pid(self._pid_file(component.name))
-        if pid is None or not runs_with(pid, ["cli.main", *component.args]):
-            return None
-        return pid
+        return running_pid(self._pid_file(component.name), ["cli.main", *component.args])
 
     def _start(self, component: Component) -> subprocess.Popen[bytes]:
         if component.port is not None and port_in_use(self.host_of(component), component.port):
@@ -103,7 +100,7 @@ class Stack:
             proc = subprocess.Popen([sys.executable, "-m", "cli.main", *component.args],
                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env=env, start_new_session=True)
-        self._pid_file(component.name).write_text(f"{proc.pid}\n")
+        write_pid(self._pid_file(component.name), proc.pid)
         return proc
 
     def _wait_ready(self, component: Component, proc: subprocess.Popen[bytes] | None,

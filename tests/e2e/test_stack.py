@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from devstack.ports import free_port, port_in_use
+from devstack.processes import read_pid
 from loadtest.story import Story, StoryConfig
 from runtime.settings import Settings
 from tests.conftest import unique_settings
@@ -38,7 +39,7 @@ class LocalStack:
 
     def pids(self) -> dict[str, int]:
         run = self.settings.home / "run"
-        return {p.stem: int(p.read_text()) for p in run.glob("*.pid")}
+        return {p.stem: pid for p in run.glob("*.pid") if (pid := read_pid(p)) is not None}
 
     @property
     def origin(self) -> str:
