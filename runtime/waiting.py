@@ -8,7 +8,6 @@ sleeping a guessed interval.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -20,7 +19,7 @@ class TimedOut(TimeoutError):
     """The condition did not hold before the deadline; the message says what was awaited."""
 
 
-def wait_until(condition: Callable[[], T], timeout_s: float, what: str,
+def wait_until(condition: Callable[[], T | None], timeout_s: float, what: str,
                interval_s: float = 0.1) -> T:
     """Call ``condition`` every ``interval_s`` until it returns something truthy, and return that.
 
@@ -37,18 +36,16 @@ def wait_until(condition: Callable[[], T], timeout_s: float, what: str,
         time.sleep(interval_s)
 
 
-async def wait_until_async(condition: Callable[[], Awaitable[T] | T], timeout_s: float, what: str,
+async def wait_until_async(condition: Callable[[], Awaitable[T | None]], timeout_s: float, what: str,
                            interval_s: float = 0.1) -> T:
-    """``wait_until`` for the event loop; ``condition`` may be a coroutine function.
+    """``wait_until`` for the event loop, with a coroutine function as the condition.
 
     Raises:
         TimedOut: after ``timeout_s`` seconds without a truthy answer.
     """
     deadline = time.monotonic() + timeout_s
     while True:
-        value = condition()
-        if inspect.isawaitable(value):
-            value = await value
+        value = await condition()
         if value:
             return value
         if time.monotonic() >= deadline:

@@ -33,10 +33,8 @@ def wait_until(condition: Callable[[], object], timeout: float, what: str,
 async def wait_until_async(condition: Callable[[], Awaitable[bool]], timeout: float, what: str,
                            interval: float = 0.05) -> None:
     """``wait_until`` for the event loop, with a coroutine function as the condition."""
-    # Widened for runtime.waiting, whose conditions may also be plain functions.
-    either: Callable[[], Awaitable[bool] | bool] = condition
     try:
-        await waiting.wait_until_async(either, timeout, what, interval)
+        await waiting.wait_until_async(condition, timeout, what, interval)
     except waiting.TimedOut as exc:
         raise AssertionError(str(exc)) from None
 

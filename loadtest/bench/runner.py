@@ -37,6 +37,7 @@ from loadtest.stats import latency_summary
 from runtime.settings import Settings
 from runtime.ticket_secret import ticket_secret
 from runtime.topics import ensure_topics
+from runtime.waiting import wait_until, wait_until_async
 from schemas.codec import offer_codec
 from schemas.events import login_event, offer_headers
 from schemas.tickets import TicketSigner
@@ -283,11 +284,8 @@ class Bench:
         started = time.perf_counter()
         summary = asyncio.run(produce(settings, count, 0, progress=False))
         produced = time.perf_counter() - started
-        deadline = time.monotonic() + 600
-        while httpx.get(eu).json()["applied_since_start"] < before + count:
-            if time.monotonic() > deadline:
-                raise RuntimeError("offers did not all reach the edge in 10 minutes")
-            time.sleep(0.05)
+        wait_until(lambda: httpx.get(eu).json()["applied_since_start"] >= before + count, 600,
+                   "every offer to reach the edge", interval_s=0.05)
         elapsed = time.perf_counter() - started
         return {"logins": count, "failed": summary.failed, "produce_seconds": produced,
                 "seconds_to_last_offer_at_edge": elapsed, "offers_per_s": count / elapsed}
@@ -404,18 +402,17 @@ async def _time_offers(settings: Settings, count: int, timeout_s: float) -> tupl
     await consumer.start()
     try:
         tps = [TopicPartition(settings.offers_topic, p) for p in range(settings.partitions)]
-        deadline = time.monotonic() + timeout_s
         first: tuple[int, float] | None = None
-        while time.monotonic() < deadline:
+
+        async def all_there() -> tuple[int, float] | None:
+            nonlocal first
             total = sum((await consumer.end_offsets(tps)).values())
             now = time.perf_counter()
             if total and first is None:
                 first = (total, now)
-            if total >= count:
-                assert first is not None
-                return first[0], now - first[1]
-            await asyncio.sleep(0.1)
-        raise RuntimeError(f"the worker did not produce {count} offers in {timeout_s:.0f}s")
+            return (first[0], now - first[1]) if first is not None and total >= count else None
+
+        return await wait_until_async(all_there, timeout_s, f"the worker to produce {count} offers")
     finally:
         await consumer.stop()
 
@@ -452,23 +449,19 @@ def _cpus() -> int:
 def _wait_json(readyz: str, timeout: float) -> float:
     """Seconds until the edge reports every stored offer as served JSON."""
     started = time.monotonic()
-    while not httpx.get(readyz, timeout=5).json().get("all_served_as_json"):
-        if time.monotonic() - started > timeout:
-            raise RuntimeError("the edge did not finish rendering its offers")
-        time.sleep(0.2)
+    wait_until(lambda: httpx.get(readyz, timeout=5).json().get("all_served_as_json"), timeout,
+               "the edge to serve every stored offer as JSON", interval_s=0.2)
     return time.monotonic() - started
 
 
 def _wait_http(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def answers() -> bool:
         try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
+            return httpx.get(url, timeout=1).status_code == 200
         except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer")
+            return False
+
+    wait_until(answers, timeout, f"{url} to answer 200")
 
 
 def render_table(report: dict[str, Any]) -> str:
