@@ -34,6 +34,7 @@ from runtime.settings import Settings
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 128 + 2  # SIGINT
 
 
 class _Failed(click.ClickException):
@@ -113,8 +114,13 @@ def start() -> int:
 @kafka.command(help="SIGTERM the broker, wait up to 30 s, then SIGKILL it")
 def stop() -> int:
     from devstack.broker.local import LocalBroker
+    from devstack.processes import Unkillable
 
-    click.echo("kafka stopped" if LocalBroker(_settings()).stop() else "kafka was not running")
+    try:
+        stopped = LocalBroker(_settings()).stop()
+    except Unkillable as exc:
+        raise _Failed(str(exc)) from None
+    click.echo("kafka stopped" if stopped else "kafka was not running")
     return 0
 
 
@@ -286,11 +292,12 @@ def up(timeout: float) -> int:
 
 @positioning.command(help="stop the whole local stack")
 def down() -> int:
+    from devstack.processes import Unkillable
     from devstack.stack import Stack, StackError
 
     try:
         Stack(_settings()).down()
-    except StackError as exc:
+    except (StackError, Unkillable) as exc:
         raise _Failed(str(exc)) from None
     return 0
 
@@ -401,15 +408,26 @@ def produce(count: int, rate: float, users: int | None, seed: int, quiet: bool) 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``positioning`` with ``argv`` (default: the process's arguments); the exit code."""
+    """Run ``positioning`` with ``argv`` (default: the process's arguments); the exit code.
+
+    Usage errors exit 2, failures 1 (``error: ...`` on stderr), and Ctrl-C 130
+    as for any program killed by SIGINT (click alone would say 1).
+    """
     try:
-        positioning.main(args=list(argv) if argv is not None else None, prog_name="positioning")
+        code = positioning.main(args=list(argv) if argv is not None else None,
+                                prog_name="positioning", standalone_mode=False)
+    except click.exceptions.Abort:  # click's form of KeyboardInterrupt
+        click.echo("interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
     except SystemExit as exc:
         if exc.code is None or isinstance(exc.code, int):
             return exc.code or 0
         click.echo(exc.code, err=True)
         return EXIT_FAILED
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

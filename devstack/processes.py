@@ -1,10 +1,13 @@
 """Background processes we started: are they alive, are they ours, stopping them.
 
 A pid alone proves nothing: after a crash or a reboot the kernel hands the
-same pid to an unrelated program. So a pid file records the pid and the
-process's creation time (``psutil.Process.create_time()``, seconds since the
-epoch), and a process counts as ours only if it is alive, was created at
-that time, and its command line holds the arguments we started it with.
+same pid to an unrelated program. So a pid file records the pid and when the
+process started, in seconds since boot, and a process counts as ours only if
+it is alive, started then, and its command line holds the arguments we
+started it with. Since boot, not since the epoch: psutil's epoch creation
+time is the start in clock ticks since boot plus the boot time, and the boot
+time moves whenever the wall clock is stepped (NTP, a resumed VM), which
+would make our own processes look foreign.
 Pid files that hold only a pid (written before the creation time was
 recorded) are still read; for them the command line is the only check.
 """
@@ -17,14 +20,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-# psutil ships no type information; its results are checked where they enter our types.
 import psutil
 
 from runtime.waiting import TimedOut, wait_until
 
-# psutil computes creation times from clock ticks (1/100 s on Linux) and the
-# boot time; two readings of one process agree far closer than this.
-_CREATE_TIME_TOLERANCE_S = 0.01
+# The kernel reports the boot time in whole seconds, derived from the wall
+# clock, so two readings of one process's start since boot may differ by up
+# to a second; a reused pid with our command line in that second is not a risk.
+_START_TOLERANCE_S = 1.0
 
 # How long ``kill`` waits for a SIGKILLed process to be gone, in seconds; only
 # a process stuck in the kernel (uninterruptible I/O) takes longer.
@@ -33,10 +36,10 @@ KILL_WAIT_S = 30.0
 
 @dataclass(frozen=True)
 class PidRecord:
-    """What a pid file says: the pid and, if recorded, the process's creation time (epoch s)."""
+    """What a pid file says: the pid and, if recorded, when the process started (s since boot)."""
 
     pid: int
-    create_time: float | None = None
+    started_s: float | None = None
 
 
 def _process(pid: int) -> psutil.Process | None:
@@ -46,13 +49,18 @@ def _process(pid: int) -> psutil.Process | None:
         return None
 
 
-def create_time(pid: int) -> float | None:
-    """When the process was created (seconds since the epoch), or None if it is gone."""
+def _started_s(proc: psutil.Process) -> float:
+    """When the process started, in seconds since boot (unmoved by wall-clock steps)."""
+    return float(proc.create_time() - psutil.boot_time())
+
+
+def started_s(pid: int) -> float | None:
+    """When the process started (seconds since boot), or None if it is gone."""
     proc = _process(pid)
     if proc is None:
         return None
     try:
-        return float(proc.create_time())
+        return _started_s(proc)
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
 
@@ -70,18 +78,18 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def runs_with(pid: int, arguments: Iterable[str], created: float | None = None) -> bool:
+def runs_with(pid: int, arguments: Iterable[str], started: float | None = None) -> bool:
     """The process is alive and every one of ``arguments`` is on its command line.
 
-    With ``created`` (seconds since the epoch, as ``create_time`` returns), the
-    process must also have been created then: a reused pid fails this check
-    even when the new program happens to have the same arguments.
+    With ``started`` (seconds since boot, as ``started_s`` returns), the
+    process must also have started then: a reused pid fails this check even
+    when the new program happens to have the same arguments.
     """
     proc = _process(pid)
     if proc is None or not pid_alive(pid):
         return False
     try:
-        if created is not None and abs(proc.create_time() - created) > _CREATE_TIME_TOLERANCE_S:
+        if started is not None and abs(_started_s(proc) - started) > _START_TOLERANCE_S:
             return False
         cmdline = list(proc.cmdline())
     except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -90,9 +98,9 @@ def runs_with(pid: int, arguments: Iterable[str], created: float | None = None) 
 
 
 def read_pid_record(pid_file: Path) -> PidRecord | None:
-    """The pid file's pid and creation time, or None if it is missing or unreadable.
+    """The pid file's pid and start time, or None if it is missing or unreadable.
 
-    The file holds ``<pid> <create_time>`` or, in the older form, ``<pid>`` alone.
+    The file holds ``<pid> <seconds since boot>`` or, in the older form, ``<pid>`` alone.
     """
     try:
         fields = pid_file.read_text().split()
@@ -103,28 +111,23 @@ def read_pid_record(pid_file: Path) -> PidRecord | None:
     return PidRecord(pid, created)
 
 
-def read_pid(pid_file: Path) -> int | None:
-    """The pid a pid file names, or None if it is missing or unreadable."""
-    record = read_pid_record(pid_file)
-    return record.pid if record is not None else None
-
 
 def write_pid(pid_file: Path, pid: int) -> None:
-    """Record a process we just started: its pid and its creation time.
+    """Record a process we just started: its pid and when it started.
 
     Call it while the process cannot have been reaped yet (we hold its
-    ``Popen``), so the creation time read is that of our process. If it
+    ``Popen``), so the start time read is that of our process. If it
     already exited, only the pid is written; the ownership checks then find
     it dead anyway.
     """
-    created = create_time(pid)
-    pid_file.write_text(f"{pid}\n" if created is None else f"{pid} {created!r}\n")
+    started = started_s(pid)
+    pid_file.write_text(f"{pid}\n" if started is None else f"{pid} {started!r}\n")
 
 
 def running_pid(pid_file: Path, arguments: Iterable[str]) -> int | None:
     """The pid from ``pid_file`` if that process is ours and alive (see the module doc), else None."""
     record = read_pid_record(pid_file)
-    if record is None or not runs_with(record.pid, arguments, record.create_time):
+    if record is None or not runs_with(record.pid, arguments, record.started_s):
         return None
     return record.pid
 
@@ -144,11 +147,15 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
         pass
 
 
+class Unkillable(RuntimeError):
+    """A process survived SIGKILL (stuck in the kernel, e.g. in uninterruptible I/O)."""
+
+
 def terminate(pid: int, timeout: float) -> None:
     """SIGTERM the process group, wait up to ``timeout`` seconds, then SIGKILL it.
 
     Raises:
-        TimedOut: the process survived SIGKILL for ``KILL_WAIT_S`` seconds.
+        Unkillable: the process survived SIGKILL for ``KILL_WAIT_S`` seconds.
     """
     _signal_group(pid, signal.SIGTERM)
     try:
@@ -162,11 +169,15 @@ def kill(pid: int) -> None:
     """SIGKILL the process group, as a crash would, and wait until it is gone.
 
     Raises:
-        TimedOut: the process survived SIGKILL for ``KILL_WAIT_S`` seconds.
+        Unkillable: the process survived SIGKILL for ``KILL_WAIT_S`` seconds.
     """
     _signal_group(pid, signal.SIGKILL)
-    wait_until(lambda: not pid_alive(pid), KILL_WAIT_S, f"pid {pid} to die after SIGKILL",
-               interval_s=0.02)
+    try:
+        wait_until(lambda: not pid_alive(pid), KILL_WAIT_S, f"pid {pid} to die after SIGKILL",
+                   interval_s=0.02)
+    except TimedOut:
+        raise Unkillable(f"pid {pid} is still there {KILL_WAIT_S:g} s after SIGKILL "
+                         "(stuck in the kernel?); its ports and files may still be held") from None
 
 
 def tail(path: Path, lines: int = 25) -> str:

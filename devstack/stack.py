@@ -23,7 +23,7 @@ import httpx
 from devstack.broker.local import LocalBroker
 from devstack.ports import free_port, port_in_use
 from devstack.processes import running_pid, tail, terminate, write_pid
-from pipeline.readiness import ready_url
+from pipeline.readiness import WEB_HOST, ready_url
 from runtime.settings import Settings, env_var
 from runtime.topics import ensure_topics
 from runtime.waiting import TimedOut, wait_until
@@ -77,9 +77,11 @@ class Stack:
         self.logs = settings.logs_dir
 
     def host_of(self, component: Component) -> str:
-        """Where the component listens: edges on ``edge_host``, the rest on ``origin_host``."""
-        edge = component.name.startswith("edge-")
-        return self.settings.edge_host if edge else self.settings.origin_host
+        """Where the component listens: edges on ``edge_host``, the worker's web server on
+        ``WEB_HOST``, the origin on ``origin_host``."""
+        if component.name.startswith("edge-"):
+            return self.settings.edge_host
+        return WEB_HOST if component.name == "worker" else self.settings.origin_host
 
     def _pid_file(self, name: str) -> Path:
         return self.run_dir / f"{name}.pid"

@@ -66,13 +66,22 @@ Csv = Annotated[tuple[str, ...], BeforeValidator(_split_csv)]
 _ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("settings_environ", default=None)
 
 
-class _MappingEnvSource(EnvSettingsSource):
-    """pydantic-settings' environment source, reading a given mapping instead of ``os.environ``."""
+class _DeclaredEnvSource(EnvSettingsSource):
+    """pydantic-settings' environment source, reading only the declared variable names.
 
-    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
-        super().__init__(settings_cls)  # reads os.environ; replaced below
-        # Same rules as the environment: exact names (case_sensitive), empty means unset.
-        self.env_vars = {name: value for name, value in environ.items() if value != ""}
+    pydantic also matches a variable named like the field itself (``home``,
+    ``partitions``) when fields may be given by name; only the documented
+    names (``POSITIONING_HOME``...) configure anything here. Reads
+    ``environ`` if given, else ``os.environ``; an empty value means unset.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings],
+                 environ: Mapping[str, str] | None = None) -> None:
+        super().__init__(settings_cls)
+        source = self.env_vars if environ is None else environ
+        declared = {env_var(name) for name in settings_cls.model_fields}
+        self.env_vars = {name: value for name, value in source.items()
+                         if name in declared and value != ""}
 
 
 class Settings(BaseSettings):
@@ -262,10 +271,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Keyword arguments, then the environment (or ``from_env``'s mapping); no files."""
-        environ = _ENVIRON.get()
-        if environ is not None:
-            env_settings = _MappingEnvSource(settings_cls, environ)
-        return init_settings, env_settings
+        return init_settings, _DeclaredEnvSource(settings_cls, _ENVIRON.get())
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

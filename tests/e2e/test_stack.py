@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from devstack.ports import free_port, port_in_use
-from devstack.processes import read_pid
+from devstack.processes import read_pid_record
 from loadtest.story import Story, StoryConfig
 from runtime.settings import Settings
 from tests.conftest import unique_settings
@@ -39,7 +39,8 @@ class LocalStack:
 
     def pids(self) -> dict[str, int]:
         run = self.settings.home / "run"
-        return {p.stem: pid for p in run.glob("*.pid") if (pid := read_pid(p)) is not None}
+        return {p.stem: record.pid for p in run.glob("*.pid")
+                if (record := read_pid_record(p)) is not None}
 
     @property
     def origin(self) -> str:

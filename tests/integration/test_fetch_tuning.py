@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import itertools
 import time
 
@@ -130,7 +129,7 @@ async def test_the_worker_consumer_asks_the_broker_for_the_settings_fetch_tuning
     """Faust hard-codes 1500 ms and one byte; the worker's transport replaces them, and the
     requests on the wire carry the settings' values (the long poll is off here)."""
     await ensure_topics(base_settings)
-    settings = dataclasses.replace(base_settings, fetch_wait_ms=300, fetch_min_bytes=32 * 1024,
+    settings = base_settings.replace(fetch_wait_ms=300, fetch_min_bytes=32 * 1024,
                                    fetch_idle_wait_ms=0)
     app = create_app(settings)
     consumer = app.consumer.consumer_thread.create_worker_consumer()

@@ -160,6 +160,20 @@ def test_main_returns_the_exit_code(env: dict[str, str], monkeypatch: pytest.Mon
     assert cli_main.main(["kafka", "restart"]) == 2
 
 
+def test_ctrl_c_exits_130_as_for_sigint(env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from devstack.stack import Stack
+
+    def interrupted(self: Stack, **_: object) -> None:
+        raise KeyboardInterrupt
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(Stack, "up", interrupted)
+    assert cli_main.main(["up"]) == 130
+    assert "interrupted" in capsys.readouterr().err
+
+
 class _Replaced(Exception):
     """Stands in for os.execv, which would replace the test process."""
 

@@ -14,10 +14,10 @@ from devstack.processes import (
     PidRecord,
     kill,
     pid_alive,
-    read_pid,
     read_pid_record,
     running_pid,
     runs_with,
+    started_s,
     terminate,
     write_pid,
 )
@@ -38,13 +38,14 @@ def sleeper() -> Iterator[subprocess.Popen[bytes]]:
         proc.wait()
 
 
-def test_a_pid_file_records_pid_and_creation_time(tmp_path: Path,
-                                                  sleeper: subprocess.Popen[bytes]) -> None:
+def test_a_pid_file_records_pid_and_start_since_boot(tmp_path: Path,
+                                                     sleeper: subprocess.Popen[bytes]) -> None:
     pid_file = tmp_path / "sleeper.pid"
     write_pid(pid_file, sleeper.pid)
     record = read_pid_record(pid_file)
-    assert record == PidRecord(sleeper.pid, psutil.Process(sleeper.pid).create_time())
-    assert read_pid(pid_file) == sleeper.pid
+    assert record is not None and record.pid == sleeper.pid
+    since_boot = psutil.Process(sleeper.pid).create_time() - psutil.boot_time()
+    assert record.started_s == pytest.approx(since_boot, abs=1.0)
     assert running_pid(pid_file, [MARKER]) == sleeper.pid
     assert running_pid(pid_file, [MARKER, "not-on-its-command-line"]) is None
 
@@ -67,7 +68,8 @@ def test_an_unreadable_pid_file_names_no_process(tmp_path: Path, text: str) -> N
 
 
 def test_a_reused_pid_is_not_ours(tmp_path: Path, sleeper: subprocess.Popen[bytes]) -> None:
-    created = psutil.Process(sleeper.pid).create_time()
+    created = started_s(sleeper.pid)
+    assert created is not None
     assert runs_with(sleeper.pid, [MARKER], created)
     # The same pid and command line, but created at another time: another process.
     assert not runs_with(sleeper.pid, [MARKER], created - 3600)

@@ -88,3 +88,11 @@ def test_settings_are_immutable_and_replace_validates() -> None:
         settings.replace(partitions=0)
     with pytest.raises(ValueError, match="bogus"):
         settings.replace(bogus=1)
+
+
+def test_only_the_documented_variable_names_configure_anything() -> None:
+    """A variable named like the field itself (``home``, ``partitions``) is not a setting."""
+    settings = Settings.from_env({"home": "/elsewhere", "partitions": "3",
+                                  "POSITIONING_PARTITIONS": "5"})
+    assert settings.home == Settings.from_env({}).home
+    assert settings.partitions == 5
