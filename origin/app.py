@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from importlib import resources
-from typing import Any, cast
+from typing import Any
 
 import orjson
 from prometheus_client import generate_latest
@@ -45,17 +45,12 @@ from origin.requests import (
 from runtime.clock import now_us
 from runtime.settings import Settings
 from schemas.codec import login_codec
-from schemas.events import LoginEvent, login_event
+from schemas.events import login_event
 from schemas.tickets import TicketSigner, signer_from_settings
 
 log = logging.getLogger(__name__)
 
 NO_STORE = {"Cache-Control": "private, no-store"}
-
-
-def _record(event: LoginEvent) -> dict[str, Any]:
-    """The event as the plain record the codec and the engine take (the same dict, no copy)."""
-    return cast(dict[str, Any], event)
 
 
 def _error(exc: BadRequest) -> JSONResponse:
@@ -71,6 +66,7 @@ class Logins:
         self.publisher = publisher
         self.signer = signer
         self.metrics = metrics
+        self._trusted_proxies = settings.trusted_proxies
         self._codec = login_codec()
         self._accepted = metrics.logins.labels("accepted").inc
         self._observe_login = metrics.login_seconds.observe
@@ -81,7 +77,7 @@ class Logins:
         started = time.perf_counter()
         try:
             body = await read_json_body(request)
-            req = parse_login(body, client_address(request, self.settings.trusted_proxies),
+            req = parse_login(body, client_address(request, self._trusted_proxies),
                               request.headers.get("user-agent"))
             key = idempotency_key(request)
         except BadRequest as exc:
@@ -94,7 +90,7 @@ class Logins:
         event = login_event(ticket, req.user_id, req.ip, accepted_at_us=now_us(),
                             user_agent=req.user_agent)
         try:
-            await self.publisher.publish(req.user_id.encode(), self._codec.encode(_record(event)))
+            await self.publisher.publish(req.user_id.encode(), self._codec.encode(event))
         except PublisherUnavailable as exc:
             self.metrics.logins.labels("unavailable").inc()
             log.warning("login not accepted: %s", exc)
@@ -117,7 +113,7 @@ class Logins:
         """200 with the offer computed inside the request (the baseline); 4xx for a bad request."""
         try:
             body = await read_json_body(request)
-            req = parse_login(body, client_address(request, self.settings.trusted_proxies),
+            req = parse_login(body, client_address(request, self._trusted_proxies),
                               request.headers.get("user-agent"))
         except BadRequest as exc:
             return _error(exc)
@@ -125,7 +121,7 @@ class Logins:
         event = login_event(ticket, req.user_id, req.ip, accepted_at_us=now_us(),
                             user_agent=req.user_agent)
         await simulate_model_latency(self.settings.model_latency_ms)
-        offer = compute_offer(_record(event), new_user_view(), created_at=now_us())
+        offer = compute_offer(event, new_user_view(), created_at=now_us())
         return JSONResponse(offer, headers=NO_STORE)
 
 

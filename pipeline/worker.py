@@ -215,6 +215,8 @@ class LoginProcessor:
         self.ledger = ledger
         self.metrics = metrics
         self.read_gap = read_gap
+        self.model_latency_ms = settings.model_latency_ms
+        self.offers_topic = settings.offers_topic
         self.codec = login_codec()
         self.encoder = offer_codec()
         # Bounds the logins begun and not finished; released in finish (or on a dead letter).
@@ -302,7 +304,7 @@ class LoginProcessor:
         """The slow half of one login: model call, then produce the offer, then ack."""
         offer = planned.offer
         try:
-            await simulate_model_latency(self.settings.model_latency_ms)
+            await simulate_model_latency(self.model_latency_ms)
             try:
                 value = self.encoder.encode(offer)
             except Exception as exc:  # the engine produced an invalid offer
@@ -310,7 +312,7 @@ class LoginProcessor:
                 await self.dead_letter(source, exc, "engine")
             else:
                 # Headers let edges index and measure the offer without decoding it.
-                await self.send(self.settings.offers_topic, offer["ticket_id"].encode(),
+                await self.send(self.offers_topic, offer["ticket_id"].encode(),
                                 value, offer_headers(offer))
                 self.metrics.logins.labels("positioned" if planned.counted else "repeated").inc()
             # Not in a finally: a send cut short by shutdown stays unfinished, so the
