@@ -211,7 +211,7 @@ def worker(crashes: int) -> int:
     try:
         asyncio.run(ensure_topics(settings))
         # uvloop, as `faust -L uvloop` would: the worker's main thread is busy, and
-        # asyncio's pure-Python loop costs ~10 % of its logins/s.
+        # asyncio's pure-Python loop is the slower of the two (docs/performance.md).
         mode.loop.use("uvloop")
         app = create_app(settings, on_wedged=lambda reason: _restart_after_crash(
             crashes, reason, time.monotonic() - started))

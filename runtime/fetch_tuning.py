@@ -5,7 +5,7 @@ have passed (64 KiB, 5 ms), so a busy topic comes back in batches rather
 than a record or two per round trip.
 
 Quiet: the same settings would ask the broker 200 times a second for
-nothing (an idle edge spent about 8 % of a core on it, the worker 12 %).
+nothing, a real share of an idle process's CPU (figures: decision 0007).
 So after a fetch that came back empty, the next one asks for one byte and
 may wait ``idle_wait_ms``: the broker answers the moment a record lands,
 so the first record after a quiet spell is delivered at once, sooner than a
@@ -18,9 +18,8 @@ consumer that is still working through records of other partitions (the
 worker when it is behind) would park its next fetch on the quiet ones, and
 the partitions it then drains would wait behind that fetch for up to
 ``idle_wait_ms``. So while the Fetcher still holds records, an empty fetch
-leaves the consumer batching. (At 500 logins/s on a slow hour, the long
-poll without this rule put p50 at 0.6-2.9 s, against 0.17-0.18 s with no
-long poll at all.)
+leaves the consumer batching (what long-polling without this rule cost a
+busy worker: decision 0007).
 
 aiokafka offers neither a way to change the wait and minimum of a running
 consumer nor a signal that a fetch came back empty; both go through

@@ -228,7 +228,7 @@ def bounded_protocol(limits: HttpLimits) -> type[BoundedHttpToolsProtocol]:
 
 def server_settings(limits: HttpLimits = HttpLimits()) -> dict[str, Any]:
     """The uvicorn settings every HTTP server here runs with: the origin, the edges
-    (cli/commands.py) and the benchmark's bare baselines (loadtest/bench/bare.py).
+    (cli/main.py) and the benchmark's bare baselines (loadtest/bench/bare.py).
 
     uvicorn's own proxy-header handling is off: it would rewrite the client
     address from ``X-Forwarded-For`` before the origin's trusted-proxies

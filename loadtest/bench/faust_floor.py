@@ -31,7 +31,8 @@ from pipeline.transport import broker_url
 from runtime.fetch_tuning import FetchTuning
 from runtime.settings import Settings
 
-# The worker's defaults, so the floor fetches the way the worker does.
+# The fetch tuning the bench's worker runs with (the same environment), so the
+# floor fetches the way the worker does.
 FLOOR_FETCH = FetchTuning.from_settings(Settings())
 
 
