@@ -145,7 +145,8 @@ def fetch() -> int:
     return 0
 
 
-@positioning.command(help="create or check the topics (idempotent)")
+@positioning.command(help="create or check the topics and the worker's state changelog "
+                          "(idempotent); refuses a wrong one, with the fix")
 def topics() -> int:
     from aiokafka.errors import KafkaError
 
@@ -153,13 +154,42 @@ def topics() -> int:
 
     settings = _settings()
     try:
-        reports = asyncio.run(ensure_topics(settings))
+        report = asyncio.run(ensure_topics(settings))
     except TopicMismatch as exc:
         raise _Failed(str(exc)) from None
     except KafkaError as exc:
         raise _kafka_unreachable(settings, exc) from None
-    for r in reports:
-        click.echo(f"{r.name:<12} {r.partitions} partitions  {'created' if r.created else 'ok'}")
+    width = max(len(r.name) for r in report.topics)
+    for r in report.topics:
+        click.echo(f"{r.name:<{width}}  {r.partitions} partitions  RF {r.replication_factor}  "
+                   f"min ISR {r.min_insync_replicas}  {'created' if r.created else 'ok'}")
+    return 0
+
+
+@positioning.command("migrate-state",
+                     help="copy the worker's per-user state from an old topic generation to "
+                          "the one the settings name (docs/operations.md: changing the "
+                          "number of partitions)")
+@click.option("--from-logins-topic", required=True, help="the old generation's logins topic")
+@click.option("--from-worker-id", required=True, help="the old generation's worker id")
+def migrate_state(from_logins_topic: str, from_worker_id: str) -> int:
+    from aiokafka.errors import KafkaError
+
+    from pipeline.state_migration import MigrationRefused, migrate_state
+    from runtime.topics import TopicMismatch
+
+    target = _settings()
+    source = target.replace(logins_topic=from_logins_topic, worker_id=from_worker_id)
+    try:
+        report = asyncio.run(migrate_state(source, target))
+    except (MigrationRefused, TopicMismatch, TimeoutError) as exc:
+        raise _Failed(str(exc)) from None
+    except KafkaError as exc:
+        raise _kafka_unreachable(target, exc) from None
+    click.echo(f"{report.users_copied} users' state copied from {report.source_changelog} to "
+               f"{report.target_changelog} ({report.partitions} partitions; "
+               f"{report.records_read} records read, {report.deleted_skipped} deleted users "
+               "skipped); start the new generation's workers now")
     return 0
 
 
@@ -209,7 +239,9 @@ def worker(crashes: int) -> int:
     settings = _settings()
     started = time.monotonic()
     try:
-        asyncio.run(ensure_topics(settings))
+        # The topics first: a wrong one (a changed partition count above all) stops
+        # the worker here, before it could dead-letter every login.
+        settings = asyncio.run(ensure_topics(settings)).durability.applied_to(settings)
         # uvloop, as `faust -L uvloop` would: the worker's main thread is busy, and
         # asyncio's pure-Python loop is the slower of the two (docs/performance.md).
         mode.loop.use("uvloop")

@@ -9,7 +9,9 @@ server answers
   ``logins`` partitions it holds now (possibly none, when the group has more
   workers than partitions);
 - 503 ``{"ready": false, "reason": "..."}`` otherwise, the reason saying
-  which of those conditions does not hold.
+  which of those conditions does not hold; a worker whose dead-letter
+  circuit breaker tripped (pipeline/breaker.py) answers 503 with the
+  breaker's reason until it is restarted.
 
 The port: ``worker_web_port`` 0 turns the web server off (an app built in a
 test's own process needs none). A worker started as a process always gets a
@@ -41,8 +43,11 @@ def ready_url(port: int) -> str:
 
 
 def not_ready_because(*, started: bool, agent_running: bool, rebalancing: bool,
-                      recovering: bool) -> str | None:
-    """Why the worker is not ready, or None when it is. The first failing condition wins."""
+                      recovering: bool, tripped: str | None = None) -> str | None:
+    """Why the worker is not ready, or None when it is. The first failing condition wins;
+    ``tripped`` (the breaker's reason) comes first."""
+    if tripped is not None:
+        return tripped
     if not started:
         return "starting: the first table recovery has not finished"
     if not agent_running:

@@ -25,9 +25,11 @@ Faust's ``exactly_once`` (Kafka transactions; docs/decisions/):
 
 Poison messages (undecodable bytes, an unknown schema, a login the engine
 refuses or fails on) go to ``logins.dlq`` with the error in headers, and the
-stream goes on. Expired offers get tombstones on ``offers``, found by
-reading ``offers`` itself (pipeline/expiry.py), so a restart or a partition
-move loses none.
+stream goes on, unless ``breaker_dead_letters`` of one error type come in a
+row: that is a systematic fault, and the circuit breaker (pipeline/breaker.py)
+stops consumption and reports the worker unhealthy instead. Expired offers
+get tombstones on ``offers``, found by reading ``offers`` itself
+(pipeline/expiry.py), so a restart or a partition move loses none.
 
 The web server (``worker_web_port``; 0 turns it off) serves ``/status/``,
 ``/metrics/`` and the readiness page ``/ready/`` (pipeline/readiness.py says
@@ -59,6 +61,7 @@ from engine.state import (
     view_for_login,
 )
 from engine.validation import LoginRejected, validate_login
+from pipeline.breaker import DeadLetterBreaker
 from pipeline.expiry import Expirer
 from pipeline.gap_reader import SourceRecord, read_range
 from pipeline.offset_ledger import Admission, OffsetLedger
@@ -68,6 +71,7 @@ from runtime.clock import now_us
 from runtime.fetch_tuning import FetchTuning
 from runtime.retry import call_forever
 from runtime.settings import Settings
+from runtime.topics import USER_STATE_TABLE, durability
 from schemas.codec import DecodeError, login_codec, offer_codec
 from schemas.events import offer_headers
 
@@ -203,7 +207,8 @@ class LoginProcessor:
     ``read_gap`` reads offsets Faust never handed over (``gap_reader.read_range``).
     Every admitted login is finished (its offer or dead letter acknowledged,
     then ``ledger.finish`` and its ack) exactly once, or, if the worker stops
-    first, never, so it is consumed again.
+    first, never, so it is consumed again. Once ``breaker`` trips, no further
+    login is begun: ``on_event`` and ``handle`` wait until the worker stops.
     """
 
     def __init__(self, users: MutableMapping[str, Any], settings: Settings, send: Send,
@@ -222,9 +227,16 @@ class LoginProcessor:
         # Bounds the logins begun and not finished; released in finish (or on a dead letter).
         self.limiter = asyncio.Semaphore(settings.worker_concurrency)
         self.in_flight: set[asyncio.Task[None]] = set()
+        self.breaker = DeadLetterBreaker(settings.breaker_dead_letters)
 
     async def on_event(self, tp: TP, source: SourceRecord, ack: Ack) -> None:
-        """One event from the stream: skip a repeat, read a gap before it, or handle it."""
+        """One event from the stream: skip a repeat, read a gap before it, or handle it.
+
+        After the breaker tripped, never returns (until cancelled): the event
+        is neither finished nor acked, so it is not committed.
+        """
+        if self.breaker.tripped:
+            await self.breaker.park()
         admission, generation = self.ledger.admit(tp, source.offset)
         if admission is Admission.GAP:
             await self.fill_gap(tp, source.offset)
@@ -275,8 +287,11 @@ class LoginProcessor:
         """Begin one admitted login in order; its slow half goes to the task pool.
 
         Waits for a free slot in the pool first. A login ``begin`` refuses, or
-        fails on unexpectedly, is dead-lettered before this returns.
+        fails on unexpectedly, is dead-lettered before this returns. Once the
+        breaker has tripped, waits until the worker stops instead.
         """
+        if self.breaker.tripped:
+            await self.breaker.park()
         await self.limiter.acquire()
         try:
             planned = self.begin(source.value, Position(source.partition, source.offset))
@@ -315,6 +330,7 @@ class LoginProcessor:
                 await self.send(self.offers_topic, offer["ticket_id"].encode(),
                                 value, offer_headers(offer))
                 self.metrics.logins.labels("positioned" if planned.counted else "repeated").inc()
+                self.breaker.processed()
             # Not in a finally: a send cut short by shutdown stays unfinished, so the
             # login is consumed again instead of being committed without its offer.
             self.ledger.finish(tp, source.offset, generation)
@@ -324,7 +340,10 @@ class LoginProcessor:
             self.limiter.release()
 
     async def dead_letter(self, source: SourceRecord, error: Exception, stage: str) -> None:
-        """Produce the login's bytes to the dead-letter topic, the error in its headers."""
+        """Produce the login's bytes to the dead-letter topic, the error in its headers.
+
+        Counts in the breaker once the dead letter is acknowledged.
+        """
         headers = [
             ("error.type", type(error).__name__.encode()),
             ("error.message", str(error).encode()[:4096]),
@@ -338,6 +357,7 @@ class LoginProcessor:
                     source.offset, type(error).__name__, error)
         self.metrics.logins.labels("dead_lettered").inc()
         await self.send(self.settings.dlq_topic, source.key, source.value, headers)  # type: ignore[arg-type]
+        self.breaker.dead_lettered(type(error).__name__, str(error), stage)
 
     async def fill_gap(self, tp: TP, end: int) -> None:
         """Read and handle the offsets Faust skipped before ``end`` (pipeline/gap_reader.py).
@@ -368,8 +388,10 @@ class Health:
     """What the worker's web pages and watchdog report, read from its parts."""
 
     def __init__(self, app: faust.App, settings: Settings, ledger: OffsetLedger,
-                 deliveries: Deliveries, expirer: Expirer, metrics: WorkerMetrics) -> None:
+                 deliveries: Deliveries, expirer: Expirer, metrics: WorkerMetrics,
+                 breaker: DeadLetterBreaker | None = None) -> None:
         self.app = app
+        self.breaker = breaker
         self.settings = settings
         self.ledger = ledger
         self.deliveries = deliveries
@@ -379,14 +401,15 @@ class Health:
         self.agent: AgentT | None = None
 
     def status(self) -> tuple[int, dict[str, Any]]:
-        """``/status/``: 503 while a send or a commit has waited ``worker_stuck_after_s``
-        or the group rebalances, else 200; the body says why."""
+        """``/status/``: 503 while a send or a commit has waited ``worker_stuck_after_s``,
+        the group rebalances or the breaker is open, else 200; the body says why."""
+        breaker = self.breaker.reason if self.breaker is not None else None
         oldest = self.deliveries.oldest_pending_s()
         stalled = self.ledger.commit_stalled_s()
         stuck = (oldest > self.settings.worker_stuck_after_s
                  or stalled > self.settings.worker_stuck_after_s)
-        ready = not stuck and self.app.rebalancing is False
-        body = {"ready": ready,
+        ready = not stuck and self.app.rebalancing is False and breaker is None
+        body = {"ready": ready, "breaker": breaker,
                 "stuck": stuck, "oldest_unacked_send_s": round(oldest, 3),
                 "commit_stalled_s": round(stalled, 3),
                 "in_flight": self.ledger.in_flight(), "offset_gaps": self.ledger.gaps,
@@ -398,6 +421,7 @@ class Health:
         """``/ready/``: the contract is in pipeline/readiness.py."""
         agent = self.agent
         reason = not_ready_because(
+            tripped=self.breaker.reason if self.breaker is not None else None,
             started=self.started,
             agent_running=agent is not None and agent.started and not agent.crashed,
             rebalancing=bool(self.app.rebalancing),
@@ -432,7 +456,13 @@ def create_app(settings: Settings,
     then reads nothing more. ``positioning worker`` passes a callback that
     replaces the process (nothing unfinished was committed, so a fresh worker
     starts exactly there); without one the app crashes.
+
+    Faust's internal topics get the settings' replication factor and the
+    state changelog their ``min.insync.replicas`` too (``runtime.topics.durability``,
+    without asking the cluster: ``positioning worker`` passes settings that
+    ``ensure_topics`` resolved, and creates the changelog itself).
     """
+    wanted = durability(settings, brokers=None)
     app = faust.App(
         settings.worker_id,
         broker=broker_url(settings.bootstrap_servers, FetchTuning.from_settings(settings)),
@@ -440,7 +470,7 @@ def create_app(settings: Settings,
         store="positioning://",
         datadir=str(settings.worker_data_dir or settings.home / "worker"),
         topic_partitions=settings.partitions,
-        topic_replication_factor=settings.replication_factor,
+        topic_replication_factor=wanted.replication_factor,
         topic_allow_declare=True,
         producer_acks=-1,
         # Port 0 turns the web server off (pipeline/readiness.py).
@@ -461,8 +491,10 @@ def create_app(settings: Settings,
                        partitions=settings.partitions)
     # Values are the state's JSON bytes, encoded here with orjson: the same bytes
     # Faust's json serializer writes, at a fraction of its per-login cost.
-    users = app.Table("user-state", default=None, partitions=settings.partitions,
-                      key_type=str, value_type=bytes)
+    users = app.Table(USER_STATE_TABLE, default=None, partitions=settings.partitions,
+                      key_type=str, value_type=bytes,
+                      extra_topic_configs={
+                          "min.insync.replicas": str(wanted.min_insync_replicas)})
     # The transport commits only what the ledger allows (pipeline/transport.py).
     ledger = OffsetLedger(settings.logins_topic)
     app.offset_ledger = ledger  # type: ignore[attr-defined]
@@ -472,7 +504,7 @@ def create_app(settings: Settings,
     expirer = Expirer(settings.bootstrap_servers, settings.offers_topic,
                       f"{settings.worker_id}-expiry", processor.tombstone, settings.expiry_sweep_s,
                       on_tombstone=metrics.tombstones.inc)
-    health = Health(app, settings, ledger, deliveries, expirer, metrics)
+    health = Health(app, settings, ledger, deliveries, expirer, metrics, processor.breaker)
 
     @app.agent(logins)
     async def position(stream: StreamT) -> None:

@@ -40,6 +40,7 @@ from pydantic import (
     NonNegativeInt,
     PositiveInt,
     SecretStr,
+    model_validator,
 )
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
@@ -117,6 +118,7 @@ class Settings(BaseSettings):
     kafka_controller_port: PositiveInt | None = Field(
         default=None,
         description="the local broker's KRaft controller port; unset: the listen port + 1")
+    kafka_nodes: PositiveInt = Field(default=1, description="local KRaft nodes")
     kafka_heap: str = Field(default="512m", description="the local broker's JVM heap")
     kafka_home: Path | None = Field(
         default=None, validation_alias="KAFKA_HOME",
@@ -132,8 +134,16 @@ class Settings(BaseSettings):
     dlq_topic: str = Field(default="logins.dlq",
                            description="dead letters: logins the worker cannot process")
     partitions: PositiveInt = Field(default=6, description="partitions of each topic")
-    replication_factor: PositiveInt = Field(default=1,
-                                            description="replication factor of each topic")
+    replication_factor: PositiveInt | None = Field(
+        default=None,
+        description="replication factor of each topic, the worker's state changelog "
+                    "included; unset: min(3, brokers), brokers being `kafka_nodes`, or the "
+                    "brokers an external cluster reports; more than the brokers is refused")
+    min_insync_replicas: PositiveInt | None = Field(
+        default=None,
+        description="`min.insync.replicas` of each topic: replicas that must have a record "
+                    "before a producer (`acks=all`) is answered; unset: max(1, replication "
+                    "factor - 1); more than the replication factor is refused")
 
     # -- tickets --------------------------------------------------------------
     ticket_secret: SecretStr | None = Field(
@@ -190,6 +200,11 @@ class Settings(BaseSettings):
         default=10.0, validation_alias="POSITIONING_WORKER_STUCK_AFTER",
         description="seconds a record may wait for the broker's ack before the worker "
                     "reports itself stuck (`/status/` 503); it keeps retrying regardless")
+    breaker_dead_letters: PositiveInt = Field(
+        default=100,
+        description="dead letters of one error type in a row after which the worker stops "
+                    "consuming and reports unhealthy (`/ready/` and `/status/` 503, with the "
+                    "reason) until restarted; any login processed resets the count")
     worker_commit_stall_s: NonNegativeFloat = Field(
         default=60.0, validation_alias="POSITIONING_WORKER_COMMIT_STALL",
         description="seconds finished logins may wait for a commit before the worker "
@@ -260,6 +275,16 @@ class Settings(BaseSettings):
     loadtest_gap_s: NonNegativeFloat = Field(
         default=1.0, validation_alias="POSITIONING_GAP_S",
         description="seconds a Locust user spends between logging in and wanting the offer")
+
+    @model_validator(mode="after")
+    def _min_isr_within_replication(self) -> Settings:
+        """Refuse a ``min_insync_replicas`` above an explicit ``replication_factor``."""
+        rf, isr = self.replication_factor, self.min_insync_replicas
+        if rf is not None and isr is not None and isr > rf:
+            raise ValueError(
+                f"{env_var('min_insync_replicas')}={isr} is above "
+                f"{env_var('replication_factor')}={rf}: no write could ever be acknowledged")
+        return self
 
     @classmethod
     def settings_customise_sources(

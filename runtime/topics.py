@@ -1,25 +1,95 @@
-"""Creating and verifying the project's topics, idempotently.
+"""Creating and verifying the project's topics, idempotently, and refusing wrong ones.
 
 ``logins`` is keyed by user id, so a user's logins stay ordered and the
 worker's per-user state needs no repartition. ``offers`` is compacted and
 keyed by ticket: the latest value per ticket is the offer, a tombstone
-removes it. ``logins.dlq`` keeps what could not be processed.
+removes it. ``logins.dlq`` keeps what could not be processed. The worker's
+state changelog (``<worker_id>-user-state-changelog``, Faust's internal
+topic) is created here too, so it gets the same durability and is checked
+like the others.
+
+Every topic has the replication factor and ``min.insync.replicas`` of
+``Durability`` (``durability()``: the settings, else defaults from the
+brokers). Existing topics are verified against it, and the changelog must
+have as many partitions as ``logins``: Faust writes a user's state to the
+partition of the login, so a different count sends every login to the
+dead-letter topic (``PartitionsMismatch``). Each refusal says the reason
+and the command or procedure that fixes it (docs/operations.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import cast
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
-from runtime.settings import Settings
+from runtime.settings import Settings, env_var
+
+USER_STATE_TABLE = "user-state"
+"""The name of the worker's Faust table of per-user state."""
+
+OPERATIONS_DOC = "docs/operations.md"
 
 
 class TopicMismatch(RuntimeError):
-    """An existing topic does not have the configuration the system relies on."""
+    """The topics are not, or cannot be made, what the system relies on; the message says why."""
+
+
+class NotEnoughBrokers(TopicMismatch):
+    """The replication factor asked for is above the brokers the cluster has."""
+
+
+class PartitionsChanged(TopicMismatch):
+    """``logins`` and the worker's state changelog differ in partition count."""
+
+
+def changelog_topic(worker_id: str) -> str:
+    """The Kafka topic Faust keeps the worker's user-state table in."""
+    return f"{worker_id}-{USER_STATE_TABLE}-changelog"
+
+
+@dataclass(frozen=True)
+class Durability:
+    """How many copies of every record the topics keep, and how many must ack a write."""
+
+    replication_factor: int
+    min_insync_replicas: int
+
+    def applied_to(self, settings: Settings) -> Settings:
+        """``settings`` with these values set explicitly (for the worker's Faust app)."""
+        return settings.replace(replication_factor=self.replication_factor,
+                                min_insync_replicas=self.min_insync_replicas)
+
+
+def durability(settings: Settings, brokers: int | None) -> Durability:
+    """The replication factor and min ISR for ``settings`` on a cluster of ``brokers``.
+
+    Defaults: RF = min(3, nodes), nodes being ``kafka_nodes`` for the local
+    cluster and ``brokers`` for an external one; min ISR = max(1, RF - 1).
+    Explicit settings win. ``brokers`` None (not asked) skips the check
+    against the cluster and takes ``kafka_nodes`` for an external cluster too.
+
+    Raises:
+        NotEnoughBrokers: the replication factor is above ``brokers``.
+        TopicMismatch: the min ISR is above the replication factor.
+    """
+    nodes = brokers if settings.uses_external_kafka and brokers else settings.kafka_nodes
+    rf = settings.replication_factor or min(3, nodes)
+    isr = settings.min_insync_replicas or max(1, rf - 1)
+    if brokers is not None and rf > brokers:
+        raise NotEnoughBrokers(
+            f"replication factor {rf} needs {rf} brokers, the cluster at "
+            f"{settings.bootstrap_servers} has {brokers}: start more brokers "
+            f"({env_var('kafka_nodes')}) or set {env_var('replication_factor')}={brokers}")
+    if isr > rf:
+        raise TopicMismatch(
+            f"min.insync.replicas {isr} is above the replication factor {rf}: no write "
+            f"could ever be acknowledged; set {env_var('min_insync_replicas')} to at most {rf}")
+    return Durability(rf, isr)
 
 
 @dataclass(frozen=True)
@@ -30,11 +100,13 @@ class TopicSpec:
     configs: dict[str, str] = field(default_factory=dict)
 
 
-def topic_specs(settings: Settings) -> list[TopicSpec]:
-    rf = settings.replication_factor
+def topic_specs(settings: Settings, wanted: Durability) -> list[TopicSpec]:
+    """The three topics of the system (not the changelog, whose count follows ``logins``)."""
+    rf = wanted.replication_factor
     n = settings.partitions
+    isr = {"min.insync.replicas": str(wanted.min_insync_replicas)}
     return [
-        TopicSpec(settings.logins_topic, n, rf, {"cleanup.policy": "delete"}),
+        TopicSpec(settings.logins_topic, n, rf, {"cleanup.policy": "delete", **isr}),
         TopicSpec(
             settings.offers_topic, n, rf,
             {
@@ -43,11 +115,21 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
                 "delete.retention.ms": str(24 * 3600 * 1000),
                 "min.compaction.lag.ms": "0",
                 "segment.ms": str(3600 * 1000),
+                **isr,
             },
         ),
         TopicSpec(settings.dlq_topic, n, rf, {"cleanup.policy": "delete",
-                                              "retention.ms": str(14 * 24 * 3600 * 1000)}),
+                                              "retention.ms": str(14 * 24 * 3600 * 1000),
+                                              **isr}),
     ]
+
+
+def changelog_spec(settings: Settings, wanted: Durability, partitions: int) -> TopicSpec:
+    """The worker's state changelog as Faust would declare it, with ``partitions`` of logins."""
+    return TopicSpec(changelog_topic(settings.worker_id), partitions,
+                     wanted.replication_factor,
+                     {"cleanup.policy": "compact",
+                      "min.insync.replicas": str(wanted.min_insync_replicas)})
 
 
 @dataclass(frozen=True)
@@ -55,73 +137,160 @@ class TopicReport:
     name: str
     created: bool
     partitions: int
+    replication_factor: int
+    min_insync_replicas: int
 
 
-async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[TopicReport]:
-    """Create missing topics and check existing ones; raise TopicMismatch if wrong."""
+@dataclass(frozen=True)
+class TopicsReport:
+    """What ``ensure_topics`` found or made: each topic, and the durability they all have."""
+
+    topics: list[TopicReport]
+    durability: Durability
+
+
+async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> TopicsReport:
+    """Create missing topics (the worker's changelog included) and verify existing ones.
+
+    Raises:
+        NotEnoughBrokers: the replication factor is above the cluster's brokers.
+        PartitionsChanged: ``logins`` and the state changelog differ in partitions.
+        TopicMismatch: a topic's cleanup policy, replication factor or min ISR is
+            wrong, or the settings ask for an impossible min ISR.
+        RuntimeError: creating a topic failed, or it got no leaders in ``timeout_s``.
+        aiokafka.errors.KafkaError: the cluster did not answer.
+    """
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.bootstrap_servers,
         request_timeout_ms=int(timeout_s * 1000),
     )
     await admin.start()
     try:
-        specs = topic_specs(settings)
-        existing = set(await admin.list_topics())
-        missing = [s for s in specs if s.name not in existing]
-        created: set[str] = set()
-        if missing:
-            response = await admin.create_topics(
-                [NewTopic(s.name, s.partitions, s.replication_factor, topic_configs=s.configs)
-                 for s in missing]
-            )
-            for name, code, *rest in response.topic_errors:
-                if code == 0:
-                    created.add(name)
-                elif for_code(code) is not TopicAlreadyExistsError:
-                    message = rest[0] if rest else ""
-                    raise RuntimeError(f"creating topic {name!r} failed: "
-                                       f"{for_code(code).__name__} {message}")
+        cluster = await admin.describe_cluster()
+        wanted = durability(settings, len(cluster["brokers"]))
+        specs = topic_specs(settings, wanted)
+        created = await _create_missing(admin, specs)
         reports = []
         for spec in specs:
-            partitions = await _wait_partitions(admin, spec.name, timeout_s)
-            await _verify(admin, spec, partitions)
-            reports.append(TopicReport(spec.name, spec.name in created, partitions))
-        return reports
+            reports.append(await _check(admin, spec, spec.name in created, timeout_s))
+        logins_partitions = reports[0].partitions
+        changelog = changelog_spec(settings, wanted, logins_partitions)
+        created = await _create_missing(admin, [changelog])
+        report = await _check(admin, changelog, changelog.name in created, timeout_s)
+        if report.partitions != logins_partitions:
+            raise PartitionsChanged(partitions_changed_message(
+                settings, logins_partitions, changelog.name, report.partitions))
+        reports.append(report)
+        return TopicsReport(reports, wanted)
     finally:
         await admin.close()
 
 
-async def _wait_partitions(admin: AIOKafkaAdminClient, name: str, timeout_s: float) -> int:
-    """Partition count once the topic's metadata shows it with leaders."""
+def partitions_changed_message(settings: Settings, logins_partitions: int, changelog: str,
+                               changelog_partitions: int) -> str:
+    """Why a partition change is refused, and the procedure that makes it."""
+    return (
+        f"topic {settings.logins_topic!r} has {logins_partitions} partitions but the worker's "
+        f"state changelog {changelog!r} has {changelog_partitions}: the worker would "
+        f"dead-letter every login (PartitionsMismatch). "
+        f"The partitions of a logins topic in use cannot change in place. Either put "
+        f"{settings.logins_topic!r} back to {changelog_partitions} partitions (recreate it if "
+        f"it holds nothing unprocessed) or move to a new topic generation: a new "
+        f"{env_var('logins_topic')} with {env_var('partitions')}={logins_partitions}, a new "
+        f"{env_var('worker_id')}, then `positioning migrate-state --from-logins-topic ... "
+        f"--from-worker-id ...` (procedure: {OPERATIONS_DOC}, 'Changing the number of "
+        f"partitions')")
+
+
+async def _create_missing(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> set[str]:
+    """Create the topics of ``specs`` that do not exist; the names created now."""
+    existing = set(await admin.list_topics())
+    missing = [s for s in specs if s.name not in existing]
+    created: set[str] = set()
+    if not missing:
+        return created
+    response = await admin.create_topics(
+        [NewTopic(s.name, s.partitions, s.replication_factor, topic_configs=s.configs)
+         for s in missing]
+    )
+    for name, code, *rest in response.topic_errors:
+        if code == 0:
+            created.add(name)
+        elif for_code(code) is not TopicAlreadyExistsError:
+            message = rest[0] if rest else ""
+            raise RuntimeError(f"creating topic {name!r} failed: "
+                               f"{for_code(code).__name__} {message}")
+    return created
+
+
+async def _check(admin: AIOKafkaAdminClient, spec: TopicSpec, created: bool,
+                 timeout_s: float) -> TopicReport:
+    """Wait for the topic's leaders, then verify it against ``spec``."""
+    partitions = await _wait_partitions(admin, spec.name, timeout_s)
+    replicas = {len(cast(list[int], p["replicas"])) for p in partitions}
+    live = await _configs(admin, spec.name)
+    problems = _problems(spec, len(partitions), replicas, live)
+    if problems:
+        raise TopicMismatch(f"topic {spec.name!r} " + "; ".join(problems))
+    return TopicReport(spec.name, created, len(partitions), spec.replication_factor,
+                       int(spec.configs["min.insync.replicas"]))
+
+
+def _problems(spec: TopicSpec, partitions: int, replicas: set[int],
+              live: dict[str, str | None]) -> list[str]:
+    """Each difference between a live topic and its spec that matters, with its fix."""
+    problems = []
+    if partitions < spec.partitions:
+        problems.append(f"has {partitions} partitions, expected at least {spec.partitions} "
+                        f"(kafka-topics.sh --alter --topic {spec.name} --partitions "
+                        f"{spec.partitions}; for logins first read {OPERATIONS_DOC})")
+    policy = live.get("cleanup.policy")
+    if policy != spec.configs["cleanup.policy"]:
+        problems.append(f"cleanup.policy is {policy!r}, expected "
+                        f"{spec.configs['cleanup.policy']!r} (delete and recreate it, or point "
+                        f"the POSITIONING_*_TOPIC settings elsewhere)")
+    if replicas != {spec.replication_factor}:
+        have = "/".join(str(r) for r in sorted(replicas))
+        problems.append(
+            f"has replication factor {have} (its partitions' replica lists), expected "
+            f"{spec.replication_factor}: raise it without losing data with a reassignment "
+            f"(kafka-reassign-partitions.sh --bootstrap-server <broker> --execute "
+            f"--reassignment-json-file <plan>, the plan listing {spec.replication_factor} "
+            f"brokers for every partition), or recreate the topic if its data may go; or set "
+            f"{env_var('replication_factor')}={have} to accept it")
+    isr = live.get("min.insync.replicas")
+    wanted_isr = spec.configs["min.insync.replicas"]
+    if isr != wanted_isr:
+        problems.append(
+            f"has min.insync.replicas {isr}, expected {wanted_isr}: kafka-configs.sh "
+            f"--bootstrap-server <broker> --alter --entity-type topics --entity-name "
+            f"{spec.name} --add-config min.insync.replicas={wanted_isr}")
+    return problems
+
+
+async def _configs(admin: AIOKafkaAdminClient, name: str) -> dict[str, str | None]:
+    """The topic's effective cleanup policy and min ISR (its own, else the broker's)."""
+    (response,) = await admin.describe_configs(
+        [ConfigResource(ConfigResourceType.TOPIC, name,
+                        configs={"cleanup.policy": None, "min.insync.replicas": None})]
+    )
+    live: dict[str, str | None] = {}
+    for resource in response.resources:
+        for entry in resource[4]:
+            live[entry[0]] = entry[1]
+    return live
+
+
+async def _wait_partitions(admin: AIOKafkaAdminClient, name: str,
+                           timeout_s: float) -> list[dict[str, object]]:
+    """The topic's partitions once its metadata shows them all with leaders."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while True:
         (topic,) = await admin.describe_topics([name])
         partitions = topic["partitions"]
         if topic["error_code"] == 0 and partitions and all(p["leader"] >= 0 for p in partitions):
-            return len(partitions)
+            return list(partitions)
         if loop.time() > deadline:
             raise RuntimeError(f"topic {name!r} has no leaders after {timeout_s}s")
         await asyncio.sleep(0.1)
-
-
-async def _verify(admin: AIOKafkaAdminClient, spec: TopicSpec, partitions: int) -> None:
-    """Compare the live topic to its spec; explain every difference that matters."""
-    problems = []
-    if partitions < spec.partitions:
-        problems.append(f"has {partitions} partitions, expected at least {spec.partitions}")
-    (response,) = await admin.describe_configs(
-        [ConfigResource(ConfigResourceType.TOPIC, spec.name, configs={"cleanup.policy": None})]
-    )
-    live = {}
-    for resource in response.resources:
-        for entry in resource[4]:
-            live[entry[0]] = entry[1]
-    policy = live.get("cleanup.policy")
-    if policy != spec.configs["cleanup.policy"]:
-        problems.append(f"cleanup.policy is {policy!r}, expected {spec.configs['cleanup.policy']!r}")
-    if problems:
-        raise TopicMismatch(
-            f"topic {spec.name!r} " + "; ".join(problems)
-            + ". Delete and recreate it, or point the POSITIONING_*_TOPIC settings elsewhere."
-        )

@@ -15,8 +15,8 @@ from click.testing import CliRunner, Result
 import cli.main as cli_main
 from devstack.ports import free_port_pair
 
-COMMANDS = ["kafka", "topics", "origin", "worker", "edge", "up", "down", "story", "bench",
-            "chaos", "produce"]
+COMMANDS = ["kafka", "topics", "migrate-state", "origin", "worker", "edge", "up", "down",
+            "story", "bench", "chaos", "produce"]
 
 
 @pytest.fixture

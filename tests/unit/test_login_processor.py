@@ -284,3 +284,75 @@ def test_health_reports_ready_with_the_logins_partitions_it_holds() -> None:
     app.rebalancing = True
     assert health.readiness() == (503, {"ready": False,
                                         "reason": "the consumer group is rebalancing"})
+
+
+def breaker_processor(threshold: int) -> tuple[LoginProcessor, Sent, OffsetLedger,
+                                                WorkerMetrics]:
+    sent, ledger, metrics = Sent(), OffsetLedger("logins"), WorkerMetrics()
+    settings = SETTINGS.replace(breaker_dead_letters=threshold)
+    return LoginProcessor({}, settings, sent, ledger, metrics), sent, ledger, metrics
+
+
+async def test_the_breaker_trips_after_dead_letters_of_one_type_in_a_row() -> None:
+    processor, sent, ledger, metrics = breaker_processor(3)
+    acks = Acks()
+    for offset in range(3):
+        await processor.on_event(TP0, record(offset, b"garbage"), acks.for_offset(offset))
+    assert processor.breaker.tripped
+    assert "3 logins in a row dead-lettered with MalformedMessage at stage decode" in str(
+        processor.breaker.reason)
+    # The login after the trip is never begun: not dead-lettered, not finished, not acked.
+    after = asyncio.create_task(processor.on_event(TP0, record(3, event("t3")),
+                                                   acks.for_offset(3)))
+    done, _ = await asyncio.wait({after}, timeout=0.2)
+    assert not done
+    assert [topic for topic, *_ in sent.records] == ["logins.dlq"] * 3
+    assert acks.offsets == [0, 1, 2] and ledger.safe_offset(TP0) == 3
+    assert logins(metrics, "dead_lettered") == 3 and logins(metrics, "positioned") is None
+    after.cancel()                            # the worker stops
+    with pytest.raises(asyncio.CancelledError):
+        await after
+    assert ledger.safe_offset(TP0) == 3
+
+
+async def test_a_processed_login_or_another_error_type_starts_the_count_again() -> None:
+    processor, sent, _, _ = breaker_processor(3)
+    unknown = b"\xc3\x01" + b"\x00" * 8       # single-object encoded, unknown writer schema
+    values = [b"garbage", b"garbage", event("t2"), b"garbage", b"garbage", unknown,
+              b"garbage", b"garbage"]
+    for offset, value in enumerate(values):
+        await processor.on_event(TP0, record(offset, value), None)
+        await settle(processor)               # the offer is acknowledged before the next
+    assert not processor.breaker.tripped
+    assert (processor.breaker.error_type, processor.breaker.in_a_row) == ("MalformedMessage", 2)
+    assert len(sent.records) == len(values)
+
+
+class NoExpiries:
+    """The expirer's index as ``Health.status`` reads it, empty."""
+
+    loading: set[int] = set()
+
+    def __len__(self) -> int:
+        return 0
+
+
+def test_a_tripped_breaker_makes_the_worker_unready_and_unhealthy_with_the_reason() -> None:
+    processor = breaker_processor(1)[0]
+    app = SimpleNamespace(rebalancing=False, in_recovery=False,
+                          consumer=SimpleNamespace(assignment=lambda: {TP("logins", 0)}))
+    ledger = OffsetLedger("logins")
+    health = Health(app, SETTINGS, ledger, Deliveries(app, WorkerMetrics()),  # type: ignore[arg-type]
+                    SimpleNamespace(index=NoExpiries()),  # type: ignore[arg-type]
+                    WorkerMetrics(), processor.breaker)
+    health.started = True
+    health.agent = SimpleNamespace(started=True, crashed=False)  # type: ignore[assignment]
+    assert health.readiness()[0] == 200 and health.status()[0] == 200
+    assert processor.breaker.dead_lettered("UnknownSchema", "fingerprint 00", "decode")
+    code, body = health.readiness()
+    assert code == 503 and body["reason"].startswith("circuit breaker open: 1 logins in a row "
+                                                     "dead-lettered with UnknownSchema")
+    code, status = health.status()
+    assert code == 503 and not status["ready"] and status["breaker"] == body["reason"]
+    assert not_ready_because(started=False, agent_running=False, rebalancing=True,
+                             recovering=True, tripped="x") == "x"
