@@ -176,7 +176,8 @@ async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> TopicsRe
         logins_partitions = reports[0].partitions
         changelog = changelog_spec(settings, wanted, logins_partitions)
         created = await _create_missing(admin, [changelog])
-        report = await _check(admin, changelog, changelog.name in created, timeout_s)
+        report = await _check(admin, changelog, changelog.name in created, timeout_s,
+                              partitions_at_least=False)
         if report.partitions != logins_partitions:
             raise PartitionsChanged(partitions_changed_message(
                 settings, logins_partitions, changelog.name, report.partitions))
@@ -224,12 +225,16 @@ async def _create_missing(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) ->
 
 
 async def _check(admin: AIOKafkaAdminClient, spec: TopicSpec, created: bool,
-                 timeout_s: float) -> TopicReport:
-    """Wait for the topic's leaders, then verify it against ``spec``."""
+                 timeout_s: float, partitions_at_least: bool = True) -> TopicReport:
+    """Wait for the topic's leaders, then verify it against ``spec``.
+
+    ``partitions_at_least`` False leaves the partition count to the caller.
+    """
     partitions = await _wait_partitions(admin, spec.name, timeout_s)
     replicas = {len(cast(list[int], p["replicas"])) for p in partitions}
     live = await _configs(admin, spec.name)
-    problems = _problems(spec, len(partitions), replicas, live)
+    problems = _problems(spec, len(partitions) if partitions_at_least else spec.partitions,
+                         replicas, live)
     if problems:
         raise TopicMismatch(f"topic {spec.name!r} " + "; ".join(problems))
     return TopicReport(spec.name, created, len(partitions), spec.replication_factor,

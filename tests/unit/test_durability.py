@@ -53,3 +53,14 @@ def test_the_durability_applies_to_settings_and_the_changelog_name() -> None:
     applied = Durability(3, 2).applied_to(Settings())
     assert (applied.replication_factor, applied.min_insync_replicas) == (3, 2)
     assert changelog_topic("w1") == "w1-user-state-changelog"
+
+
+def test_a_replication_factor_mismatch_names_both_fixes() -> None:
+    from runtime.topics import TopicSpec, _problems
+
+    spec = TopicSpec("offers", 3, 2, {"cleanup.policy": "compact", "min.insync.replicas": "1"})
+    [problem] = _problems(spec, 3, {1}, {"cleanup.policy": "compact",
+                                         "min.insync.replicas": "1"})
+    assert problem.startswith("has replication factor 1 (its partitions' replica lists), "
+                              "expected 2")
+    assert "kafka-reassign-partitions.sh" in problem and "recreate the topic" in problem
