@@ -85,14 +85,27 @@ async def migrate_state(source: Settings, target: Settings,
     topics = await ensure_topics(target, timeout_s)
     partitions = topics.topics[0].partitions
     old, new = changelog_topic(source.worker_id), changelog_topic(target.worker_id)
-    await _check_drained(source, timeout_s)
+    admin = AIOKafkaAdminClient(bootstrap_servers=source.bootstrap_servers,
+                                request_timeout_ms=int(timeout_s * 1000))
+    await admin.start()
+    try:
+        old_logins = await _partitions(admin, source.logins_topic, "--from-logins-topic")
+        old_changelog = await _partitions(admin, old, "--from-worker-id")
+        new_changelog = await _partitions(admin, new, "")
+        await _check_stopped(admin, source.worker_id)
+        committed = await admin.list_consumer_group_offsets(source.worker_id)
+    finally:
+        await admin.close()
     consumer = AIOKafkaConsumer(bootstrap_servers=source.bootstrap_servers,
                                 enable_auto_commit=False, group_id=None,
                                 request_timeout_ms=int(timeout_s * 1000))
     await consumer.start()
     try:
-        await _check_empty(consumer, new)
-        latest, records = await _read_latest(consumer, old, timeout_s)
+        # Always assigned: aiokafka's consumer without a group fails to stop without one.
+        consumer.assign(old_logins + new_changelog)
+        await _check_drained(consumer, source, old_logins, committed)
+        await _check_empty(consumer, new, new_changelog)
+        latest, records = await _read_latest(consumer, old, old_changelog, timeout_s)
     finally:
         await consumer.stop()
     producer = AIOKafkaProducer(bootstrap_servers=target.bootstrap_servers, acks="all",
@@ -120,33 +133,34 @@ async def migrate_state(source: Settings, target: Settings,
     return MigrationReport(old, new, records, copied, deleted, partitions)
 
 
-async def _check_drained(source: Settings, timeout_s: float) -> None:
-    """Refuse unless the old worker group is stopped and committed every old login."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=source.bootstrap_servers,
-                                request_timeout_ms=int(timeout_s * 1000))
-    await admin.start()
-    try:
-        (described,) = await admin.describe_consumer_groups([source.worker_id])
-        for group in described.groups:
-            state, members = group[2], group[5]
-            if members:
-                raise MigrationRefused(
-                    f"the old worker group {source.worker_id!r} still has {len(members)} "
-                    f"member(s) ({state}): stop the old workers first, or they write to the "
-                    "old changelog after it was copied")
-        committed = await admin.list_consumer_group_offsets(source.worker_id)
-    finally:
-        await admin.close()
-    consumer = AIOKafkaConsumer(bootstrap_servers=source.bootstrap_servers, group_id=None,
-                                enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions = consumer.partitions_for_topic(source.logins_topic) or set()
-        tps = [TopicPartition(source.logins_topic, p) for p in sorted(partitions)]
-        ends = await consumer.end_offsets(tps) if tps else {}
-        begins = await consumer.beginning_offsets(tps) if tps else {}
-    finally:
-        await consumer.stop()
+async def _partitions(admin: AIOKafkaAdminClient, topic: str,
+                      option: str) -> list[TopicPartition]:
+    """The partitions of ``topic``; refused if it does not exist (``option`` names it)."""
+    (described,) = await admin.describe_topics([topic])
+    if described["error_code"] != 0 or not described["partitions"]:
+        hint = f": check {option}" if option else ""
+        raise MigrationRefused(f"topic {topic!r} does not exist{hint}")
+    return [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+
+
+async def _check_stopped(admin: AIOKafkaAdminClient, group_id: str) -> None:
+    """Refuse while the old worker group has members: they would write state after the copy."""
+    (described,) = await admin.describe_consumer_groups([group_id])
+    for group in described.groups:
+        state, members = group[2], group[5]
+        if members:
+            raise MigrationRefused(
+                f"the old worker group {group_id!r} still has {len(members)} member(s) "
+                f"({state}): stop the old workers first, or they write to the old changelog "
+                "after it was copied")
+
+
+async def _check_drained(consumer: AIOKafkaConsumer, source: Settings,
+                         tps: list[TopicPartition],
+                         committed: dict[TopicPartition, Any]) -> None:
+    """Refuse unless the old worker group committed every login of the old topic."""
+    ends = await consumer.end_offsets(tps)
+    begins = await consumer.beginning_offsets(tps)
     behind = {}
     for tp in tps:
         done = committed[tp].offset if tp in committed else begins[tp]
@@ -160,12 +174,10 @@ async def _check_drained(source: Settings, timeout_s: float) -> None:
             "already writing to the new topic), stop it, then migrate")
 
 
-async def _check_empty(consumer: AIOKafkaConsumer, topic: str) -> None:
+async def _check_empty(consumer: AIOKafkaConsumer, topic: str,
+                       tps: list[TopicPartition]) -> None:
     """Refuse if the new changelog holds anything (a migration ran, or a new worker did)."""
-    await consumer.client.force_metadata_update()
-    tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-    ends = await consumer.end_offsets(tps)
-    records = sum(ends.values())
+    records = sum((await consumer.end_offsets(tps)).values())
     if records:
         raise MigrationRefused(
             f"the new changelog {topic!r} already holds {records} record(s): the migration "
@@ -173,20 +185,13 @@ async def _check_empty(consumer: AIOKafkaConsumer, topic: str) -> None:
             "generation's topics and consumer group to start over")
 
 
-async def _read_latest(consumer: AIOKafkaConsumer, topic: str,
+async def _read_latest(consumer: AIOKafkaConsumer, topic: str, tps: list[TopicPartition],
                        timeout_s: float) -> tuple[dict[bytes, bytes | None], int]:
     """The latest value of every key of ``topic`` (None: deleted) up to its current end.
 
     Raises:
-        MigrationRefused: the topic does not exist.
         TimeoutError: no record came for ``timeout_s`` while some were still to read.
     """
-    await consumer.client.force_metadata_update()
-    partitions = consumer.partitions_for_topic(topic)
-    if not partitions:
-        raise MigrationRefused(f"the old changelog {topic!r} does not exist: check "
-                               "--from-worker-id")
-    tps = [TopicPartition(topic, p) for p in sorted(partitions)]
     consumer.assign(tps)
     await consumer.seek_to_beginning(*tps)
     ends = await consumer.end_offsets(tps)

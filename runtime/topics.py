@@ -13,8 +13,12 @@ Every topic has the replication factor and ``min.insync.replicas`` of
 brokers). Existing topics are verified against it, and the changelog must
 have as many partitions as ``logins``: Faust writes a user's state to the
 partition of the login, so a different count sends every login to the
-dead-letter topic (``PartitionsMismatch``). Each refusal says the reason
-and the command or procedure that fixes it (docs/operations.md).
+dead-letter topic (``PartitionsMismatch``), and ``logins`` must have
+``partitions``: its count cannot change in place (docs/operations.md has
+the procedure). ``offers`` and ``logins.dlq`` keep the count they were
+created with (altering ``offers``' in place would move tickets, and a
+tombstone could land in another partition than its offer). Each refusal
+says the reason and the command or procedure that fixes it.
 """
 
 from __future__ import annotations
@@ -176,11 +180,18 @@ async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> TopicsRe
         logins_partitions = reports[0].partitions
         changelog = changelog_spec(settings, wanted, logins_partitions)
         created = await _create_missing(admin, [changelog])
-        report = await _check(admin, changelog, changelog.name in created, timeout_s,
-                              partitions_at_least=False)
+        report = await _check(admin, changelog, changelog.name in created, timeout_s)
         if report.partitions != logins_partitions:
             raise PartitionsChanged(partitions_changed_message(
                 settings, logins_partitions, changelog.name, report.partitions))
+        if logins_partitions != settings.partitions:
+            raise PartitionsChanged(
+                f"topic {settings.logins_topic!r} has {logins_partitions} partitions, "
+                f"{env_var('partitions')} says {settings.partitions}: a logins topic in use "
+                f"keeps its partitions (the worker's state is laid out by them). Set "
+                f"{env_var('partitions')}={logins_partitions}, or move to a new topic "
+                f"generation with `positioning migrate-state` ({OPERATIONS_DOC}, 'Changing "
+                f"the number of partitions')")
         reports.append(report)
         return TopicsReport(reports, wanted)
     finally:
@@ -225,30 +236,23 @@ async def _create_missing(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) ->
 
 
 async def _check(admin: AIOKafkaAdminClient, spec: TopicSpec, created: bool,
-                 timeout_s: float, partitions_at_least: bool = True) -> TopicReport:
-    """Wait for the topic's leaders, then verify it against ``spec``.
-
-    ``partitions_at_least`` False leaves the partition count to the caller.
-    """
+                 timeout_s: float) -> TopicReport:
+    """Wait for the topic's leaders, then verify it against ``spec`` (not its partition
+    count: ``ensure_topics`` checks that of ``logins`` and the changelog; ``offers`` and
+    ``logins.dlq`` keep the count they were created with)."""
     partitions = await _wait_partitions(admin, spec.name, timeout_s)
     replicas = {len(cast(list[int], p["replicas"])) for p in partitions}
     live = await _configs(admin, spec.name)
-    problems = _problems(spec, len(partitions) if partitions_at_least else spec.partitions,
-                         replicas, live)
+    problems = _problems(spec, replicas, live)
     if problems:
         raise TopicMismatch(f"topic {spec.name!r} " + "; ".join(problems))
     return TopicReport(spec.name, created, len(partitions), spec.replication_factor,
                        int(spec.configs["min.insync.replicas"]))
 
 
-def _problems(spec: TopicSpec, partitions: int, replicas: set[int],
-              live: dict[str, str | None]) -> list[str]:
+def _problems(spec: TopicSpec, replicas: set[int], live: dict[str, str | None]) -> list[str]:
     """Each difference between a live topic and its spec that matters, with its fix."""
     problems = []
-    if partitions < spec.partitions:
-        problems.append(f"has {partitions} partitions, expected at least {spec.partitions} "
-                        f"(kafka-topics.sh --alter --topic {spec.name} --partitions "
-                        f"{spec.partitions}; for logins first read {OPERATIONS_DOC})")
     policy = live.get("cleanup.policy")
     if policy != spec.configs["cleanup.policy"]:
         problems.append(f"cleanup.policy is {policy!r}, expected "

@@ -109,3 +109,11 @@ async def test_a_logins_partition_count_unlike_the_changelog_is_refused(
     with pytest.raises(PartitionsChanged, match="has 5 partitions but the worker's state "
                                                 "changelog .* has 3"):
         await ensure_topics(base_settings)
+
+
+async def test_a_partitions_setting_unlike_the_logins_topic_is_refused(
+        base_settings: Settings) -> None:
+    await ensure_topics(base_settings)
+    with pytest.raises(PartitionsChanged, match="has 3 partitions, POSITIONING_PARTITIONS "
+                                                "says 4.*migrate-state"):
+        await ensure_topics(base_settings.replace(partitions=4))

@@ -52,6 +52,7 @@ async def records_in(settings: Settings, topic: str) -> int:
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(tps)
         return sum((await consumer.end_offsets(tps)).values())
     finally:
         await consumer.stop()
@@ -96,8 +97,10 @@ async def test_a_new_partition_count_is_refused_then_migrated_with_visits_exact(
         assert "positioning migrate-state" in result.stderr and "docs/operations.md" in result.stderr
 
     # The procedure: a new generation, the state migrated, the new worker started.
+    # Its workers need state directories of their own: Faust's RocksDB files do not
+    # name the worker id, and offsets of the old changelog would not fit the new one.
     new = old.replace(logins_topic=f"{old.logins_topic}.v2", worker_id=f"{old.worker_id}-v2",
-                      partitions=4)
+                      partitions=4, worker_data_dir=tmp_path / "worker-v2")
     migrate = ["migrate-state", "--from-logins-topic", old.logins_topic,
                "--from-worker-id", old.worker_id]
     result = cli(new, *migrate)

@@ -59,7 +59,7 @@ def test_a_replication_factor_mismatch_names_both_fixes() -> None:
     from runtime.topics import TopicSpec, _problems
 
     spec = TopicSpec("offers", 3, 2, {"cleanup.policy": "compact", "min.insync.replicas": "1"})
-    [problem] = _problems(spec, 3, {1}, {"cleanup.policy": "compact",
+    [problem] = _problems(spec, {1}, {"cleanup.policy": "compact",
                                          "min.insync.replicas": "1"})
     assert problem.startswith("has replication factor 1 (its partitions' replica lists), "
                               "expected 2")
