@@ -32,6 +32,9 @@ def sleeper() -> Iterator[subprocess.Popen[bytes]]:
     """A child in its own session, as the stack starts its components."""
     proc = subprocess.Popen(SLEEPER, start_new_session=True)
     try:
+        # Until the child has exec'd, its command line is still its parent's.
+        wait_until(lambda: MARKER in psutil.Process(proc.pid).cmdline(), 10,
+                   "the sleeper to exec", interval_s=0.01)
         yield proc
     finally:
         proc.kill()
