@@ -57,7 +57,14 @@ def server_properties(node: Node, cluster: Sequence[Node]) -> dict[str, str]:
         # killed one is fenced (its partitions get new leaders) once its session
         # expires: keep that short so both take seconds, not ten.
         "broker.heartbeat.interval.ms": "500",
-        "broker.session.timeout.ms": "2500",
+        "broker.session.timeout.ms": "2000",
+        # A killed quorum leader is replaced after a second without its
+        # fetches (default 2 s) and at most half a second of election backoff
+        # (default 1 s): with the session above, a node that led both the
+        # quorum and partitions is replaced within the origin's 5 s login
+        # budget (docs/decisions/0009-local-kafka-cluster.md).
+        "controller.quorum.fetch.timeout.ms": "1000",
+        "controller.quorum.election.backoff.max.ms": "500",
         # Compaction that is visible in a development session.
         "log.cleaner.min.cleanable.ratio": "0.1",
         "log.segment.bytes": str(64 * 1024 * 1024),
