@@ -107,6 +107,12 @@ class LocalCluster:
                 nodes this call started are stopped).
             JarsUnavailable: the Kafka jars could not be resolved.
         """
+        others = [d for d in self._other_dirs() if node_pid(d) is not None]
+        if others:
+            raise BrokerError(
+                f"Kafka nodes of another shape run in this home ({', '.join(map(str, others))}), "
+                f"not the {len(self.layout)} node(s) asked for; stop them first "
+                "(positioning kafka stop)")
         if len(self.brokers) == 1:
             _, started = self.brokers[0].start()
             return self.status(), started
@@ -175,11 +181,15 @@ class LocalCluster:
         Raises:
             Unkillable: a node survived SIGKILL.
         """
+        return self._stop_dirs([*(b.dir for b in self.brokers), *self._other_dirs()], timeout_s)
+
+    def _other_dirs(self) -> list[Path]:
+        """Folders of this home's nodes that are not in the layout (another ``kafka_nodes``)
+        and have a pid file."""
         root = self.settings.kafka_dir.resolve()
-        dirs = [b.dir for b in self.brokers]
-        dirs += [d for d in [root, *sorted(root.glob("node-*"))]
-                 if d not in dirs and (d / "broker.pid").exists()]
-        return self._stop_dirs(dirs, timeout_s)
+        ours = {b.dir for b in self.brokers}
+        return [d for d in [root, *sorted(root.glob("node-*"))]
+                if d not in ours and (d / "broker.pid").exists()]
 
     @staticmethod
     def _stop_dirs(dirs: Sequence[Path], timeout_s: float) -> bool:

@@ -154,3 +154,28 @@ def test_status_shows_each_node_and_the_leader() -> None:
     assert not ClusterStatus(nodes, None).all_running
     assert ClusterStatus(nodes, None).describe().endswith("quorum leader: none")
     assert ClusterStatus((NodeStatus(1, False, None, "h:1"),), None).describe() == "kafka stopped (h:1)"
+
+
+def test_a_cluster_of_another_shape_running_in_the_home_is_a_clear_error(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from devstack.broker.cluster import LocalCluster
+    from devstack.broker.local import BrokerError
+    from devstack.processes import write_pid
+
+    single = cluster_layout(Settings(home=tmp_path))[0]
+    single.dir.mkdir(parents=True)
+    single.config_file.write_text("")
+    # A stand-in for the single-node broker: a process whose command line names its config.
+    stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
+                                 "kafka.Kafka", str(single.config_file)])
+    try:
+        write_pid(single.pid_file, stand_in.pid)
+        with pytest.raises(BrokerError, match="another shape"):
+            LocalCluster(Settings(home=tmp_path), nodes=3).start()
+        assert LocalCluster(Settings(home=tmp_path), nodes=3).stop(timeout_s=5)
+        assert stand_in.wait(timeout=10) is not None
+    finally:
+        stand_in.kill()
+        stand_in.wait()
