@@ -25,12 +25,15 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from runtime.http_protocol import HttpLimits
 from runtime.settings import Settings
+
+if TYPE_CHECKING:
+    from devstack.broker.cluster import LocalCluster
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -92,45 +95,57 @@ def _exit_with(code: int | None, **_: object) -> None:
 
 # -- the broker and the topics ------------------------------------------------
 
-@positioning.group(cls=_InOrder, help="the local single-node KRaft broker")
+@positioning.group(cls=_InOrder, help="the local KRaft broker, or a cluster of several nodes")
 def kafka() -> None:
     pass
 
 
-@kafka.command(help="provision and start the broker; returns once it answers metadata "
-                    "requests; a no-op if it already runs")
-def start() -> int:
+_NODES = click.option("--nodes", type=click.IntRange(min=1), default=None,
+                      help="nodes of the local cluster; default: POSITIONING_KAFKA_NODES (1)")
+
+
+def _local_cluster(nodes: int | None) -> LocalCluster:
+    """The local cluster of the settings, with ``nodes`` nodes if given."""
+    from devstack.broker.cluster import LocalCluster
+
+    return LocalCluster(_settings(), nodes)
+
+
+@kafka.command(help="provision and start the node(s); returns once the cluster reports every "
+                    "broker and a quorum leader; a no-op if all already run")
+@_NODES
+def start(nodes: int | None) -> int:
     from devstack.broker.jars import JarsUnavailable
-    from devstack.broker.local import BrokerError, LocalBroker
+    from devstack.broker.local import BrokerError
 
     try:
-        status, started = LocalBroker(_settings()).start()
+        status, started = _local_cluster(nodes).start()
     except (BrokerError, JarsUnavailable) as exc:
         raise _Failed(str(exc)) from None
-    click.echo(status.describe() + ("" if started else " (already running; nothing to do)"))
+    click.echo(status.describe() + ("" if started else "\n(already running; nothing to do)"))
     return 0
 
 
-@kafka.command(help="SIGTERM the broker, wait up to 30 s, then SIGKILL it")
-def stop() -> int:
-    from devstack.broker.local import LocalBroker
+@kafka.command(help="SIGTERM every node of the home at once, wait up to 30 s, then SIGKILL")
+@_NODES
+def stop(nodes: int | None) -> int:
     from devstack.processes import Unkillable
 
     try:
-        stopped = LocalBroker(_settings()).stop()
+        stopped = _local_cluster(nodes).stop()
     except Unkillable as exc:
         raise _Failed(str(exc)) from None
     click.echo("kafka stopped" if stopped else "kafka was not running")
     return 0
 
 
-@kafka.command(help="running or stopped, with the address; exit 1 when stopped")
-def status() -> int:
-    from devstack.broker.local import LocalBroker
-
-    current = LocalBroker(_settings()).status()
+@kafka.command(help="each node running or stopped, with pid and address, and the quorum "
+                    "leader; exit 1 when any node is stopped")
+@_NODES
+def status(nodes: int | None) -> int:
+    current = _local_cluster(nodes).status()
     click.echo(current.describe())
-    return 0 if current.running else EXIT_FAILED
+    return 0 if current.all_running else EXIT_FAILED
 
 
 @kafka.command(help="only resolve the jars (from Maven Central or KAFKA_HOME)")

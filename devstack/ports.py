@@ -19,18 +19,33 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def free_port_run(count: int, host: str = "127.0.0.1", attempts: int = 50) -> int:
+    """A port p with p, p + 1, ..., p + count − 1 all free (free now; not reserved).
+
+    A local cluster of N Kafka nodes needs 2·N in a row: each node's client
+    port and, next to it, its controller's.
+
+    Raises:
+        RuntimeError: no such run found in ``attempts`` tries.
+    """
+    for _ in range(attempts):
+        port = free_port(host)
+        if port + count - 1 > 65535:
+            continue
+        try:
+            for offset in range(1, count):
+                with socket.socket() as sock:
+                    sock.bind((host, port + offset))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError(f"no run of {count} free ports found in {attempts} tries")
+
+
 def free_port_pair(host: str = "127.0.0.1", attempts: int = 50) -> int:
     """A port p with p and p + 1 both free (a broker's and its controller's listeners).
 
     Raises:
         RuntimeError: no such pair found in ``attempts`` tries.
     """
-    for _ in range(attempts):
-        port = free_port(host)
-        try:
-            with socket.socket() as sock:
-                sock.bind((host, port + 1))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no pair of free ports found")
+    return free_port_run(2, host, attempts)

@@ -5,7 +5,7 @@ log in ``<home>/logs/<name>.log`` and its pid in ``<home>/run/<name>.pid``.
 ``up`` starts only what is not running (so it also brings a crashed
 component back, with its state) and returns once every component is healthy
 or ready; if one is not, it names it and shows the end of its log. ``down``
-stops everything it started, the broker last, and checks the ports are free.
+stops everything it started, the Kafka node(s) last, and checks the ports are free.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from devstack.broker.local import LocalBroker
+from devstack.broker.cluster import LocalCluster
 from devstack.ports import free_port, port_in_use
 from devstack.processes import running_pid, tail, terminate, write_pid
 from pipeline.readiness import WEB_HOST, ready_url
@@ -134,9 +134,10 @@ class Stack:
 
     def up(self, timeout: float = 120) -> None:
         if not self.settings.uses_external_kafka:
-            broker = LocalBroker(self.settings)
-            status, started = broker.start()
-            self.say(f"kafka      {'started' if started else 'running'} on {status.address}")
+            cluster = LocalCluster(self.settings)
+            _, started = cluster.start()
+            self.say(f"kafka      {'started' if started else 'running'} on "
+                     f"{cluster.bootstrap_servers}")
         else:
             self.say(f"kafka      external: {self.settings.bootstrap_servers}")
         asyncio.run(ensure_topics(self.settings))
@@ -175,7 +176,7 @@ class Stack:
             terminate(pid, timeout)
             self.say(f"{component.name:<10} stopped")
         if not self.settings.uses_external_kafka:
-            if LocalBroker(self.settings).stop():
+            if LocalCluster(self.settings).stop():
                 self.say("kafka      stopped")
         busy = [c.name for c in components(self.settings)
                 if c.port is not None and port_in_use(self.host_of(c), c.port)]

@@ -114,12 +114,21 @@ class Settings(BaseSettings):
                     "starts no broker")
     kafka_listen: str = Field(
         default="127.0.0.1:9092",
-        description="the local development broker's address (`positioning kafka start`)")
+        description="the local development broker's address (`positioning kafka start`); "
+                    "with several nodes, node 1's: node i listens on this port + 2·(i−1)")
+    kafka_nodes: PositiveInt = Field(
+        default=1,
+        description="nodes of the local KRaft cluster (`positioning kafka start`), each "
+                    "broker and controller; with more than one, `bootstrap_servers` lists "
+                    "them all")
     kafka_controller_port: PositiveInt | None = Field(
         default=None,
-        description="the local broker's KRaft controller port; unset: the listen port + 1")
-    kafka_nodes: PositiveInt = Field(default=1, description="local KRaft nodes")
-    kafka_heap: str = Field(default="512m", description="the local broker's JVM heap")
+        description="the local broker's KRaft controller port (node 1's; node i's is this "
+                    "+ 2·(i−1)); unset: the node's listen port + 1")
+    kafka_heap: str | None = Field(
+        default=None,
+        description="the JVM heap of each local Kafka node; unset: `512m` for one node, "
+                    "`384m` each for several")
     kafka_home: Path | None = Field(
         default=None, validation_alias="KAFKA_HOME",
         description="an unpacked Kafka distribution whose `libs/` the local broker runs "
@@ -330,8 +339,27 @@ class Settings(BaseSettings):
 
     @property
     def bootstrap_servers(self) -> str:
-        """Where clients connect: the configured cluster or the local broker."""
-        return self.kafka_bootstrap_servers or self.kafka_listen
+        """Where clients connect: the configured cluster, or every node of the local one."""
+        return self.kafka_bootstrap_servers or ",".join(self.local_kafka_addresses)
+
+    @property
+    def local_kafka_addresses(self) -> tuple[str, ...]:
+        """The client address (``host:port``) of each local Kafka node, node 1 first.
+
+        Node i listens on ``kafka_listen``'s port + 2·(i−1); one node keeps
+        ``kafka_listen`` exactly as written.
+        """
+        if self.kafka_nodes == 1:
+            return (self.kafka_listen,)
+        host, port = self.kafka_host_port
+        return tuple(f"{host}:{port + 2 * i}" for i in range(self.kafka_nodes))
+
+    @property
+    def kafka_node_heap(self) -> str:
+        """The JVM heap of each local Kafka node (``-Xmx`` syntax, e.g. ``384m``)."""
+        if self.kafka_heap is not None:
+            return self.kafka_heap
+        return "512m" if self.kafka_nodes == 1 else "384m"
 
     @property
     def uses_external_kafka(self) -> bool:

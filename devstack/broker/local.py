@@ -1,6 +1,8 @@
-"""A single-node Apache Kafka broker in KRaft mode, run from the jars.
+"""One Apache Kafka node in KRaft mode (broker and controller), run from the jars.
 
-Layout under ``<home>/kafka/``: ``server.properties``, ``data/`` (the log
+Alone, it is the single-node development broker; devstack/broker/cluster.py
+runs several as one cluster. Layout (devstack/broker/layout.py), under
+``<home>/kafka/`` for one node: ``server.properties``, ``data/`` (the log
 dirs and the KRaft metadata), ``broker.log`` and ``broker.pid`` (pid and
 creation time, see devstack/processes.py). The process runs in its own
 session so that it outlives the command that started it and so that
@@ -14,10 +16,13 @@ import functools
 import shutil
 import subprocess
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from devstack.broker import jars
+from devstack.broker.config import render, server_properties
+from devstack.broker.layout import Node, cluster_layout
 from devstack.broker.probe import answers_metadata
 from devstack.ports import port_in_use
 from devstack.processes import running_pid, tail, terminate, write_pid
@@ -56,74 +61,61 @@ def _random_cluster_id() -> str:
             return cluster_id
 
 
-class LocalBroker:
-    """Start, stop and inspect the development broker described by settings."""
+def node_pid(node_dir: Path) -> int | None:
+    """The pid of the node kept in ``node_dir`` if it runs: the pid file's process, alive,
+    created when the file says, and a kafka.Kafka started with that folder's config file."""
+    return running_pid(node_dir / "broker.pid",
+                       ["kafka.Kafka", str(node_dir / "server.properties")])
 
-    def __init__(self, settings: Settings) -> None:
+
+class LocalBroker:
+    """Start, stop and inspect one local Kafka node.
+
+    ``LocalBroker(settings)`` is the single-node development broker. With
+    ``node`` and ``cluster`` (devstack/broker/layout.py) it is that node of
+    a cluster; LocalCluster then formats and launches the nodes together,
+    since none answers before a majority of the controllers runs.
+    """
+
+    def __init__(self, settings: Settings, node: Node | None = None,
+                 cluster: Sequence[Node] | None = None) -> None:
         self.settings = settings
-        self.dir = settings.kafka_dir.resolve()
-        self.host, self.port = settings.kafka_host_port
-        self.controller_port = settings.kafka_controller_port or self.port + 1
+        if node is None:
+            node = cluster_layout(settings.replace(kafka_nodes=1))[0]
+        self.node = node
+        self.cluster = list(cluster) if cluster is not None else [node]
+        self.dir = node.dir
+        self.host, self.port = node.host, node.port
+        self.controller_port = node.controller_port
 
     # -- files -------------------------------------------------------------
     @property
     def pid_file(self) -> Path:
-        return self.dir / "broker.pid"
+        return self.node.pid_file
 
     @property
     def log_file(self) -> Path:
-        return self.dir / "broker.log"
+        return self.node.log_file
 
     @property
     def config_file(self) -> Path:
-        return self.dir / "server.properties"
+        return self.node.config_file
 
     @property
     def data_dir(self) -> Path:
-        return self.dir / "data"
+        return self.node.data_dir
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.port}"
+        return self.node.address
 
     def server_properties(self) -> str:
-        """The broker's configuration; docker-compose.kafka.yml mirrors it."""
-        h, p, c = self.host, self.port, self.controller_port
-        props = {
-            "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@{h}:{c}",
-            "listeners": f"PLAINTEXT://{h}:{p},CONTROLLER://{h}:{c}",
-            "advertised.listeners": f"PLAINTEXT://{h}:{p}",
-            "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-            "log.dirs": str(self.data_dir),
-            "num.partitions": "6",
-            "auto.create.topics.enable": "false",
-            "offsets.topic.replication.factor": "1",
-            "offsets.topic.num.partitions": "6",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "transaction.state.log.num.partitions": "6",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
-            "group.initial.rebalance.delay.ms": "0",
-            # A restarted broker re-registers once its old session expires:
-            # keep that short so a warm start takes seconds, not ten.
-            "broker.heartbeat.interval.ms": "500",
-            "broker.session.timeout.ms": "2500",
-            # Compaction that is visible in a development session.
-            "log.cleaner.min.cleanable.ratio": "0.1",
-            "log.segment.bytes": str(64 * 1024 * 1024),
-        }
-        return "".join(f"{k}={v}\n" for k, v in props.items())
+        """The node's configuration (devstack/broker/config.py); the compose files mirror it."""
+        return render(server_properties(self.node, self.cluster))
 
     # -- state ---------------------------------------------------------------
     def _running_pid(self) -> int | None:
-        """The pid of our broker if it runs: the pid file's process, alive, created
-        when the file says, and a kafka.Kafka started with our config file."""
-        return running_pid(self.pid_file, ["kafka.Kafka", str(self.config_file)])
+        return node_pid(self.dir)
 
     def _port_free(self, port: int) -> bool:
         return not port_in_use(self.host, port)
@@ -149,6 +141,19 @@ class LocalBroker:
         current = self.status()
         if current.running:
             return current, False
+        self.prepare(_random_cluster_id())
+        proc = self.launch()
+        self._wait_ready(proc)
+        return self.status(), True
+
+    def prepare(self, cluster_id: str) -> None:
+        """Make the stopped node ready to launch: ports free, configuration written, storage
+        formatted with ``cluster_id`` unless it already is (then its own id stays).
+
+        Raises:
+            BrokerError: a port is taken, java is missing, or formatting failed.
+            JarsUnavailable: the Kafka jars could not be resolved.
+        """
         stale = self.pid_file.exists()
         if stale:
             self.pid_file.unlink()  # the process it names is gone
@@ -163,20 +168,38 @@ class LocalBroker:
                     f"port {self.host}:{port} is already in use by another program; "
                     "stop it or set POSITIONING_KAFKA_LISTEN to another address"
                 ) from None
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(self.server_properties())
+        if not (self.data_dir / "meta.properties").exists():
+            self._format(self._jvm(), cluster_id)
+
+    def _jvm(self) -> list[str]:
+        """The java command line up to the main class.
+
+        Raises:
+            BrokerError: java is not on PATH.
+            JarsUnavailable: the Kafka jars could not be resolved.
+        """
         java = shutil.which("java")
         if java is None:
             raise BrokerError("java is not on PATH: install a JDK 17+ (apt-get install default-jdk)")
         classpath = jars.classpath(self.settings.kafka_home)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.config_file.write_text(self.server_properties())
-        jvm = [
-            java, f"-Xmx{self.settings.kafka_heap}", f"-Xms{self.settings.kafka_heap}",
+        heap = self.settings.kafka_node_heap
+        return [
+            java, f"-Xmx{heap}", f"-Xms{heap}",
             "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={jars.packaged_file('log4j2.properties')}",
             f"-Dkafka.logs.dir={self.dir}", "-cp", classpath,
         ]
-        if not (self.data_dir / "meta.properties").exists():
-            self._format(jvm)
+
+    def launch(self) -> subprocess.Popen[bytes]:
+        """Start the prepared node's JVM in its own session and record its pid; does not wait.
+
+        Raises:
+            BrokerError: java is missing.
+            JarsUnavailable: the Kafka jars could not be resolved.
+        """
+        jvm = self._jvm()
         with open(self.log_file, "ab") as log:
             proc = subprocess.Popen(
                 [*jvm, "kafka.Kafka", str(self.config_file)],
@@ -184,12 +207,32 @@ class LocalBroker:
                 start_new_session=True,
             )
         write_pid(self.pid_file, proc.pid)
-        self._wait_ready(proc)
-        return self.status(), True
+        return proc
 
-    def _format(self, jvm: list[str]) -> None:
+    def exited(self, proc: subprocess.Popen[bytes]) -> BrokerError | None:
+        """If the launched ``proc`` has exited: the error that says so (its pid file removed)."""
+        if proc.poll() is None:
+            return None
+        self.pid_file.unlink(missing_ok=True)
+        return BrokerError(
+            f"node {self.node.node_id} exited with code {proc.returncode}; "
+            f"end of {self.log_file}:\n" + tail(self.log_file, 30))
+
+    def cluster_id(self) -> str | None:
+        """The cluster id the node's storage was formatted with; None if it is not formatted."""
+        try:
+            text = (self.data_dir / "meta.properties").read_text()
+        except OSError:
+            return None
+        for line in text.splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "cluster.id":
+                return value.strip()
+        return None
+
+    def _format(self, jvm: list[str], cluster_id: str) -> None:
         cmd = [*jvm, "kafka.tools.StorageTool", "format", "--ignore-formatted",
-               f"--cluster-id={_random_cluster_id()}", "-c", str(self.config_file)]
+               f"--cluster-id={cluster_id}", "-c", str(self.config_file)]
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
             raise BrokerError(f"formatting the KRaft storage failed:\n{result.stdout}{result.stderr}")
@@ -203,12 +246,9 @@ class LocalBroker:
         """
 
         def ready() -> bool:
-            if proc.poll() is not None:
-                self.pid_file.unlink(missing_ok=True)
-                raise BrokerError(
-                    f"the broker exited with code {proc.returncode}; end of {self.log_file}:\n"
-                    + tail(self.log_file, 30)
-                )
+            error = self.exited(proc)
+            if error is not None:
+                raise error
             # A TCP probe first: the metadata client logs loudly while refused.
             return port_in_use(self.host, self.port) and answers_metadata(self.address,
                                                                            timeout_s=2.0)

@@ -23,9 +23,15 @@ async def cluster_brokers(bootstrap_servers: str, timeout_s: float = 5.0) -> int
         await admin.close()
 
 
-def answers_metadata(bootstrap_servers: str, timeout_s: float = 5.0) -> bool:
+def count_brokers(bootstrap_servers: str, timeout_s: float = 5.0) -> int:
+    """Number of brokers the cluster reports; 0 if it does not answer (logged at debug)."""
     try:
-        return asyncio.run(cluster_brokers(bootstrap_servers, timeout_s)) > 0
+        return asyncio.run(cluster_brokers(bootstrap_servers, timeout_s))
     except Exception as exc:  # any failure means "not answering yet"; say which
         log.debug("metadata probe of %s failed: %r", bootstrap_servers, exc)
-        return False
+        return 0
+
+
+def answers_metadata(bootstrap_servers: str, timeout_s: float = 5.0) -> bool:
+    """Whether the cluster answers a metadata request with at least one broker."""
+    return count_brokers(bootstrap_servers, timeout_s) > 0

@@ -201,3 +201,13 @@ def test_a_crashed_worker_restarts_itself_after_a_growing_pause(
         cli_main._restart_after_crash(crashes_before, RuntimeError("boom"), ran_s)
     assert paused == [delay]
     assert replaced_by[0][1:] == ["-m", "cli.main", "worker", "--crashes", str(crashes)]
+
+
+def test_kafka_status_of_a_stopped_cluster_shows_every_node(env: dict[str, str]) -> None:
+    host, port = env["POSITIONING_KAFKA_LISTEN"].rsplit(":", 1)
+    result = run({**env, "POSITIONING_KAFKA_NODES": "3"}, "kafka", "status")
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        f"kafka node {i + 1} stopped ({host}:{int(port) + 2 * i})" for i in range(3)]
+    assert run(env, "kafka", "status", "--nodes", "2").output.count("stopped") == 2
+    assert run(env, "kafka", "start", "--nodes", "0").exit_code == 2

@@ -1,0 +1,76 @@
+"""The configuration of a local Kafka node (``server.properties``), for a cluster of N nodes.
+
+docker-compose.kafka.yml (one node) and docker-compose.kafka-3.yml (three)
+mirror it; tests/unit/test_broker_config.py checks they agree.
+
+Replication follows the cluster's size: internal topics and new topics get
+min(3, N) replicas, and an acks=all write needs all but one of them
+(``min.insync.replicas`` = max(1, min(3, N) − 1)), so one node may be down
+without refusing writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from devstack.broker.layout import Node, quorum_voters
+
+
+def replication_factor(nodes: int) -> int:
+    """Replicas of the internal topics and the broker's default for new topics: min(3, N)."""
+    return min(3, nodes)
+
+
+def min_insync_replicas(nodes: int) -> int:
+    """Replicas an acks=all write needs: all but one, at least 1."""
+    return max(1, replication_factor(nodes) - 1)
+
+
+def server_properties(node: Node, cluster: Sequence[Node]) -> dict[str, str]:
+    """``node``'s configuration as a member of ``cluster`` (every node, ``node`` included)."""
+    h, p, c = node.host, node.port, node.controller_port
+    rf = str(replication_factor(len(cluster)))
+    isr = str(min_insync_replicas(len(cluster)))
+    return {
+        "process.roles": "broker,controller",
+        "node.id": str(node.node_id),
+        "controller.quorum.voters": quorum_voters(cluster),
+        "listeners": f"PLAINTEXT://{h}:{p},CONTROLLER://{h}:{c}",
+        "advertised.listeners": f"PLAINTEXT://{h}:{p}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "log.dirs": str(node.data_dir),
+        "num.partitions": "6",
+        "default.replication.factor": rf,
+        "min.insync.replicas": isr,
+        "auto.create.topics.enable": "false",
+        "offsets.topic.replication.factor": rf,
+        "offsets.topic.num.partitions": "6",
+        "transaction.state.log.replication.factor": rf,
+        "transaction.state.log.min.isr": isr,
+        "transaction.state.log.num.partitions": "6",
+        "share.coordinator.state.topic.replication.factor": rf,
+        "share.coordinator.state.topic.min.isr": isr,
+        "group.initial.rebalance.delay.ms": "0",
+        # A restarted broker re-registers once its old session expires, and a
+        # killed one is fenced (its partitions get new leaders) once its session
+        # expires: keep that short so both take seconds, not ten.
+        "broker.heartbeat.interval.ms": "500",
+        "broker.session.timeout.ms": "2000",
+        # A killed quorum leader is replaced after a second without its
+        # fetches (default 2 s) and at most half a second of election backoff
+        # (default 1 s): with the session above, a node that led both the
+        # quorum and partitions is replaced within the origin's 5 s login
+        # budget (docs/decisions/0009-local-kafka-cluster.md).
+        "controller.quorum.fetch.timeout.ms": "1000",
+        "controller.quorum.election.backoff.max.ms": "500",
+        # Compaction that is visible in a development session.
+        "log.cleaner.min.cleanable.ratio": "0.1",
+        "log.segment.bytes": str(64 * 1024 * 1024),
+    }
+
+
+def render(properties: Mapping[str, str]) -> str:
+    """The text of a ``server.properties`` file."""
+    return "".join(f"{k}={v}\n" for k, v in properties.items())
