@@ -48,9 +48,14 @@ class LoginPublisher:
             acks="all",
             enable_idempotence=True,
             linger_ms=self.linger_ms,
-            # A batch the broker does not take within this expires with an
-            # error, so no record waits longer than the caller's patience.
-            request_timeout_ms=max(int(self.timeout_s * 1000), 1000),
+            # An idempotent producer never expires a batch; it retries until
+            # the record is written. One attempt may hang on a leader that
+            # died without closing its connections: half the login budget for
+            # it leaves the other half for the retry on the new leader (a
+            # leader election takes 2.3-3.4 s here, decision 0009).
+            request_timeout_ms=max(int(self.timeout_s * 500), 1000),
+            # Ask for fresh metadata soon after a leader is lost.
+            retry_backoff_ms=50,
         )
 
     async def start(self) -> None:

@@ -23,7 +23,6 @@ says the reason and the command or procedure that fixes it.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -32,6 +31,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from runtime.settings import Settings, env_var
+from runtime.waiting import wait_until_async
 
 USER_STATE_TABLE = "user-state"
 """The name of the worker's Faust table of per-user state."""
@@ -242,7 +242,7 @@ async def _check(admin: AIOKafkaAdminClient, spec: TopicSpec, created: bool,
     ``logins.dlq`` keep the count they were created with)."""
     partitions = await _wait_partitions(admin, spec.name, timeout_s)
     replicas = {len(cast(list[int], p["replicas"])) for p in partitions}
-    live = await _configs(admin, spec.name)
+    live = await _configs(admin, spec.name, timeout_s)
     problems = _problems(spec, replicas, live)
     if problems:
         raise TopicMismatch(f"topic {spec.name!r} " + "; ".join(problems))
@@ -277,29 +277,44 @@ def _problems(spec: TopicSpec, replicas: set[int], live: dict[str, str | None]) 
     return problems
 
 
-async def _configs(admin: AIOKafkaAdminClient, name: str) -> dict[str, str | None]:
-    """The topic's effective cleanup policy and min ISR (its own, else the broker's)."""
-    (response,) = await admin.describe_configs(
-        [ConfigResource(ConfigResourceType.TOPIC, name,
-                        configs={"cleanup.policy": None, "min.insync.replicas": None})]
-    )
-    live: dict[str, str | None] = {}
-    for resource in response.resources:
-        for entry in resource[4]:
-            live[entry[0]] = entry[1]
-    return live
+async def _configs(admin: AIOKafkaAdminClient, name: str,
+                   timeout_s: float) -> dict[str, str | None]:
+    """The topic's effective cleanup policy and min ISR (its own, else the broker's).
+
+    On a cluster, the broker asked may not know a topic created a moment ago
+    (it answers with an error code and no entries): asked again until it does.
+
+    Raises:
+        TimedOut: no broker described the topic within ``timeout_s`` seconds.
+    """
+    async def described() -> dict[str, str | None] | None:
+        (response,) = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name,
+                            configs={"cleanup.policy": None, "min.insync.replicas": None})]
+        )
+        live: dict[str, str | None] = {}
+        for error_code, _message, _type, _name, entries in response.resources:
+            if error_code != 0:
+                return None
+            for entry in entries:
+                live[entry[0]] = entry[1]
+        return live if "cleanup.policy" in live else None
+
+    return await wait_until_async(described, timeout_s, f"the configuration of topic {name!r}")
 
 
 async def _wait_partitions(admin: AIOKafkaAdminClient, name: str,
                            timeout_s: float) -> list[dict[str, object]]:
-    """The topic's partitions once its metadata shows them all with leaders."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while True:
+    """The topic's partitions once its metadata shows them all with leaders.
+
+    Raises:
+        TimedOut: not every partition had a leader within ``timeout_s`` seconds.
+    """
+    async def led() -> list[dict[str, object]] | None:
         (topic,) = await admin.describe_topics([name])
         partitions = topic["partitions"]
         if topic["error_code"] == 0 and partitions and all(p["leader"] >= 0 for p in partitions):
             return list(partitions)
-        if loop.time() > deadline:
-            raise RuntimeError(f"topic {name!r} has no leaders after {timeout_s}s")
-        await asyncio.sleep(0.1)
+        return None
+
+    return await wait_until_async(led, timeout_s, f"leaders for every partition of {name!r}")
