@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -24,8 +25,9 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from devstack.broker.cluster import LocalCluster
 from devstack.broker.local import LocalBroker
-from devstack.ports import free_port, free_port_pair
+from devstack.ports import free_port, free_port_pair, free_port_run
 from devstack.stack import Component, Stack, components, worker_component
 from engine.offers import compute_offer
 from engine.state import new_user_view
@@ -76,14 +78,15 @@ class Bench:
     # -- plumbing ------------------------------------------------------------
     def settings(self, name: str, **changes: Any) -> Settings:
         suffix = f"{name}-{uuid.uuid4().hex[:6]}"
-        return self.base.replace(
+        values: dict[str, Any] = dict(
             home=self.root / name, kafka_bootstrap_servers=self.bootstrap,
             logins_topic=f"logins-{suffix}", offers_topic=f"offers-{suffix}",
             dlq_topic=f"logins.dlq-{suffix}", worker_id=f"bench-{suffix}", worker_web_port=0,
             origin_port=free_port(), edges=(f"eu={free_port()}", f"us={free_port()}"),
             # Tickets of an hour, so none expires mid-run (edges refuse a longer lifetime).
-            ticket_secret="bench:" + uuid.uuid4().hex, ticket_ttl_s=3600, model_latency_ms=0.0,
-            **changes)
+            ticket_secret="bench:" + uuid.uuid4().hex, ticket_ttl_s=3600, model_latency_ms=0.0)
+        values.update(changes)
+        return self.base.replace(**values)
 
     def start_broker(self) -> None:
         if self.base.kafka_bootstrap_servers:
@@ -262,6 +265,54 @@ class Bench:
             stack.down()
         return results
 
+    def _positioning_at(self, settings: Settings, rate: int, seconds: float,
+                        name: str) -> dict[str, Any]:
+        """One round: a 2 s warm-up, then ``rate`` logins/s for ``seconds``; the lag summary."""
+        self._login_load(settings, rate, 2, self.root / f"warmup-{name}.tsv")
+        out = self.root / f"logins-{name}.tsv"
+        self._login_load(settings, rate, seconds, out)
+        logins = [(t, int(a)) for t, a in
+                  (line.split("\t") for line in out.read_text().splitlines())]
+        lags = asyncio.run(self._applied_times(settings, logins))
+        return latency_summary([x for v in lags.values() for x in v])
+
+    def bench_cluster(self) -> dict[str, Any]:
+        """Positioning latency at 100 logins/s with the topics on three nodes (RF 3, min ISR 2,
+        acks=all waiting for two replicas) next to one node, in alternating rounds."""
+        home = self.root / "cluster-3"
+        cluster = LocalCluster(self.base.replace(home=home, kafka_nodes=3,
+                                                 kafka_listen=f"127.0.0.1:{free_port_run(6)}"))
+        self.say("cluster: starting a 3-node KRaft cluster")
+        cluster.start()
+        rounds, seconds = (2, 5) if self.quick else (3, 10)
+        configs = {"1 node": self.settings("one-node"),
+                   "3 nodes": self.settings("three-nodes",
+                                            kafka_bootstrap_servers=cluster.bootstrap_servers)}
+        stacks = {name: Stack(s, say=lambda _: None) for name, s in configs.items()}
+        rounds_by: dict[str, list[dict[str, Any]]] = {name: [] for name in configs}
+        try:
+            for stack in stacks.values():
+                stack.up()
+            for i in range(rounds):
+                order = list(configs) if i % 2 == 0 else list(reversed(configs))
+                for name in order:
+                    self.say(f"cluster: round {i + 1}/{rounds}, 100 logins/s for {seconds}s, "
+                             f"{name}")
+                    rounds_by[name].append(self._positioning_at(
+                        configs[name], 100, seconds, f"{name.replace(' ', '-')}-{i}"))
+        finally:
+            for stack in stacks.values():
+                stack.down()
+            cluster.stop()
+
+        def median(name: str, key: str) -> float | None:
+            values = [r[key] for r in rounds_by[name] if r.get(key) is not None]
+            return statistics.median(values) if values else None
+
+        return {"rounds": rounds_by,
+                **{f"{key}_{name.replace(' ', '_')}": median(name, key)
+                   for name in configs for key in ("p50_ms", "p99_ms")}}
+
     def _stack_pids(self, stack: Stack) -> dict[str, int | None]:
         pids = {c.name: stack.pid(c) for c in components(stack.settings)}
         if self.broker is not None:
@@ -340,6 +391,7 @@ class Bench:
             origin = self.bench_origin()
             worker = self.bench_worker()
             pipeline = self.bench_pipeline()
+            cluster = self.bench_cluster()
         finally:
             self.stop_broker()
         by_rate = pipeline["positioning"]
@@ -367,6 +419,10 @@ class Bench:
             "worker_faust_floor_per_s": worker["faust_floor"]["events_per_s"],
             "bootstrap_offers_per_s": edge["bootstrap_offers_per_s"],
             "restart_ready_s": edge["restart_ready_s"],
+            "positioning_p50_ms_at_100_1_node": cluster["p50_ms_1_node"],
+            "positioning_p50_ms_at_100_3_nodes": cluster["p50_ms_3_nodes"],
+            "positioning_p99_ms_at_100_1_node": cluster["p99_ms_1_node"],
+            "positioning_p99_ms_at_100_3_nodes": cluster["p99_ms_3_nodes"],
         }
         return {
             "summary": summary,
@@ -378,6 +434,7 @@ class Bench:
             "machine": {"cpus": _cpus(), "python": platform.python_version(),
                         "platform": platform.platform()},
             "edge": edge, "origin": origin, "worker": worker, "pipeline": pipeline,
+            "cluster": cluster,
         }
 
 
@@ -485,7 +542,11 @@ def render_table(report: dict[str, Any]) -> str:
             ("worker_logins_per_s", "worker logins/s, worker alone"),
             ("worker_faust_floor_per_s", "Faust floor events/s (table row + record)"),
             ("bootstrap_offers_per_s", "edge bootstrap offers/s"),
-            ("restart_ready_s", "edge restart to ready (s)")]
+            ("restart_ready_s", "edge restart to ready (s)"),
+            ("positioning_p50_ms_at_100_1_node", "positioning p50 at 100/s, 1 node (ms)"),
+            ("positioning_p50_ms_at_100_3_nodes", "positioning p50 at 100/s, 3 nodes (ms)"),
+            ("positioning_p99_ms_at_100_1_node", "positioning p99 at 100/s, 1 node (ms)"),
+            ("positioning_p99_ms_at_100_3_nodes", "positioning p99 at 100/s, 3 nodes (ms)")]
     lines = [f"{'figure':<50}{'value':>12}  goal"]
     for key, label in rows:
         value = s[key]
