@@ -39,3 +39,29 @@ def test_revoked_partitions_are_forgotten_and_read_again_when_assigned() -> None
     assert len(index) == 0
     index.assign({1: 1})
     assert index.loading == {1}
+
+
+def test_records_of_a_partition_no_longer_assigned_are_ignored() -> None:
+    index = ExpiryIndex()
+    index.assign({0: 0, 1: 0})
+    index.position(0, 0)
+    index.position(1, 0)
+    index.revoke([1])                          # another worker tombstones partition 1 now
+    index.apply(1, b"late", 100)               # fetched before the revocation
+    index.apply(0, b"mine", 100)
+    assert len(index) == 1
+    assert index.due(200) == [b"mine"]
+
+
+def test_a_partition_read_again_after_a_move_gives_each_offer_once() -> None:
+    index = ExpiryIndex()
+    index.assign({0: 1})
+    index.apply(0, b"t", 100)
+    index.position(0, 1)
+    for _ in range(3):                         # moved away and back three times
+        index.revoke([0])
+        index.assign({0: 1})
+        index.apply(0, b"t", 100)
+        index.position(0, 1)
+    assert index.due(200) == [b"t"]
+    assert index.due(300) == []
