@@ -12,8 +12,8 @@ expired and its partition has been read to the end it had at assignment
 Nothing is committed in that group: every assignment reads its partitions
 again, which costs one pass over the live offers and keeps the rule simple.
 With several workers the group splits the partitions of ``offers``; a
-revocation drops the revoked partitions' offers from the index (records of a
-partition no longer assigned are ignored), so exactly the new owner
+revocation drops the revoked partitions' offers from the index (aiokafka
+returns no records of a partition no longer assigned), so the new owner
 tombstones them once it has read them again. A tombstone sent twice around a
 move (both owners, once each) is harmless: it deletes what is deleted.
 """
@@ -82,10 +82,10 @@ class ExpiryIndex:
     def apply(self, partition: int, ticket: bytes, expires_at: int | None) -> None:
         """A record: an offer expiring at ``expires_at`` (µs), or a tombstone (None).
 
-        Records of partitions not assigned (revoked while they were fetched) are ignored.
+        Records are taken even before ``assign``: the consumer's fetch runs
+        while the rebalance listener seeks and asks for the ends, so the first
+        records of a new assignment can come first.
         """
-        if partition not in self._targets:
-            return
         if expires_at is None:
             self._expiry.pop(ticket, None)
             return

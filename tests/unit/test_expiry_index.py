@@ -41,16 +41,12 @@ def test_revoked_partitions_are_forgotten_and_read_again_when_assigned() -> None
     assert index.loading == {1}
 
 
-def test_records_of_a_partition_no_longer_assigned_are_ignored() -> None:
+def test_records_read_before_the_assignment_is_recorded_count() -> None:
     index = ExpiryIndex()
-    index.assign({0: 0, 1: 0})
-    index.position(0, 0)
-    index.position(1, 0)
-    index.revoke([1])                          # another worker tombstones partition 1 now
-    index.apply(1, b"late", 100)               # fetched before the revocation
-    index.apply(0, b"mine", 100)
-    assert len(index) == 1
-    assert index.due(200) == [b"mine"]
+    index.apply(0, b"early", 100)              # fetched while the listener still seeks
+    index.assign({0: 1})
+    index.position(0, 1)
+    assert index.due(200) == [b"early"]
 
 
 def test_a_partition_read_again_after_a_move_gives_each_offer_once() -> None:
