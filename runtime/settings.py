@@ -190,7 +190,9 @@ class Settings(BaseSettings):
         description="the worker's RocksDB tables; every worker process needs its own "
                     "(RocksDB locks it). Unset: `<home>/worker`; `up` gives each of several "
                     "workers `worker-<i>` under this directory, or under `<home>`")
-    worker_web_port: int = Field(default=6066, description="Faust's web port; `0` turns it off")
+    worker_web_port: int = Field(
+        default=6066,
+        description="Faust's web port (worker i of several: this + i - 1); `0` turns it off")
     expiry_sweep_s: NonNegativeFloat = Field(
         default=10.0, validation_alias="POSITIONING_EXPIRY_SWEEP",
         description="seconds between tombstone sweeps for expired tickets")
