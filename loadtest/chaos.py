@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 from devstack.broker.local import LocalBroker
 from devstack.processes import kill
-from devstack.stack import Stack, components
+from devstack.stack import Component, Stack, components
 from runtime.settings import Settings
 from schemas.codec import offer_codec
 
@@ -98,6 +98,12 @@ def chaos_settings(settings: Settings, config: ChaosConfig) -> Settings:
     return settings.replace(home=settings.home / "chaos" / "stack", ticket_ttl_s=config.ttl_s,
                             expiry_sweep_s=1.0, model_latency_ms=config.model_latency_ms,
                             workers=config.workers)
+
+
+def instances(settings: Settings, component: str) -> list[Component]:
+    """The stack's processes of one kind: ``worker`` (or worker-1..N), ``origin``, edge-*."""
+    return [c for c in components(settings)
+            if c.name == component or c.name.startswith(f"{component}-")]
 
 
 class Chaos:
@@ -187,9 +193,7 @@ class Chaos:
                 raise RuntimeError("the chaos stack's broker is not running")
             kill(status.pid)
             return "broker"
-        candidates = [c for c in components(self.settings)
-                      if c.name == component or c.name.startswith(f"{component}-")]
-        victim = self.rng.choice(candidates)
+        victim = self.rng.choice(instances(self.settings, component))
         pid = self.stack.pid(victim)
         if pid is None:
             raise RuntimeError(f"{victim.name} is not running")
