@@ -44,22 +44,39 @@ class Component:
     env: dict[str, str] = field(default_factory=dict)
 
 
-def worker_component(settings: Settings) -> Component:
-    """The worker, with its readiness page (pipeline/readiness.py) on its web port.
+def worker_name(settings: Settings, index: int) -> str:
+    """``worker`` when the stack has one worker, else ``worker-<index>`` (1-based)."""
+    return "worker" if settings.workers == 1 else f"worker-{index}"
 
-    Settings whose ``worker_web_port`` is 0 (no web server) get a free port
-    chosen here and passed in the worker's environment, so the page's address
-    is known before the worker starts.
+
+def worker_component(settings: Settings, index: int = 1) -> Component:
+    """Worker ``index`` (1..``workers``), with its readiness page (pipeline/readiness.py).
+
+    Its web port is ``worker_web_port + index - 1``; settings whose
+    ``worker_web_port`` is 0 (no web server) get a free port chosen here,
+    so the page's address is known before the worker starts. Either way the
+    port goes in the worker's environment. Several workers share the
+    consumer group (``worker_id``) and each gets a RocksDB directory of its
+    own, ``worker-<index>`` under ``worker_data_dir`` or the home (RocksDB
+    locks it); a lone worker keeps ``worker_data_dir`` or ``<home>/worker``.
     """
-    port = settings.worker_web_port or free_port()
-    return Component("worker", ["worker"], ready_url=ready_url(port), port=port,
-                     env={env_var("worker_web_port"): str(port)})
+    port = settings.worker_web_port + index - 1 if settings.worker_web_port else free_port()
+    name = worker_name(settings, index)
+    env = {env_var("worker_web_port"): str(port)}
+    if settings.workers > 1:
+        env[env_var("worker_data_dir")] = str((settings.worker_data_dir or settings.home) / name)
+    return Component(name, ["worker"], ready_url=ready_url(port), port=port, env=env)
+
+
+def worker_components(settings: Settings) -> list[Component]:
+    """The ``workers`` worker processes of the stack, worker-1 first."""
+    return [worker_component(settings, i) for i in range(1, settings.workers + 1)]
 
 
 def components(settings: Settings) -> list[Component]:
     host = settings.origin_host
     out = [
-        worker_component(settings),
+        *worker_components(settings),
         Component("origin", ["origin"], ready_url=f"http://{host}:{settings.origin_port}/readyz",
                   port=settings.origin_port),
     ]
@@ -67,6 +84,11 @@ def components(settings: Settings) -> list[Component]:
         out.append(Component(f"edge-{region}", ["edge", "--region", region, "--port", str(port)],
                              ready_url=f"http://{settings.edge_host}:{port}/readyz", port=port))
     return out
+
+
+def is_worker(component: Component) -> bool:
+    """Whether the component is one of the stack's workers."""
+    return component.args == ["worker"]
 
 
 class Stack:
@@ -81,7 +103,7 @@ class Stack:
         ``WEB_HOST``, the origin on ``origin_host``."""
         if component.name.startswith("edge-"):
             return self.settings.edge_host
-        return WEB_HOST if component.name == "worker" else self.settings.origin_host
+        return WEB_HOST if is_worker(component) else self.settings.origin_host
 
     def _pid_file(self, name: str) -> Path:
         return self.run_dir / f"{name}.pid"
@@ -154,6 +176,28 @@ class Stack:
             where = f" on :{component.port}" if component.port else ""
             self.say(f"{component.name:<10} started (pid {proc.pid}){where}, log "
                      f"{self.logs / (component.name + '.log')}")
+        self._wait_workers_settled(starting, timeout)
+
+    def _wait_workers_settled(self, starting: list[tuple[Component, subprocess.Popen[bytes]]],
+                              timeout: float) -> None:
+        """Wait until every worker says ready again after the last one joined the group.
+
+        A worker that joins makes the others rebalance; each was ready
+        before, so its page is asked once more. Workers already running are
+        asked only when their port is known (``worker_web_port`` set).
+
+        Raises:
+            StackError: as ``_wait_ready``.
+        """
+        if not any(is_worker(c) for c, _ in starting):
+            return
+        procs = {c.name: p for c, p in starting}
+        known = {c.name: c for c, _ in starting}
+        if self.settings.worker_web_port:
+            known.update({c.name: c for c in worker_components(self.settings)})
+        for component in known.values():
+            if is_worker(component):
+                self._wait_ready(component, procs.get(component.name), timeout)
 
     def run_component(self, component: Component, timeout: float = 120) -> int:
         """Start one component (not part of the usual set) and wait until it is ready."""

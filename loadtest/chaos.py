@@ -17,7 +17,10 @@ the promise, counting every way it can break:
 
 It runs its own stack (home ``<home>/chaos/stack``, short ticket TTL) so
 that it never touches the data of a stack in use; the ports are the
-configured ones, so a running stack must be stopped first. Results go to
+configured ones, so a running stack must be stopped first. With
+``workers`` > 1 the stack runs that many workers in one consumer group
+(worker-1..N) and ``--kill worker`` SIGKILLs one of them at random: its
+partitions move to the others until it is back. Results go to
 ``<home>/chaos/chaos-<time>.json`` and ``chaos-latest.json``.
 """
 
@@ -39,7 +42,7 @@ from tqdm import tqdm
 
 from devstack.broker.local import LocalBroker
 from devstack.processes import kill
-from devstack.stack import Stack, components
+from devstack.stack import Component, Stack, components
 from runtime.settings import Settings
 from schemas.codec import offer_codec
 
@@ -61,6 +64,7 @@ class ChaosConfig:
     check_timeout_s: float = 120.0    # how long an offer may take to reach every edge
     seed: int | None = None
     keep_stack: bool = False
+    workers: int = 1             # worker processes; --kill worker SIGKILLs one at random
 
 
 @dataclass
@@ -92,7 +96,14 @@ class RunResult:
 def chaos_settings(settings: Settings, config: ChaosConfig) -> Settings:
     """The chaos stack: the same ports and cluster, a home and TTL of its own."""
     return settings.replace(home=settings.home / "chaos" / "stack", ticket_ttl_s=config.ttl_s,
-                            expiry_sweep_s=1.0, model_latency_ms=config.model_latency_ms)
+                            expiry_sweep_s=1.0, model_latency_ms=config.model_latency_ms,
+                            workers=config.workers)
+
+
+def instances(settings: Settings, component: str) -> list[Component]:
+    """The stack's processes of one kind: ``worker`` (or worker-1..N), ``origin``, edge-*."""
+    return [c for c in components(settings)
+            if c.name == component or c.name.startswith(f"{component}-")]
 
 
 class Chaos:
@@ -101,6 +112,8 @@ class Chaos:
         unknown = set(config.kill) - set(COMPONENTS)
         if unknown:
             raise ValueError(f"cannot kill {sorted(unknown)}; choose from {COMPONENTS}")
+        if config.workers < 1:
+            raise ValueError(f"--workers must be at least 1, not {config.workers}")
         if "broker" in config.kill and settings.uses_external_kafka:
             raise ValueError("--kill broker needs the local broker; KAFKA_BOOTSTRAP_SERVERS "
                              "points at a cluster this command does not manage")
@@ -173,16 +186,14 @@ class Chaos:
         await asyncio.to_thread(self.stack.up)
 
     def _kill(self, component: str) -> str:
-        """SIGKILL one instance of the component (an edge chosen at random); its name."""
+        """SIGKILL one instance of the component (an edge or worker chosen at random); its name."""
         if component == "broker":
             status = LocalBroker(self.settings).status()
             if status.pid is None:
                 raise RuntimeError("the chaos stack's broker is not running")
             kill(status.pid)
             return "broker"
-        candidates = [c for c in components(self.settings)
-                      if c.name == component or c.name.startswith(f"{component}-")]
-        victim = self.rng.choice(candidates)
+        victim = self.rng.choice(instances(self.settings, component))
         pid = self.stack.pid(victim)
         if pid is None:
             raise RuntimeError(f"{victim.name} is not running")

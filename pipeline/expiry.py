@@ -11,6 +11,11 @@ expired and its partition has been read to the end it had at assignment
 
 Nothing is committed in that group: every assignment reads its partitions
 again, which costs one pass over the live offers and keeps the rule simple.
+With several workers the group splits the partitions of ``offers``; a
+revocation drops the revoked partitions' offers from the index (aiokafka
+returns no records of a partition no longer assigned), so the new owner
+tombstones them once it has read them again. A tombstone sent twice around a
+move (both owners, once each) is harmless: it deletes what is deleted.
 """
 
 from __future__ import annotations
@@ -59,6 +64,10 @@ class ExpiryIndex:
             self._targets.pop(partition, None)
             self._loaded.discard(partition)
         self._expiry = {t: v for t, v in self._expiry.items() if v[0] not in gone}
+        # Reading a partition again pushes its offers again: keep only live entries.
+        self._heap = [(e, t) for e, t in self._heap
+                      if t in self._expiry and self._expiry[t][1] == e]
+        heapq.heapify(self._heap)
 
     def position(self, partition: int, next_offset: int) -> None:
         """The partition has been read up to ``next_offset`` (exclusive)."""
@@ -71,7 +80,12 @@ class ExpiryIndex:
         return set(self._targets) - self._loaded
 
     def apply(self, partition: int, ticket: bytes, expires_at: int | None) -> None:
-        """A record: an offer expiring at ``expires_at`` (µs), or a tombstone (None)."""
+        """A record: an offer expiring at ``expires_at`` (µs), or a tombstone (None).
+
+        Records are taken even before ``assign``: the consumer's fetch runs
+        while the rebalance listener seeks and asks for the ends, so the first
+        records of a new assignment can come first.
+        """
         if expires_at is None:
             self._expiry.pop(ticket, None)
             return

@@ -24,6 +24,19 @@ a seek back would not do, as Faust drops re-read records below its own
 read offset. The worker's transport sends every commit through ``fence``
 (pipeline/transport.py), so nothing else decides what is committed.
 
+With several workers in the group, partitions move between them. On a
+revocation Faust waits for every event it handed over to be acked
+(``stream_wait_empty``) and commits through ``fence`` before the partitions
+go, so the next owner starts after everything this worker finished; events
+still in flight then (gap records, which Faust does not track) stay below
+the commit and are replayed by the next owner, their user state already
+flushed to the changelog, so they count once. After the assignment the
+ledger forgets every partition it no longer holds (``keep_only``, and
+``restart`` when Faust seeks): a late finish of one of them changes
+nothing, and a partition that comes back starts from the commit its other
+owner made. A partition of the ledger's topic that it does not follow is
+never committed at Faust's offset: only the ledger knows what was finished.
+
 Offsets are Kafka's: the committed offset is the next one to read.
 """
 
@@ -32,11 +45,16 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+
+def _topic_of(tp: Hashable) -> object:
+    """The topic of a partition key: Faust's ``TP`` (or any tuple) starts with it."""
+    return tp[0] if isinstance(tp, tuple) and tp else None
 
 
 class Admission(enum.Enum):
@@ -97,6 +115,20 @@ class OffsetLedger:
                 continue
             self.start(tp, offset if offset is not None and offset >= 0 else None)
 
+    def keep_only(self, assigned: Iterable[Hashable]) -> None:
+        """After an assignment: forget the partitions not in ``assigned`` (another worker's now).
+
+        Faust calls ``seek_to_committed`` (``restart``) only when its
+        assignment is not empty, so a worker left without partitions learns
+        it here.
+        """
+        keep = set(assigned)
+        gone = set(self._partitions) - keep
+        if gone:
+            log.info("partitions %s now belong to another worker", sorted(map(str, gone)))
+        for tp in gone:
+            del self._partitions[tp]
+
     def admit(self, tp: Hashable, offset: int) -> tuple[Admission, int]:
         """Whether to process this event, and the generation to pass to ``finish``."""
         part = self._partitions.get(tp)
@@ -152,12 +184,13 @@ class OffsetLedger:
 
         Partitions the ledger tracks are committed at their safe offset
         (whatever Faust computed); a partition whose safe offset has not moved
-        since the last commit is left out. Partitions it does not track
-        (other topics) pass through unchanged.
+        since the last commit is left out. Partitions of other topics pass
+        through unchanged; partitions of the ledger's topic that it does not
+        track (revoked, or not started yet) are left out.
         """
         out: dict[Any, int] = {}
         for tp, offset in requested.items():
-            if tp not in self._partitions:
+            if tp not in self._partitions and _topic_of(tp) != self.topic:
                 out[tp] = offset
         for tp, part in self._partitions.items():
             safe = self.safe_offset(tp)

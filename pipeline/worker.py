@@ -469,6 +469,9 @@ def create_app(settings: Settings,
         # Faust's RocksDB store, keeping its tuning when it reopens (pipeline/state_store.py).
         store="positioning://",
         datadir=str(settings.worker_data_dir or settings.home / "worker"),
+        # Other workers keep standby copies of the user state, so the partitions of
+        # a worker that dies resume from them, not from the whole changelog.
+        table_standby_replicas=settings.worker_standby_replicas,
         topic_partitions=settings.partitions,
         topic_replication_factor=wanted.replication_factor,
         topic_allow_declare=True,
@@ -516,6 +519,12 @@ def create_app(settings: Settings,
                                      partial(manual.ack, event))
 
     health.agent = position
+
+    @app.on_partitions_assigned.connect
+    async def keep_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        """Forget partitions other workers now hold (Faust seeks none when given none)."""
+        assigned: set[TP] = args[0]
+        ledger.keep_only(tp for tp in assigned if tp.topic == settings.logins_topic)
 
     @app.task
     async def started() -> None:

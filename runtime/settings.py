@@ -195,11 +195,23 @@ class Settings(BaseSettings):
     worker_id: str = Field(
         default="positioning-worker",
         description="the Faust app id: consumer group and changelog topic prefix")
+    workers: PositiveInt = Field(
+        default=1,
+        description="worker processes `positioning up` starts, all in one consumer group "
+                    "(named worker-1..N; `worker` when there is one)")
+    worker_standby_replicas: NonNegativeInt = Field(
+        default=1,
+        description="standby copies of each user-state partition kept by other workers "
+                    "(Faust's `table_standby_replicas`), so a failover replays only the "
+                    "changelog's tail; a lone worker keeps none")
     worker_data_dir: Path | None = Field(
         default=None,
         description="the worker's RocksDB tables; every worker process needs its own "
-                    "(RocksDB locks it). Unset: `<home>/worker`")
-    worker_web_port: int = Field(default=6066, description="Faust's web port; `0` turns it off")
+                    "(RocksDB locks it). Unset: `<home>/worker`; `up` gives each of several "
+                    "workers `worker-<i>` under this directory, or under `<home>`")
+    worker_web_port: int = Field(
+        default=6066,
+        description="Faust's web port (worker i of several: this + i - 1); `0` turns it off")
     expiry_sweep_s: NonNegativeFloat = Field(
         default=10.0, validation_alias="POSITIONING_EXPIRY_SWEEP",
         description="seconds between tombstone sweeps for expired tickets")

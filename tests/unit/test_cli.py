@@ -57,7 +57,7 @@ def test_kafka_lists_its_actions(env: dict[str, str]) -> None:
 def test_the_documented_options_are_there(env: dict[str, str]) -> None:
     chaos = run(env, "chaos", "--help").output
     for option in ("--kill", "--runs", "--logins", "--rate", "--users", "--max-down", "--ttl",
-                   "--model-latency-ms", "--seed", "--keep-stack", "--quiet"):
+                   "--model-latency-ms", "--seed", "--keep-stack", "--workers", "--quiet"):
         assert option in chaos
     story = run(env, "story", "--help").output
     for option in ("--users", "--gap", "--origin-delay", "--edge-delay", "--region",
@@ -150,6 +150,12 @@ def test_a_chaos_run_that_cannot_be_configured_exits_2(env: dict[str, str]) -> N
     result = run(env, "chaos", "--kill", "database")
     assert result.exit_code == 2
     assert result.output.startswith("error: cannot kill ['database']")
+
+
+def test_a_chaos_run_without_workers_exits_2(env: dict[str, str]) -> None:
+    result = run(env, "chaos", "--kill", "worker", "--workers", "0")
+    assert result.exit_code == 2
+    assert "--workers" in result.output
 
 
 def test_main_returns_the_exit_code(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -39,3 +39,25 @@ def test_revoked_partitions_are_forgotten_and_read_again_when_assigned() -> None
     assert len(index) == 0
     index.assign({1: 1})
     assert index.loading == {1}
+
+
+def test_records_read_before_the_assignment_is_recorded_count() -> None:
+    index = ExpiryIndex()
+    index.apply(0, b"early", 100)              # fetched while the listener still seeks
+    index.assign({0: 1})
+    index.position(0, 1)
+    assert index.due(200) == [b"early"]
+
+
+def test_a_partition_read_again_after_a_move_gives_each_offer_once() -> None:
+    index = ExpiryIndex()
+    index.assign({0: 1})
+    index.apply(0, b"t", 100)
+    index.position(0, 1)
+    for _ in range(3):                         # moved away and back three times
+        index.revoke([0])
+        index.assign({0: 1})
+        index.apply(0, b"t", 100)
+        index.position(0, 1)
+    assert index.due(200) == [b"t"]
+    assert index.due(300) == []

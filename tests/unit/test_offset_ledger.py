@@ -98,3 +98,28 @@ def test_a_commit_that_does_not_come_is_measured() -> None:
     assert ledger.commit_stalled_s(now + 100) >= 100       # finished work, no commit since
     ledger.committed(ledger.fence({}))
     assert not ledger.uncommitted() and ledger.commit_stalled_s() < 1
+
+
+def test_partitions_another_worker_holds_are_forgotten_at_assignment() -> None:
+    ledger = OffsetLedger("logins")
+    mine, theirs = ("logins", 1), TP
+    ledger.restart({TP: 0, mine: 0})
+    old = admitted(ledger, 0)
+    ledger.keep_only([mine])             # the group gave partition 0 to another worker
+    ledger.finish(TP, 0, old)            # a late finish of the login it had in flight
+    assert theirs not in ledger.fence({theirs: 1})   # never committed at Faust's offset
+    assert ledger.in_flight() == 0 and not ledger.uncommitted()
+    ledger.keep_only([])                 # no partitions at all: Faust seeks none
+    assert ledger.fence({mine: 5, OTHER: 3}) == {OTHER: 3}
+
+
+def test_a_partition_kept_across_a_rebalance_keeps_its_place() -> None:
+    ledger = OffsetLedger("logins")
+    ledger.restart({TP: 0})
+    gen = admitted(ledger, 0, 1)
+    ledger.finish(TP, 0, gen)
+    ledger.keep_only([TP])
+    ledger.restart({TP: 1})              # committed during the revocation: 0 was finished
+    ledger.finish(TP, 1, gen)            # the login in flight across the rebalance
+    assert ledger.admit(TP, 1)[0] is Admission.SKIP
+    assert ledger.fence({}) == {TP: 2}
