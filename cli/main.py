@@ -412,10 +412,13 @@ def bench(quick: bool) -> int:
 @click.option("--keep-stack", is_flag=True, help="leave the chaos stack up")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="worker processes in the chaos stack; --kill worker SIGKILLs one at random")
+@click.option("--nodes", type=click.IntRange(min=1), default=None,
+              help="Kafka nodes of the chaos stack (default POSITIONING_KAFKA_NODES); "
+                   "--kill broker SIGKILLs one at random")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def chaos(kill: str, runs: int, logins: int, rate: float, users: int, max_down: float, ttl: int,
           model_latency_ms: float, seed: int | None, keep_stack: bool, workers: int,
-          quiet: bool) -> int:
+          nodes: int | None, quiet: bool) -> int:
     from devstack.stack import StackError
     from loadtest.chaos import Chaos, ChaosConfig, passed, render_table, write_report
 
@@ -424,7 +427,7 @@ def chaos(kill: str, runs: int, logins: int, rate: float, users: int, max_down: 
     config = ChaosConfig(kill=tuple(k.strip() for k in kill.split(",") if k.strip()),
                          runs=runs, logins=logins, rate=rate, users=users, max_down_s=max_down,
                          ttl_s=ttl, model_latency_ms=model_latency_ms, seed=seed,
-                         keep_stack=keep_stack, workers=workers)
+                         keep_stack=keep_stack, workers=workers, nodes=nodes)
     try:
         report = Chaos(settings, config).run(progress=not quiet)
     except (ValueError, StackError) as exc:

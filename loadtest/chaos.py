@@ -40,7 +40,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from tqdm import tqdm
 
-from devstack.broker.local import LocalBroker
+from devstack.broker.cluster import LocalCluster
 from devstack.processes import kill
 from devstack.stack import Component, Stack, components
 from runtime.settings import Settings
@@ -65,6 +65,7 @@ class ChaosConfig:
     seed: int | None = None
     keep_stack: bool = False
     workers: int = 1             # worker processes; --kill worker SIGKILLs one at random
+    nodes: int | None = None     # Kafka nodes (None: the settings'); --kill broker SIGKILLs one
 
 
 @dataclass
@@ -97,7 +98,8 @@ def chaos_settings(settings: Settings, config: ChaosConfig) -> Settings:
     """The chaos stack: the same ports and cluster, a home and TTL of its own."""
     return settings.replace(home=settings.home / "chaos" / "stack", ticket_ttl_s=config.ttl_s,
                             expiry_sweep_s=1.0, model_latency_ms=config.model_latency_ms,
-                            workers=config.workers)
+                            workers=config.workers,
+                            kafka_nodes=config.nodes or settings.kafka_nodes)
 
 
 def instances(settings: Settings, component: str) -> list[Component]:
@@ -186,13 +188,17 @@ class Chaos:
         await asyncio.to_thread(self.stack.up)
 
     def _kill(self, component: str) -> str:
-        """SIGKILL one instance of the component (an edge or worker chosen at random); its name."""
+        """SIGKILL one instance of the component (a Kafka node, edge or worker chosen at
+        random); its name."""
         if component == "broker":
-            status = LocalBroker(self.settings).status()
-            if status.pid is None:
-                raise RuntimeError("the chaos stack's broker is not running")
-            kill(status.pid)
-            return "broker"
+            nodes = LocalCluster(self.settings).status().nodes
+            running = [n for n in nodes if n.running and n.pid is not None]
+            if not running:
+                raise RuntimeError("no Kafka node of the chaos stack is running")
+            node = self.rng.choice(running)
+            assert node.pid is not None
+            kill(node.pid)
+            return "broker" if len(nodes) == 1 else f"kafka-{node.node_id}"
         victim = self.rng.choice(instances(self.settings, component))
         pid = self.stack.pid(victim)
         if pid is None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack.ports import free_port
+from devstack.ports import free_port, free_port_run
 from tests.conftest import unique_settings
 
 pytestmark = pytest.mark.e2e
@@ -47,3 +47,35 @@ def test_chaos_kills_the_worker_and_an_edge_and_counts_no_loss(kafka_bootstrap: 
     run = report["runs"][0]  # type: ignore[index]
     assert run["killed"].startswith("edge-") and run["acked"] == 150
     assert report["summary"]["lost"] == 0  # type: ignore[index]
+
+
+@pytest.mark.cluster
+def test_chaos_kills_a_node_of_a_three_node_cluster_and_counts_no_loss(tmp_path: Path) -> None:
+    """The chaos stack on its own 3-node cluster (RF 3, min ISR 2); a random node SIGKILLed
+    mid-stream each run: every acked login still has exactly one offer on every edge."""
+    home = tmp_path / "cluster"
+    settings = unique_settings(f"127.0.0.1:{free_port()}", home, origin_port=free_port(),
+                               worker_web_port=free_port(),
+                               edges=(f"eu={free_port()}", f"us={free_port()}"))
+    settings = settings.replace(kafka_bootstrap_servers=None,
+                                kafka_listen=f"127.0.0.1:{free_port_run(6)}")
+    env = {**os.environ, **settings.to_env()}
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "cli.main", "chaos", "--quiet", "--ttl", "40", "--nodes", "3",
+             "--kill", "broker", "--runs", "2", "--logins", "200", "--rate", "80",
+             "--seed", "9"], env=env, capture_output=True, text=True, timeout=900)
+        report = json.loads((home / "chaos" / "chaos-latest.json").read_text())
+        assert result.returncode == 0, (result.stdout[-3000:], report["summary"])
+        summary = report["summary"]
+        assert summary["runs"] == 2 and summary["acked"] == 400
+        assert {k: summary[k] for k in ZERO} == dict.fromkeys(ZERO, 0)
+        assert all(run["killed"].startswith("kafka-") for run in report["runs"])
+    finally:
+        subprocess.run([sys.executable, "-m", "cli.main", "kafka", "stop", "--nodes", "3"],
+                       env={**env, "POSITIONING_HOME": str(home / "chaos" / "stack")},
+                       capture_output=True, timeout=120)
+
+
+ZERO = ("lost", "wrong_visits", "phantoms", "inconsistent", "missing_tombstones", "gave_up")
