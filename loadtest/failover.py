@@ -86,7 +86,9 @@ def _victim(cluster: LocalCluster, settings: Settings, quorum_leader: bool) -> i
 async def _logins(url: str, rate: float, seconds: float, run: Run, kill_at_s: float,
                   kill_node: Callable[[], None]) -> None:
     started = time.perf_counter()
-    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+    # Enough connections that no login waits for one in the client while Kafka elects.
+    limits = httpx.Limits(max_connections=2000, max_keepalive_connections=2000)
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as http:
 
         async def one() -> None:
             sent = time.perf_counter()
