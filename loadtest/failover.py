@@ -26,13 +26,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+import orjson
 from aiokafka.admin import AIOKafkaAdminClient
 
 from devstack.broker.cluster import LocalCluster
 from devstack.ports import free_port, free_port_run
 from devstack.processes import kill
 from devstack.stack import Stack
+from loadtest.bench.login_load import Connection
 from runtime.settings import Settings
 
 
@@ -83,36 +84,36 @@ def _victim(cluster: LocalCluster, settings: Settings, quorum_leader: bool) -> i
     return candidates[0] if candidates else max(led, key=led.__getitem__)
 
 
-async def _logins(url: str, rate: float, seconds: float, run: Run, kill_at_s: float,
-                  kill_node: Callable[[], None]) -> None:
+async def _logins(host: str, port: int, rate: float, seconds: float, run: Run,
+                  kill_at_s: float, kill_node: Callable[[], None]) -> None:
+    """Open-loop logins at ``rate``/s on keep-alive connections (the bench's cheap client),
+    each timed from its due time, so a stalled login cannot delay the next ones."""
+    pool: asyncio.Queue[Connection] = asyncio.Queue()
     started = time.perf_counter()
-    # Enough connections that no login waits for one in the client while Kafka elects.
-    limits = httpx.Limits(max_connections=2000, max_keepalive_connections=2000)
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as http:
 
-        async def one() -> None:
-            sent = time.perf_counter()
-            response = await http.post("/login", json={"user_id": f"f-{uuid.uuid4().hex[:8]}",
-                                                       "ip": "81.2.69.160"},
-                                       headers={"Idempotency-Key": str(uuid.uuid4())})
-            done = time.perf_counter()
-            run.logins += 1
-            run.latencies_ms.append((done - sent) * 1000)
-            if response.status_code == 503:
-                run.unavailable_at_s.append(sent - started)
-            elif response.status_code != 202:
-                raise RuntimeError(f"POST /login answered {response.status_code}")
+    async def one(due: float) -> None:
+        conn = (Connection(*await asyncio.open_connection(host, port)) if pool.empty()
+                else await pool.get())
+        body = orjson.dumps({"user_id": f"f-{uuid.uuid4().hex[:8]}", "ip": "81.2.69.160"})
+        status, _ = await conn.post(host, "/login", body, str(uuid.uuid4()))
+        pool.put_nowait(conn)
+        run.logins += 1
+        run.latencies_ms.append((time.perf_counter() - due) * 1000)
+        if status == 503:
+            run.unavailable_at_s.append(due - started)
+        elif status != 202:
+            raise RuntimeError(f"POST /login answered {status}")
 
-        tasks = []
-        killed = False
-        for i in range(int(rate * seconds)):
-            due = started + i / rate
-            await asyncio.sleep(max(0.0, due - time.perf_counter()))
-            if not killed and time.perf_counter() - started >= kill_at_s:
-                await asyncio.to_thread(kill_node)
-                killed = True
-            tasks.append(asyncio.create_task(one()))
-        await asyncio.gather(*tasks)
+    tasks = []
+    killed = False
+    for i in range(int(rate * seconds)):
+        due = started + i / rate
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        if not killed and time.perf_counter() - started >= kill_at_s:
+            await asyncio.to_thread(kill_node)
+            killed = True
+        tasks.append(asyncio.create_task(one(due)))
+    await asyncio.gather(*tasks)
 
 
 def measure(runs: int, home: Path, rate: float = 100.0, seconds: float = 15.0,
@@ -137,7 +138,7 @@ def measure(runs: int, home: Path, rate: float = 100.0, seconds: float = 15.0,
                 if pid is not None:
                     kill(pid)
 
-            asyncio.run(_logins(f"http://127.0.0.1:{settings.origin_port}", rate, seconds, run,
+            asyncio.run(_logins("127.0.0.1", settings.origin_port, rate, seconds, run,
                                 kill_at_s, kill_victim))
             results.append(run.summary())
             print(json.dumps(results[-1]), flush=True)
