@@ -1,9 +1,12 @@
-"""Shared fixtures: a real Kafka broker for the whole test session.
+"""Shared fixtures: a real Kafka broker for the whole test session, and a 3-node cluster.
 
 The broker is the project's own local broker (the same code path as
 ``positioning kafka start``) on free ports in a temporary folder, or the
-cluster named by ``KAFKA_BOOTSTRAP_SERVERS``. It is stopped at the end of the
-session even when tests fail. ``POSITIONING_*`` variables of the shell that
+cluster named by ``KAFKA_BOOTSTRAP_SERVERS``. The cluster tests (marker
+``cluster``) share one local 3-node KRaft cluster of their own (the code
+path of ``positioning kafka start`` with ``POSITIONING_KAFKA_NODES=3``),
+started by the first test that asks for it. Both are stopped at the end of
+the session even when tests fail. ``POSITIONING_*`` variables of the shell that
 runs the tests are dropped first: ``Settings(...)`` reads the environment for
 every field it is not given, and a test's settings must not depend on the
 shell.
@@ -18,8 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from devstack.broker.cluster import LocalCluster
 from devstack.broker.local import LocalBroker
-from devstack.ports import free_port_pair
+from devstack.ports import free_port_pair, free_port_run
 from runtime.settings import Settings
 
 
@@ -43,6 +47,24 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield broker.address
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def three_node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Bootstrap servers of a local 3-node cluster shared by the session's cluster tests.
+
+    Every node is broker and controller (devstack/broker/cluster.py); the
+    topics ``ensure_topics`` creates on it get replication factor 3 and
+    min.insync.replicas 2 (runtime/topics.py, from the brokers it reports).
+    """
+    home = tmp_path_factory.mktemp("kafka-cluster-home")
+    settings = Settings(home=home, kafka_nodes=3, kafka_listen=f"127.0.0.1:{free_port_run(6)}")
+    cluster = LocalCluster(settings)
+    try:
+        cluster.start()
+        yield cluster.bootstrap_servers
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture

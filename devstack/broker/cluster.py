@@ -8,8 +8,10 @@ formatted with one cluster id. With one node this is the development broker
 of devstack/broker/local.py, unchanged.
 
 ``start`` launches the stopped nodes together (no node answers before a
-majority of controllers runs) and returns once the cluster reports N brokers
-and the quorum has a leader; ``stop`` stops every node of the home at once;
+majority of controllers runs) and returns once every node reports N brokers
+and the quorum has a leader (one node reporting N is not enough: another's
+metadata may still lack some, and topics created through it would get too
+few replicas); ``stop`` stops every node of the home at once;
 ``status`` never raises.
 """
 
@@ -23,7 +25,7 @@ from pathlib import Path
 
 from devstack.broker.layout import Node, cluster_layout
 from devstack.broker.local import BrokerError, LocalBroker, _random_cluster_id, node_pid
-from devstack.broker.probe import count_brokers
+from devstack.broker.probe import count_brokers, every_node_sees
 from devstack.broker.quorum import QuorumView, newest, read_view
 from devstack.ports import port_in_use
 from devstack.processes import tail, terminate
@@ -93,7 +95,7 @@ class LocalCluster:
 
     # -- lifecycle -----------------------------------------------------------
     def start(self) -> tuple[ClusterStatus, bool]:
-        """Start every stopped node and wait until the cluster reports all its brokers
+        """Start every stopped node and wait until every node reports all the brokers
         and the quorum has a leader.
 
         Returns the status and whether this call started a node (False: all
@@ -156,7 +158,9 @@ class LocalCluster:
             return False
         if self.status().leader is None:
             return False
-        return count_brokers(self.bootstrap_servers, timeout_s=2.0) == len(self.layout)
+        if count_brokers(self.bootstrap_servers, timeout_s=2.0) != len(self.layout):
+            return False
+        return every_node_sees([n.address for n in self.layout], len(self.layout), timeout_s=2.0)
 
     def _wait_ready(self, launched: Sequence[tuple[LocalBroker, subprocess.Popen[bytes]]]) -> None:
         """Raises BrokerError if a launched node exits or the cluster is not ready in time."""

@@ -1,9 +1,12 @@
-"""Edge nodes against the real broker: materializing, waiting, SSE, tombstones, crash resume."""
+"""Edge nodes against the real broker: materializing, waiting, SSE, tombstones, crash resume;
+and an edge added mid-stream on the session's 3-node cluster."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -12,6 +15,7 @@ import pytest
 from edge.store import OfferStore
 from runtime.settings import Settings
 from runtime.topics import ensure_topics
+from schemas.tickets import Ticket
 from tests.conftest import unique_settings
 from tests.edge_node import Edge, served_offers
 from tests.helpers import wait_until, wait_until_async
@@ -225,3 +229,90 @@ async def test_edge_follows_the_topic_again_after_the_broker_crashes(tmp_path: P
             edge.component.stop()
     finally:
         broker.stop()
+
+
+@pytest.mark.cluster
+async def test_on_three_nodes_an_edge_added_mid_stream_catches_up_and_agrees(
+        three_node_cluster: str, tmp_path: Path) -> None:
+    """A third edge started while offers flow is ready only once it serves everything
+    written before it started, as the first two do; in the end all three serve the
+    same offers, byte for byte, and none of the tombstoned ones."""
+    settings = unique_settings(three_node_cluster, tmp_path)
+    await ensure_topics(settings)
+    first = [Edge(settings, region, tmp_path) for region in ("eu", "us")]
+    late = Edge(settings, "ap", tmp_path)
+    await asyncio.gather(*(asyncio.to_thread(edge.start) for edge in first))
+    published: list[Ticket] = []
+    revoked: set[str] = set()      # every 4th ticket is tombstoned right after its offer
+    stop = asyncio.Event()
+
+    async def stream(feed: OfferFeed) -> None:
+        while not stop.is_set():
+            ticket, _ = await feed.publish()
+            published.append(ticket)
+            if len(published) % 4 == 0:
+                await feed.tombstone(ticket)
+                revoked.add(ticket.ticket_id)
+
+    def published_at_least(n: int) -> Callable[[], Awaitable[bool]]:
+        async def enough() -> bool:
+            return len(published) >= n
+        return enough
+
+    async def served(http: httpx.AsyncClient, edge: Edge,
+                     tickets: list[Ticket]) -> dict[str, tuple[int, bytes]]:
+        """ticket id -> (status, body) of the edge's answer for each ticket, at once."""
+        answers = await asyncio.gather(*(http.get(f"{edge.url}/offers/{t.token}")
+                                         for t in tickets))
+        return {t.ticket_id: (a.status_code, a.content) for t, a in zip(tickets, answers,
+                                                                         strict=True)}
+
+    limits = httpx.Limits(max_connections=20)
+    try:
+        async with (OfferFeed(settings) as feed,
+                    httpx.AsyncClient(timeout=httpx.Timeout(20, pool=None), limits=limits) as http):
+            flowing = asyncio.create_task(stream(feed))
+            try:
+                await wait_until_async(published_at_least(200), 60, "200 offers")
+                before = list(published)       # acknowledged before the late edge starts
+                before_revoked = set(revoked)
+                await asyncio.to_thread(late.start)    # returns once /readyz answers 200
+                # Ready: what was written before it started is served at once, as by the
+                # others (skipped: a last ticket whose tombstone was still being written).
+                settled_before = [t for i, t in enumerate(before)
+                                  if t.ticket_id in before_revoked or (i + 1) % 4]
+                seen = [await served(http, edge, settled_before) for edge in (late, *first)]
+                ready_with = len(published)
+                await wait_until_async(published_at_least(ready_with + 100), 60,
+                                       "100 more offers once the late edge is ready")
+            finally:
+                stop.set()
+                await flowing
+            assert len(before) < ready_with, "the late edge did not start mid-stream"
+            expected = {t.ticket_id: 410 if t.ticket_id in before_revoked else 200
+                        for t in settled_before}
+            assert {k: status for k, (status, _) in seen[0].items()} == expected
+            assert seen[0] == seen[1] == seen[2]
+
+            # The stream over, all three serve every offer and no tombstoned one ...
+            edges = [late, *first]
+            final: list[dict[str, tuple[int, bytes]]] = []
+            want = {t.ticket_id: 410 if t.ticket_id in revoked else 200 for t in published}
+
+            async def settled() -> bool:
+                final[:] = [await served(http, edge, published) for edge in edges]
+                return all({k: s for k, (s, _) in f.items()} == want for f in final)
+            await wait_until_async(settled, 60, "every edge to serve the whole stream",
+                                   interval=0.5)
+            # ... with the same bodies, byte for byte.
+            assert final[0] == final[1] == final[2]
+            assert len(revoked) == len(published) // 4 and len(published) > 300
+            for ticket in published:
+                body = json.loads(final[0][ticket.ticket_id][1])
+                if ticket.ticket_id in revoked:
+                    assert body["status"] == "revoked"
+                else:
+                    assert body["ticket_id"] == ticket.ticket_id
+    finally:
+        for edge in (*first, late):
+            edge.component.stop()

@@ -1,6 +1,7 @@
 """Two workers in one consumer group: they split the partitions, and when one is
 SIGKILLed mid-stream the survivor takes its partitions over and nothing is lost,
-counted twice or left without its tombstone."""
+counted twice or left without its tombstone: on the session's broker, and on the
+session's 3-node cluster (``three_node_cluster``, tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -74,9 +75,21 @@ async def test_two_workers_split_the_partitions(kafka_bootstrap: str, tmp_path: 
 
 async def test_a_sigkilled_worker_hands_its_partitions_over_and_nothing_is_lost(
         kafka_bootstrap: str, tmp_path: Path) -> None:
+    await kill_one_of_two_workers(kafka_bootstrap, tmp_path)
+
+
+async def test_on_three_nodes_a_sigkilled_worker_hands_its_partitions_over(
+        three_node_cluster: str, tmp_path: Path) -> None:
+    await kill_one_of_two_workers(three_node_cluster, tmp_path)
+
+
+async def kill_one_of_two_workers(bootstrap: str, tmp_path: Path) -> None:
+    """Two workers split the partitions; one is SIGKILLed while 1500 logins flow. The
+    survivor takes every partition, and every login becomes exactly one offer, with
+    exact visit counts, then a tombstone at expiry."""
     # Model latency keeps logins in flight at the kill; the TTL outlasts the takeover
     # (a 10 s session timeout), so every offer is seen before its tombstone.
-    settings = unique_settings(kafka_bootstrap, tmp_path, model_latency_ms=20.0,
+    settings = unique_settings(bootstrap, tmp_path, model_latency_ms=20.0,
                                partitions=4, ticket_ttl_s=40, expiry_sweep_s=1.0)
     await ensure_topics(settings)
     survivor, victim = start_workers(settings, tmp_path / "logs", 2)

@@ -1,8 +1,10 @@
 """Topology changes refused loudly, the state migration that makes one, and the worker's
-dead-letter circuit breaker, against a real broker and real worker processes."""
+dead-letter circuit breaker, against a real broker and real worker processes; the refusal
+also on the session's 3-node cluster."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -15,7 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
 
 from runtime.clock import now_us
 from runtime.settings import Settings
-from runtime.topics import ensure_topics
+from runtime.topics import Durability, ensure_topics
 from schemas.codec import AvroCodec, load_schema, login_codec
 from tests.conftest import unique_settings
 from tests.helpers import OfferReader, start_worker, wait_until, wait_until_async
@@ -74,6 +76,25 @@ async def visits_after(settings: Settings, tickets: dict[str, str]) -> dict[str,
     return latest
 
 
+async def raise_logins_partitions(settings: Settings, total: int) -> None:
+    """The incident: someone gives ``logins`` more partitions in place."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.create_partitions({settings.logins_topic: NewPartitions(total_count=total)})
+    finally:
+        await admin.close()
+
+
+def assert_partition_change_refused(result: subprocess.CompletedProcess[str],
+                                    settings: Settings, command: str) -> None:
+    """``command`` exited 1 naming logins' 4 partitions, the changelog's 3 and the fix."""
+    assert result.returncode == 1, (command, result.stdout, result.stderr)
+    assert (f"topic {settings.logins_topic!r} has 4 partitions but the worker's state "
+            f"changelog '{settings.worker_id}-user-state-changelog' has 3") in result.stderr
+    assert "positioning migrate-state" in result.stderr and "docs/operations.md" in result.stderr
+
+
 async def test_a_new_partition_count_is_refused_then_migrated_with_visits_exact(
         kafka_bootstrap: str, tmp_path: Path) -> None:
     old = unique_settings(kafka_bootstrap, tmp_path, partitions=3)
@@ -89,18 +110,9 @@ async def test_a_new_partition_count_is_refused_then_migrated_with_visits_exact(
     assert before == {u: i % 3 + 1 for i, u in enumerate(users)}
 
     # The incident: someone raises logins from 3 to 4 partitions.
-    admin = AIOKafkaAdminClient(bootstrap_servers=old.bootstrap_servers)
-    await admin.start()
-    try:
-        await admin.create_partitions({old.logins_topic: NewPartitions(total_count=4)})
-    finally:
-        await admin.close()
+    await raise_logins_partitions(old, 4)
     for command in ("topics", "worker"):
-        result = cli(old, command)
-        assert result.returncode == 1, (command, result.stdout, result.stderr)
-        assert (f"topic {old.logins_topic!r} has 4 partitions but the worker's state "
-                f"changelog '{old.worker_id}-user-state-changelog' has 3") in result.stderr
-        assert "positioning migrate-state" in result.stderr and "docs/operations.md" in result.stderr
+        assert_partition_change_refused(cli(old, command), old, command)
 
     # The procedure: a new generation, the state migrated, the new worker started.
     # Its workers need state directories of their own: Faust's RocksDB files do not
@@ -122,6 +134,22 @@ async def test_a_new_partition_count_is_refused_then_migrated_with_visits_exact(
     finally:
         worker.stop()
     assert after == {u: before[u] + 1 for u in users}
+
+
+@pytest.mark.cluster
+async def test_on_three_nodes_a_new_partition_count_is_refused(
+        three_node_cluster: str, tmp_path: Path) -> None:
+    settings = unique_settings(three_node_cluster, tmp_path, partitions=3)
+    report = await ensure_topics(settings)
+    # Three brokers: three copies of every record, two of them to acknowledge a write.
+    assert report.durability == Durability(replication_factor=3, min_insync_replicas=2)
+    assert {(t.replication_factor, t.min_insync_replicas) for t in report.topics} == {(3, 2)}
+    assert len(report.topics) == 4  # logins, offers, logins.dlq and the state changelog
+    await raise_logins_partitions(settings, 4)
+    commands = ("topics", "worker")
+    results = await asyncio.gather(*(asyncio.to_thread(cli, settings, c) for c in commands))
+    for command, result in zip(commands, results, strict=True):
+        assert_partition_change_refused(result, settings, command)
 
 
 async def test_the_breaker_stops_a_systematic_fault_and_loses_nothing(
