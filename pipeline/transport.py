@@ -107,6 +107,11 @@ class Consumer(faust_compat.Consumer):
             return False
         ledger.commit_started_at = time.monotonic()
         try:
+            # The user state the committed logins wrote went to the table's changelog
+            # through the producer, unawaited, and may sit on another broker than
+            # their offers: flush, so the state a standby or a new owner restores
+            # holds every login this commit says is done.
+            await self.app.producer.flush()
             # The ledger answers with the partitions it was asked about (TPs).
             committed = await self.faust_commit(cast("Mapping[TP, int]", allowed))
         finally:
