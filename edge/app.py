@@ -201,7 +201,8 @@ async def get_offer(request: Request) -> Response:
         # Time left on the ticket bounds the wait too.
         wait = min(wait, max(0.0, ticket.expires_at_ms / 1000 - time.time()))
         try:
-            stored = await until_disconnected(request, node.waiters.wait(key, wait))
+            stored = await until_disconnected(
+                request, node.waiters.wait(key, wait, lambda: store.get(key)))
         except TooManyWaiters:
             return _busy(node, request)
         except ClientGone:

@@ -2,14 +2,15 @@
 
 The materializer calls ``notify`` right after a batch is written, in the
 same event loop, so a waiter wakes the moment its offer is applied: no
-polling. A handler checks the store and registers its waiter without an
-``await`` in between, so an offer cannot slip past unnoticed.
+polling. A waiter is registered and the store checked once more without
+an ``await`` in between, so an offer applied before the waiter existed is
+found by that check and one applied after wakes it: none slips past.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from edge.store import StoredOffer
 
@@ -45,10 +46,23 @@ class Waiters:
         if not futures:
             del self._by_ticket[ticket_id]
 
-    async def wait(self, ticket_id: bytes, timeout: float) -> StoredOffer | None:
-        """Wait for the ticket's offer at most ``timeout`` seconds (register first)."""
+    async def wait(self, ticket_id: bytes, timeout: float,
+                   lookup: Callable[[], StoredOffer | None]) -> StoredOffer | None:
+        """The ticket's offer once applied, waiting at most ``timeout`` seconds; None if not.
+
+        ``lookup`` reads the store right after the waiter is registered: the
+        caller's own check may have run a loop turn earlier (a coroutine
+        wrapped in a task starts on the next turn), and an offer applied in
+        between notified nobody.
+
+        Raises:
+            TooManyWaiters: the limit of open waiters is reached.
+        """
         future = self.register(ticket_id)
         try:
+            stored = lookup()
+            if stored is not None:
+                return stored
             return await asyncio.wait_for(asyncio.shield(future), timeout)
         except TimeoutError:
             return None
