@@ -43,7 +43,10 @@ class Run:
     quorum_leader: bool
     logins: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    accepted_at_s: list[float] = field(default_factory=list)
+    """Due times (s from the run's start) of the logins answered 202."""
     unavailable_at_s: list[float] = field(default_factory=list)
+    """Due times of the logins answered 503."""
 
     def summary(self) -> dict[str, object]:
         ordered = sorted(self.latencies_ms)
@@ -99,9 +102,11 @@ async def _logins(host: str, port: int, rate: float, seconds: float, run: Run,
         pool.put_nowait(conn)
         run.logins += 1
         run.latencies_ms.append((time.perf_counter() - due) * 1000)
-        if status == 503:
+        if status == 202:
+            run.accepted_at_s.append(due - started)
+        elif status == 503:
             run.unavailable_at_s.append(due - started)
-        elif status != 202:
+        else:
             raise RuntimeError(f"POST /login answered {status}")
 
     tasks = []
@@ -117,15 +122,21 @@ async def _logins(host: str, port: int, rate: float, seconds: float, run: Run,
 
 
 def measure(runs: int, home: Path, rate: float = 100.0, seconds: float = 15.0,
-            kill_at_s: float = 5.0) -> list[dict[str, object]]:
-    """``runs`` failovers under ``rate`` logins/s; one summary per run."""
+            kill_at_s: float = 5.0, report: Callable[[Run], None] = lambda _: None) -> list[Run]:
+    """``runs`` failovers under ``rate`` logins/s, each ``seconds`` long with the node killed
+    ``kill_at_s`` in (run 0 a follower of the quorum, run 1 its leader, and so on); ``report``
+    is called after each run.
+
+    Raises:
+        RuntimeError: a login was answered with neither 202 nor 503.
+    """
     settings = Settings.from_env({}).replace(
         home=home, kafka_nodes=3, kafka_listen=f"127.0.0.1:{free_port_run(6)}",
         origin_port=free_port(), worker_web_port=free_port(),
         edges=(f"eu={free_port()}", f"us={free_port()}"), ticket_secret="failover:" + "k" * 32)
     stack = Stack(settings, say=lambda _: None)
     cluster = LocalCluster(settings)
-    results = []
+    results: list[Run] = []
     stack.up()
     try:
         for i in range(runs):
@@ -140,8 +151,8 @@ def measure(runs: int, home: Path, rate: float = 100.0, seconds: float = 15.0,
 
             asyncio.run(_logins("127.0.0.1", settings.origin_port, rate, seconds, run,
                                 kill_at_s, kill_victim))
-            results.append(run.summary())
-            print(json.dumps(results[-1]), flush=True)
+            results.append(run)
+            report(run)
             stack.up()  # the killed node comes back, as `positioning up` brings it
     finally:
         stack.down()
@@ -154,7 +165,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100.0, help="logins per second")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="failover-") as tmp:
-        results = measure(args.runs, Path(tmp), args.rate)
+        results = [run.summary() for run in measure(
+            args.runs, Path(tmp), args.rate,
+            report=lambda run: print(json.dumps(run.summary()), flush=True))]
     for key in ("p99_ms", "max_ms", "503_window_s"):
         values = [float(str(r[key])) for r in results]
         print(f"{key}: median {statistics.median(values)}, range {min(values)}-{max(values)}")

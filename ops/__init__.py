@@ -1,0 +1,1 @@
+"""Operating the running system: dead-letter tooling and the one status view."""
