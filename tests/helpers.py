@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer
 
 from devstack.ports import free_port
+from loadtest.produce import ProduceSummary, produce
 from pipeline.readiness import ready_url
 from runtime import waiting
 from runtime.settings import Settings, env_var
@@ -154,3 +156,26 @@ class OfferReader:
             missing = sum(self.offers.get(t) is None for t in ticket_ids)
             raise AssertionError(f"{exc}: {missing} still missing") from None
         return {t: self.offers[t] for t in ticket_ids}
+
+
+async def kill_mid_stream(settings: Settings, reader: OfferReader, kill: Callable[[], None],
+                          rate: float, kill_after_offers: int, count: int = 1500,
+                          users: int = 150) -> ProduceSummary:
+    """Produce ``count`` logins of ``users`` users at ``rate``/s, call ``kill`` once
+    ``kill_after_offers`` offers have arrived, and return the producer's summary when
+    every login is acked; fails the test if a login failed or the kill came after the
+    last offer (then nothing was in flight to lose)."""
+    sending = asyncio.create_task(produce(settings, count=count, rate=rate, users=users,
+                                          progress=False, keep_tickets=True))
+
+    async def some_offers_arrived() -> bool:
+        await reader.poll()
+        return len(reader.offers) >= kill_after_offers
+
+    await wait_until_async(some_offers_arrived, 60, "the first offers")
+    kill()
+    killed_with = len(reader.offers)
+    summary = await sending
+    assert summary.failed == 0
+    assert killed_with < count, "the kill came too late to test anything"
+    return summary

@@ -5,20 +5,19 @@ session's 3-node cluster (``three_node_cluster``, tests/conftest.py)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict
 from pathlib import Path
 
 import httpx
 import pytest
 
-from loadtest.produce import produce
 from runtime.settings import Settings
 from runtime.topics import ensure_topics
 from tests.conftest import unique_settings
 from tests.helpers import (
     Component,
     OfferReader,
+    kill_mid_stream,
     start_worker,
     ticket_signer,
     wait_until,
@@ -96,20 +95,8 @@ async def kill_one_of_two_workers(bootstrap: str, tmp_path: Path) -> None:
     try:
         wait_for_split([survivor, victim], settings.partitions)
         async with OfferReader(settings) as reader:
-            sending = asyncio.create_task(
-                produce(settings, count=1500, rate=300, users=150, progress=False,
-                        keep_tickets=True))
-
-            async def some_offers_arrived() -> bool:
-                await reader.poll()
-                return len(reader.offers) >= 300
-
-            await wait_until_async(some_offers_arrived, 60, "the first offers")
-            victim.kill()
-            killed_with = len(reader.offers)
-            summary = await sending
-            assert summary.failed == 0
-            assert killed_with < 1500, "the kill came too late to test anything"
+            summary = await kill_mid_stream(settings, reader, victim.kill, rate=300,
+                                            kill_after_offers=300)
 
             # The victim's partitions move to the survivor once its session expires.
             wait_until(lambda: partitions_of(survivor) == list(range(settings.partitions)),

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
-from loadtest.produce import produce
 from runtime.topics import ensure_topics
 from tests.conftest import unique_settings
-from tests.helpers import OfferReader, start_worker, ticket_signer, wait_until_async
+from tests.helpers import OfferReader, kill_mid_stream, start_worker, ticket_signer
 
 pytestmark = pytest.mark.integration
 
@@ -23,20 +21,8 @@ async def test_sigkill_mid_stream_loses_nothing(kafka_bootstrap: str, tmp_path: 
     worker = start_worker(settings, tmp_path / "logs")
     try:
         async with OfferReader(settings) as reader:
-            sending = asyncio.create_task(
-                produce(settings, count=1500, rate=500, users=150, progress=False,
-                        keep_tickets=True))
-
-            async def some_offers_arrived() -> bool:
-                await reader.poll()
-                return len(reader.offers) >= 200
-
-            await wait_until_async(some_offers_arrived, 60, "the first offers")
-            worker.kill()
-            killed_with = len(reader.offers)
-            summary = await sending
-            assert summary.failed == 0
-            assert killed_with < 1500, "the kill came too late to test anything"
+            summary = await kill_mid_stream(settings, reader, worker.kill, rate=500,
+                                            kill_after_offers=200)
 
             worker = start_worker(settings, tmp_path / "logs", name="worker-restarted")
             signer = ticket_signer(settings, 900)
