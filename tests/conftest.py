@@ -15,21 +15,59 @@ shell.
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from devstack.broker.cluster import LocalCluster
 from devstack.broker.local import LocalBroker
 from devstack.ports import free_port_pair, free_port_run
+from devstack.processes import kill
 from runtime.settings import Settings
 
 
 def pytest_configure(config: pytest.Config) -> None:
     for name in [name for name in os.environ if name.startswith("POSITIONING_")]:
         del os.environ[name]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def sweep_left_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """At the end of the session, even an interrupted one, SIGKILL what the tests started
+    and left running: the session's own ``positioning`` and Kafka processes, and any
+    process whose ``POSITIONING_HOME`` is in the session's temporary folder (components
+    started by ``positioning up``, which are not our children). A worker whose broker is
+    gone re-execs itself forever by design; without this, one left by an interrupted run
+    crash-loops until someone finds it. Set up first, so torn down after every other
+    session fixture (the brokers stop themselves first)."""
+    basetemp = str(tmp_path_factory.getbasetemp())
+    yield
+    me = psutil.Process()
+    ours = {c for c in me.children(recursive=True)
+            if any(mark in " ".join(_cmdline(c)) for mark in ("cli.main", "kafka.Kafka"))}
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid != me.pid and proc.environ().get("POSITIONING_HOME", "").startswith(
+                    basetemp):
+                ours.add(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    for proc in ours:
+        if proc.is_running():
+            print(f"\nsweep: SIGKILL pid {proc.pid} left running: "
+                  f"{' '.join(_cmdline(proc))[:200]}", file=sys.stderr)
+            kill(proc.pid)
+
+
+def _cmdline(proc: psutil.Process) -> list[str]:
+    try:
+        return proc.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return []
 
 
 @pytest.fixture(scope="session")
