@@ -15,7 +15,9 @@ works against any cluster: it needs nothing but the settings' topics.
   ``replayed_at``, through an idempotent producer with ``acks=all``, then
   records them as replayed in the replay group (``replay_group``; the
   format is in ops/replay_progress.py), so a second replay of the same
-  selection replays nothing. A replayed login keeps its ticket id, so even
+  selection replays nothing. A replay that fails again is a new dead letter
+  carrying ``replayed_from``; it is replayed again only when selected by
+  its offsets. A replayed login keeps its ticket id, so even
   a record replayed twice (a crash between producing and recording) is
   counted once by the worker while the user has had fewer than 32 other
   logins since (engine/state.py). The choices are in
@@ -336,7 +338,7 @@ class Listing:
             if letter.replayed_from:
                 lines.append(f"    a failed replay of {letter.replayed_from}")
             lines.append(f"    error: {letter.error_message}")
-            lines.append(f"    login: {_login_line(LoginView.of(letter.value))}")
+            lines.append(f"    login: {_login_line(letter)}")
         counts = ", ".join(f"{kind} {n}" for kind, n in self.counts.items()) or "none"
         hidden = len(self.matched) - len(self.shown)
         lines.append(f"{len(self.matched)} matched ({self.replayed} replayed, "
@@ -358,14 +360,17 @@ class Listing:
         }
 
 
-def _login_line(view: LoginView) -> str:
+def _login_line(letter: DeadLetter) -> str:
+    """What the record's bytes are today: a login that decodes (and would be accepted), or not."""
+    view = LoginView.of(letter.value)
     login = view.login
     if login is None:
-        return view.problem or ""
+        same = view.problem == f"undecodable: {letter.error_message}"
+        return "still undecodable (the same error)" if same else view.problem or ""
     text = (f"user {login['user_id']!r}, ticket {login['ticket_id']}, ip {login['ip']}, "
             f"accepted {iso_utc(login['login_accepted_at'])}, "
             f"expires {iso_utc(login['expires_at'])}")
-    return f"{text} ({view.problem})" if view.problem else text
+    return f"{text} ({view.problem})" if view.problem else f"decodes now: {text}"
 
 
 async def list_dead_letters(settings: Settings, selection: Selection, limit: int | None = None,
@@ -395,6 +400,9 @@ class ReplayReport:
     dry_run: bool
     replayed: list[DeadLetter]
     already: list[DeadLetter]
+    failed_again: list[DeadLetter]
+    """Selected dead letters that are failed replays (``replayed_from``), left out: they go
+    again only when selected by ``--offsets``."""
     expired: int = 0
     """Replayed logins whose ticket had expired: their offers are tombstoned at once."""
 
@@ -402,6 +410,9 @@ class ReplayReport:
         verb = "would be replayed" if self.dry_run else "replayed"
         text = (f"{len(self.replayed)} {verb} onto {self.target}, "
                 f"{len(self.already)} already replayed (group {self.group})")
+        if self.failed_again:
+            text += (f"; {len(self.failed_again)} left out: they failed again after a replay "
+                     "(select them with --offsets to replay them once more)")
         if self.expired:
             text += (f"; {self.expired} of them carry an expired ticket (the visit counts, "
                      "the offer is tombstoned at once)")
@@ -417,6 +428,9 @@ async def replay_dead_letters(settings: Settings, selection: Selection, *, dry_r
                               timeout_s: float = DEFAULT_TIMEOUT_S,
                               group: str | None = None) -> ReplayReport:
     """Put the selected dead letters not yet replayed back on ``logins``, and record them.
+
+    Failed replays (a ``replayed_from`` header) are left out unless
+    ``selection`` names offsets (``ReplayReport.failed_again``).
 
     Each goes with its original key and value and the provenance headers,
     through an idempotent producer with ``acks=all``; once every one is
@@ -436,11 +450,15 @@ async def replay_dead_letters(settings: Settings, selection: Selection, *, dry_r
     group = group or replay_group(settings)
     snapshot = await read_dead_letters(settings, timeout_s, group=group)
     selected = [r for r in snapshot.records if r.matches(selection)]
-    todo = [r for r in selected if not snapshot.replayed(r)]
     already = [r for r in selected if snapshot.replayed(r)]
+    pending = [r for r in selected if not snapshot.replayed(r)]
+    # A failed replay goes again only when named by its offsets: --all after a fix must not
+    # loop the logins that fix did not help.
+    failed_again = [r for r in pending if r.replayed_from and not selection.ranges]
+    todo = [r for r in pending if not (r.replayed_from and not selection.ranges)]
     at = now_us()
     report = ReplayReport(snapshot.topic, settings.logins_topic, group, dry_run, todo, already,
-                          sum(1 for r in todo if _expired(r, at)))
+                          failed_again, sum(1 for r in todo if _expired(r, at)))
     if dry_run or not todo:
         return report
     _recorded(snapshot, todo)  # refuses a selection too scattered to record, before producing
