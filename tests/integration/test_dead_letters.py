@@ -18,7 +18,12 @@ from click.testing import CliRunner, Result
 
 import cli.main as cli_main
 from ops.dead_letter_selection import OffsetRange, Selection
-from ops.dead_letters import count_by_error_type, replay_dead_letters, replay_group
+from ops.dead_letters import (
+    DeadLetterError,
+    count_by_error_type,
+    replay_dead_letters,
+    replay_group,
+)
 from runtime.clock import now_us
 from runtime.settings import Settings
 from runtime.topics import ensure_topics
@@ -290,3 +295,22 @@ def test_a_login_replayed_twice_counts_one_visit_and_keeps_its_offer(
     (next_offer,) = wait_until(lambda: offers_of(settings, later["ticket_id"]), 60,
                                "the user's next offer", interval=0.5)
     assert offer_codec().decode(next_offer)["visit"] == 2  # one visit counted for the replays
+
+
+def test_count_by_error_type_counts_the_whole_topic(kafka_bootstrap: str,
+                                                    tmp_path: Any) -> None:
+    """Its own topics, no worker: the records are what the worker writes, made here."""
+    own = unique_settings(kafka_bootstrap, tmp_path / "home")
+    missing = own.replace(dlq_topic=own.dlq_topic + "-missing")
+    asyncio.run(ensure_topics(own))
+    assert asyncio.run(count_by_error_type(own)) == {}
+    letters: list[Record] = [
+        (f"user-{i}".encode(), b"x",
+         dead_letter_headers(kind, "m", "decode", own.logins_topic, 0, i, now_us()))
+        for i, kind in enumerate(["UnknownSchema", "MalformedMessage", "UnknownSchema"])]
+    letters.append((b"user-3", b"y", []))  # not written by our worker: no error.type
+    asyncio.run(produce(own, own.dlq_topic, letters))
+    assert asyncio.run(count_by_error_type(own)) == {"UnknownSchema": 2, "MalformedMessage": 1,
+                                                     "(none)": 1}
+    with pytest.raises(DeadLetterError, match="does not exist"):
+        asyncio.run(count_by_error_type(missing))
