@@ -208,6 +208,109 @@ def migrate_state(from_logins_topic: str, from_worker_id: str) -> int:
     return 0
 
 
+# -- dead letters ----------------------------------------------------------------
+
+@positioning.group(cls=_InOrder, help="inspect the dead letters; put fixed ones back on the "
+                                      "logins topic (docs/operations.md)")
+def dlq() -> None:
+    pass
+
+
+def _dlq_filters(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options that select dead letters, shared by ``list`` and ``replay``."""
+    for option in reversed([
+        click.option("--type", "types", multiple=True, metavar="TYPE",
+                     help="only this error type (error.type, e.g. UnknownSchema); repeatable"),
+        click.option("--since", metavar="WHEN",
+                     help="dead-lettered at or after: ISO-8601 (2025-05-01T12:00:00Z; no zone "
+                          "means UTC) or a time ago (90s, 10m, 2h, 3d)"),
+        click.option("--until", metavar="WHEN", help="dead-lettered at or before; as --since"),
+        click.option("--offsets", "ranges", multiple=True, metavar="P:A-B",
+                     help="dead-letter topic partition P, offsets A to B inclusive; also P:A "
+                          "(one), P:A- (to the end), P (all of it); repeatable"),
+        click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=30.0,
+                     show_default=True, help="seconds to read the topic to its end"),
+    ]):
+        command = option(command)
+    return command
+
+
+def _dlq_selection(types: tuple[str, ...], since: str | None, until: str | None,
+                   ranges: tuple[str, ...]) -> Any:
+    """The selection the options describe; a usage error (exit 2) for a bad time or range."""
+    from ops.dead_letter_selection import BadSelection, Selection, parse_offsets, parse_time
+    from runtime.clock import now_us
+
+    now = now_us()
+    try:
+        return Selection.of(types, None if since is None else parse_time(since, now),
+                            None if until is None else parse_time(until, now),
+                            [parse_offsets(r) for r in ranges])
+    except BadSelection as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _dlq_run(settings: Settings, work: Any) -> Any:
+    """Run a dead-letter coroutine; its expected failures become one ``error:`` line."""
+    from aiokafka.errors import KafkaError
+
+    from ops.dead_letters import DeadLetterError
+    from ops.replay_progress import ProgressFull, ProgressUnreadable
+
+    try:
+        return asyncio.run(work)
+    except (DeadLetterError, ProgressFull, ProgressUnreadable) as exc:
+        raise _Failed(str(exc)) from None
+    except KafkaError as exc:
+        raise _kafka_unreachable(settings, exc) from None
+
+
+@dlq.command("list", help="the dead letters with their error headers and the login they hold, "
+                          "read to the topic's current end; always counted by error type. "
+                          "Reads only: commits nothing")
+@_dlq_filters
+@click.option("--limit", type=click.IntRange(min=0), default=None,
+              help="show only the latest N matches (the counts cover them all)")
+@click.option("--json", "as_json", is_flag=True, help="one JSON document: records and counts")
+def dlq_list(types: tuple[str, ...], since: str | None, until: str | None,
+             ranges: tuple[str, ...], timeout: float, limit: int | None, as_json: bool) -> int:
+    import json
+
+    from ops.dead_letters import list_dead_letters
+
+    settings = _settings()
+    selection = _dlq_selection(types, since, until, ranges)
+    listing = _dlq_run(settings, list_dead_letters(settings, selection, limit, timeout))
+    click.echo(json.dumps(listing.to_json(), indent=2) if as_json else listing.render())
+    return 0
+
+
+@dlq.command(help="put the selected dead letters back on the logins topic, with their key and "
+                  "value and a replayed_from header; each is replayed once (the group "
+                  "<worker id>.dlq-replay remembers it)")
+@_dlq_filters
+@click.option("--all", "everything", is_flag=True,
+              help="every dead letter not yet replayed (needed when no filter is given)")
+@click.option("--dry-run", is_flag=True, help="only show what would be replayed")
+def replay(types: tuple[str, ...], since: str | None, until: str | None,
+           ranges: tuple[str, ...], timeout: float, everything: bool, dry_run: bool) -> int:
+    from ops.dead_letter_selection import iso_utc
+    from ops.dead_letters import replay_dead_letters
+
+    selection = _dlq_selection(types, since, until, ranges)
+    if selection.everything != everything:
+        raise click.UsageError("select dead letters with --type, --since, --until or "
+                               "--offsets, or replay every one with --all (not both)")
+    settings = _settings()
+    report = _dlq_run(settings, replay_dead_letters(settings, selection, dry_run=dry_run,
+                                                    timeout_s=timeout))
+    if dry_run:
+        for letter in report.replayed:
+            click.echo(f"{letter.where}  {iso_utc(letter.at_us)}  {letter.error_type}")
+    click.echo(report.summary())
+    return 0
+
+
 # -- the components, in the foreground ----------------------------------------
 
 def http_limits(settings: Settings) -> HttpLimits:

@@ -12,6 +12,7 @@ order, before the event that revealed the gap.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -29,6 +30,7 @@ class SourceRecord(NamedTuple):
     offset: int
     key: bytes | None
     value: bytes | None
+    headers: Sequence[tuple[str, bytes]] = ()
 
 
 async def read_range(bootstrap_servers: str, topic: str, partition: int, start: int,
@@ -48,7 +50,7 @@ async def read_range(bootstrap_servers: str, topic: str, partition: int, start: 
         async with asyncio.timeout(timeout_s):
             while await consumer.position(tp) < end:
                 batch = await consumer.getmany(tp, timeout_ms=1000)
-                records.extend(SourceRecord(topic, partition, r.offset, r.key, r.value)
+                records.extend(SourceRecord(topic, partition, r.offset, r.key, r.value, r.headers)
                                for r in batch.get(tp, ()) if start <= r.offset < end)
     except Exception as exc:
         raise GapUnreadable(f"{topic}[{partition}] offsets {start}..{end - 1}: {exc!r}") from exc

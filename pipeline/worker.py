@@ -73,7 +73,7 @@ from runtime.retry import call_forever
 from runtime.settings import Settings
 from runtime.topics import USER_STATE_TABLE, durability
 from schemas.codec import DecodeError, login_codec, offer_codec
-from schemas.events import offer_headers
+from schemas.events import dead_letter_headers, offer_headers
 
 log = logging.getLogger(__name__)
 
@@ -342,17 +342,13 @@ class LoginProcessor:
     async def dead_letter(self, source: SourceRecord, error: Exception, stage: str) -> None:
         """Produce the login's bytes to the dead-letter topic, the error in its headers.
 
+        A replayed login (``positioning dlq replay``) that fails again keeps
+        its provenance headers (schemas/events.py ``PROVENANCE_HEADERS``).
         Counts in the breaker once the dead letter is acknowledged.
         """
-        headers = [
-            ("error.type", type(error).__name__.encode()),
-            ("error.message", str(error).encode()[:4096]),
-            ("error.stage", stage.encode()),
-            ("source.topic", source.topic.encode()),
-            ("source.partition", str(source.partition).encode()),
-            ("source.offset", str(source.offset).encode()),
-            ("dead_lettered_at", str(now_us()).encode()),
-        ]
+        headers = dead_letter_headers(type(error).__name__, str(error), stage, source.topic,
+                                      source.partition, source.offset, now_us(),
+                                      carried=source.headers)
         log.warning("dead letter from %s[%d]@%d: %s: %s", source.topic, source.partition,
                     source.offset, type(error).__name__, error)
         self.metrics.logins.labels("dead_lettered").inc()
@@ -515,7 +511,7 @@ def create_app(settings: Settings,
         async for event in manual.events():
             m = event.message
             await processor.on_event(m.tp, SourceRecord(m.topic, m.partition, m.offset,
-                                                        m.key, m.value),
+                                                        m.key, m.value, m.headers or ()),
                                      partial(manual.ack, event))
 
     health.agent = position

@@ -1,4 +1,5 @@
-"""The records on the topics, built in one place: the login event and the offer's headers.
+"""The records on the topics, built in one place: the login event and the headers of
+offers, dead letters and replayed logins.
 
 The Avro schemas (``login_event.avsc``, ``offer.avsc``) say what a record
 holds; this module builds the login event from a ticket and names the Kafka
@@ -8,7 +9,7 @@ generators agree on them by construction. Times are µs since the Unix epoch.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, TypedDict
 
 from schemas.tickets import Ticket
@@ -47,3 +48,49 @@ def offer_headers(offer: Mapping[str, Any]) -> list[tuple[str, bytes]]:
     """The Kafka headers of an offer record, from the offer itself."""
     return [(EXPIRES_AT_HEADER, str(offer["expires_at"]).encode()),
             (LOGIN_ACCEPTED_AT_HEADER, str(offer["login_accepted_at"]).encode())]
+
+
+# -- dead letters ----------------------------------------------------------------
+
+ERROR_TYPE_HEADER = "error.type"
+"""Dead-letter header: the exception's class name (``UnknownSchema``, ``LoginRejected``...)."""
+ERROR_MESSAGE_HEADER = "error.message"
+"""Dead-letter header: the exception's message, UTF-8, at most 4096 bytes."""
+ERROR_STAGE_HEADER = "error.stage"
+"""Dead-letter header: where it failed: ``decode``, ``validate``, ``engine`` or ``worker``."""
+SOURCE_TOPIC_HEADER = "source.topic"
+SOURCE_PARTITION_HEADER = "source.partition"
+SOURCE_OFFSET_HEADER = "source.offset"
+DEAD_LETTERED_AT_HEADER = "dead_lettered_at"
+"""Dead-letter header: when the record was dead-lettered (µs, ASCII digits)."""
+
+REPLAYED_FROM_HEADER = "replayed_from"
+"""Header of a login put back on ``logins`` by ``positioning dlq replay``:
+``<dead-letter topic>:<partition>:<offset>`` of the dead letter it came from. The worker
+keeps it (and ``replayed_at``) on the record's new dead letter if the replay fails again."""
+REPLAYED_AT_HEADER = "replayed_at"
+"""Header of a replayed login: when it was replayed (µs, ASCII digits)."""
+PROVENANCE_HEADERS = (REPLAYED_FROM_HEADER, REPLAYED_AT_HEADER)
+
+ERROR_MESSAGE_MAX_BYTES = 4096
+
+
+def dead_letter_headers(error_type: str, message: str, stage: str, source_topic: str,
+                        source_partition: int, source_offset: int, at_us: int,
+                        carried: Iterable[tuple[str, bytes]] = ()) -> list[tuple[str, bytes]]:
+    """The Kafka headers of a dead letter: the error, where the record came from, and when.
+
+    ``carried`` are headers of the failed record to keep: its provenance
+    headers (``PROVENANCE_HEADERS``) are copied, any other is dropped.
+    """
+    headers = [
+        (ERROR_TYPE_HEADER, error_type.encode()),
+        (ERROR_MESSAGE_HEADER, message.encode()[:ERROR_MESSAGE_MAX_BYTES]),
+        (ERROR_STAGE_HEADER, stage.encode()),
+        (SOURCE_TOPIC_HEADER, source_topic.encode()),
+        (SOURCE_PARTITION_HEADER, str(source_partition).encode()),
+        (SOURCE_OFFSET_HEADER, str(source_offset).encode()),
+        (DEAD_LETTERED_AT_HEADER, str(at_us).encode()),
+    ]
+    headers.extend((name, value) for name, value in carried if name in PROVENANCE_HEADERS)
+    return headers

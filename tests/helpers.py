@@ -9,7 +9,7 @@ import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from aiokafka import AIOKafkaConsumer
@@ -22,12 +22,15 @@ from runtime.settings import Settings, env_var
 from schemas.codec import offer_codec
 from schemas.tickets import TicketSigner
 
+T = TypeVar("T")
 
-def wait_until(condition: Callable[[], object], timeout: float, what: str,
-               interval: float = 0.05) -> None:
-    """Poll ``condition`` until it is truthy (runtime/waiting.py); a test failure after ``timeout`` s."""
+
+def wait_until(condition: Callable[[], T | None], timeout: float, what: str,
+               interval: float = 0.05) -> T:
+    """Poll ``condition`` until it is truthy (runtime/waiting.py) and return its value; a test
+    failure after ``timeout`` s."""
     try:
-        waiting.wait_until(condition, timeout, what, interval)
+        return waiting.wait_until(condition, timeout, what, interval)
     except waiting.TimedOut as exc:
         raise AssertionError(str(exc)) from None
 

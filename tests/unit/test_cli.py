@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 import cli.main as cli_main
 from devstack.ports import free_port_pair
 
-COMMANDS = ["kafka", "topics", "migrate-state", "origin", "worker", "edge", "up", "down",
+COMMANDS = ["kafka", "topics", "migrate-state", "dlq", "origin", "worker", "edge", "up", "down",
             "story", "bench", "chaos", "produce"]
 
 
@@ -82,6 +82,11 @@ def test_the_worker_restart_count_is_hidden(env: dict[str, str]) -> None:
     ["edge", "--region", "eu"],
     ["chaos"],
     ["produce", "--count"],
+    ["dlq", "replay"],  # nothing selected and no --all
+    ["dlq", "replay", "--all", "--type", "UnknownSchema"],
+    ["dlq", "list", "--since", "yesterday"],
+    ["dlq", "list", "--offsets", "2:9-3"],
+    ["dlq", "list", "--limit", "-1"],
 ])
 def test_usage_errors_exit_2(env: dict[str, str], args: list[str]) -> None:
     result = run(env, *args)
@@ -127,6 +132,14 @@ def test_a_broker_that_cannot_start_is_an_error_line(env: dict[str, str],
 
 def test_topics_without_a_broker_is_an_error_line(env: dict[str, str]) -> None:
     result = run(env, "topics")
+    assert result.exit_code == 1
+    assert f"error: Kafka at {env['POSITIONING_KAFKA_LISTEN']} did not answer" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("args", [["dlq", "list"], ["dlq", "replay", "--all"]])
+def test_dlq_without_a_broker_is_an_error_line(env: dict[str, str], args: list[str]) -> None:
+    result = run(env, *args)
     assert result.exit_code == 1
     assert f"error: Kafka at {env['POSITIONING_KAFKA_LISTEN']} did not answer" in result.output
     assert "Traceback" not in result.output

@@ -161,6 +161,19 @@ async def test_a_poison_login_is_dead_lettered_with_its_error_and_the_stream_goe
     assert logins(metrics, "dead_lettered") == 1 and logins(metrics, "positioned") == 1
 
 
+async def test_a_replayed_login_that_fails_again_keeps_its_provenance_only() -> None:
+    processor, sent, _, _ = make()
+    replayed = SourceRecord("logins", 0, 7, b"ada", b"still garbage",
+                            [("replayed_from", b"logins.dlq:2:41"), ("replayed_at", b"123"),
+                             ("other", b"dropped")])
+    await processor.on_event(TP0, replayed, Acks().for_offset(7))
+    await settle(processor)
+    ((_, _, value, headers),) = sent.records
+    assert value == b"still garbage" and headers["source.offset"] == b"7"
+    assert headers["replayed_from"] == b"logins.dlq:2:41" and headers["replayed_at"] == b"123"
+    assert "other" not in headers
+
+
 async def test_an_event_handed_over_again_is_acked_and_does_nothing() -> None:
     processor, sent, ledger, metrics = make()
     acks = Acks()
