@@ -7,14 +7,18 @@ from __future__ import annotations
 import asyncio
 import math
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from prometheus_client import generate_latest
 
 from devstack.broker.cluster import ClusterStatus, NodeStatus
 from devstack.broker.quorum import QuorumView
+from devstack.stack import Stack, components
 from edge.metrics import EdgeMetrics
 from ops.brokers import external_brokers, local_brokers
+from ops.components import probe
 from ops.edge_figures import edge_figures
 from ops.group_lag import lag_by_partition
 from ops.quantiles import histogram_quantile
@@ -173,3 +177,35 @@ def test_a_failing_or_silent_section_becomes_a_problem_not_an_exception(tmp_path
                                   "silent: could not be read: no answer within 0.4 s"]
     assert not report["healthy"] and report["took_s"] < 2
     assert "silent: could not be read: no answer within 0.4 s" in render(report)
+
+
+def test_a_probe_tells_unmanaged_not_ready_and_down_apart(tmp_path: Path) -> None:
+    """No process of this home runs: an answer on the address is "up, not managed"."""
+    settings = Settings(home=tmp_path, origin_port=18000, worker_web_port=16066,
+                        edges=("eu=18100", "us=18101"))
+    edge_page = generate_latest(EdgeMetrics("eu").registry)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.port == 18000:
+            return httpx.Response(200, json={"ready": True})
+        if request.url.port == 18100 and request.url.path == "/readyz":
+            return httpx.Response(503, json={"ready": False, "reason": "catching up: lag 40"})
+        if request.url.port == 18100 and request.url.path == "/metrics":
+            return httpx.Response(200, content=edge_page)
+        raise httpx.ConnectError("connection refused", request=request)
+
+    async def probe_all() -> dict[str, Any]:
+        stack = Stack(settings, say=lambda _: None)
+        async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
+            states = [await probe(stack, c, client) for c in components(settings)]
+        return {s.name: s for s in states}
+
+    states = asyncio.run(probe_all())
+    origin, eu, us, worker = states["origin"], states["edge-eu"], states["edge-us"], states["worker"]
+    assert (origin.up, origin.ready, origin.managed, origin.problem) == (True, True, False, None)
+    assert (eu.up, eu.ready, eu.reason) == (True, False, "catching up: lag 40")
+    assert eu.problem == "edge-eu: not ready: catching up: lag 40"
+    assert eu.figures is not None and eu.figures.positioned == 0   # figures even while not ready
+    assert not us.up and us.problem == ("edge-us: down: not running, nothing answers on "
+                                        "http://127.0.0.1:18101/readyz")
+    assert not worker.up and worker.url == "http://127.0.0.1:16066/ready/"
