@@ -126,6 +126,6 @@ async def _with_figures(state: ComponentState, client: httpx.AsyncClient,
         response = await client.get(url)
         response.raise_for_status()
         figures = edge_figures(response.text)
-    except (httpx.HTTPError, ValueError) as exc:
+    except (httpx.HTTPError, ValueError, KeyError) as exc:  # KeyError: a sample lacks a label
         return replace(state, figures_error=f"{url}: {type(exc).__name__}: {exc}")
     return replace(state, figures=figures)
