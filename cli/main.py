@@ -563,6 +563,25 @@ def produce(count: int, rate: float, users: int | None, seed: int, quiet: bool) 
     return 0 if summary.failed == 0 else EXIT_FAILED
 
 
+# -- operating the running stack ----------------------------------------------
+
+@positioning.command("status", help="one view of every component, the brokers and the "
+                                    "worker group's lag; exit 1 when anything is unhealthy")
+@click.option("--json", "as_json", is_flag=True, help="the report as JSON, for a script")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=1.5, show_default=True,
+              help="seconds each probe may take")
+def stack_status(as_json: bool, timeout: float) -> int:
+    import json
+
+    from ops.status import collect
+    from ops.status_text import render
+
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    report = asyncio.run(collect(_settings(), timeout))
+    click.echo(json.dumps(report, indent=2) if as_json else render(report))
+    return 0 if report["healthy"] else EXIT_FAILED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``positioning`` with ``argv`` (default: the process's arguments); the exit code.
 

@@ -179,6 +179,16 @@ class OffsetLedger:
     def in_flight(self) -> int:
         return sum(len(p.in_flight) for p in self._partitions.values())
 
+    def resume_offsets(self) -> dict[Hashable, int]:
+        """Per followed partition, where the group would resume: the last commit this ledger
+        made, else where its stream started (partitions with neither known are left out)."""
+        out = {}
+        for tp, part in self._partitions.items():
+            done = part.committed if part.committed is not None else part.start
+            if done is not None:
+                out[tp] = done
+        return out
+
     def fence(self, requested: Mapping[Any, int]) -> dict[Any, int]:
         """What may really be committed, given what Faust asked to commit.
 

@@ -48,6 +48,7 @@ from typing import Any, Protocol, cast
 
 import faust
 import orjson
+from faust.exceptions import ConsumerNotStarted
 from faust.types import TP, AgentT, StreamT
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
@@ -137,6 +138,10 @@ class WorkerMetrics:
                                   "Live offers in this worker's expiry partitions", registry=r)
         self.tombstones = Counter("worker_tombstones_total",
                                   "Tombstones produced for expired offers", registry=r)
+        self.partition_lag = Gauge("worker_partition_lag",
+                                   "High watermark of a logins partition this worker holds "
+                                   "minus the offset its group resumes from (records)",
+                                   ["partition"], registry=r)
 
 
 class Deliveries:
@@ -432,7 +437,32 @@ class Health:
         self.metrics.oldest_send_s.set(self.deliveries.oldest_pending_s())
         self.metrics.in_flight.set(self.ledger.in_flight())
         self.metrics.expiry_queue.set(len(self.expirer.index))
+        self.metrics.partition_lag.clear()
+        for partition, lag in self.partition_lag().items():
+            self.metrics.partition_lag.labels(str(partition)).set(lag)
         return generate_latest(self.metrics.registry)
+
+    def partition_lag(self) -> dict[int, int]:
+        """Per ``logins`` partition this worker holds: its high watermark minus the offset
+        the group resumes from (the ledger's last commit). A partition whose high watermark
+        the consumer does not know yet (nothing fetched since it was assigned) is left out."""
+        consumer = self.app.consumer
+        try:
+            assigned = consumer.assignment()
+        except ConsumerNotStarted:
+            return {}
+        resume = self.ledger.resume_offsets()
+        out = {}
+        for tp in assigned:
+            if tp not in resume:
+                continue
+            try:
+                high = consumer.highwater(tp)
+            except (ConsumerNotStarted, AssertionError):  # stopped, or revoked meanwhile
+                continue
+            if high is not None:
+                out[tp.partition] = max(0, high - resume[tp])
+        return out
 
     def wedged(self) -> ConsumerWedged | None:
         """The error to stop the worker with if finished logins waited too long for a commit."""

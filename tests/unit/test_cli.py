@@ -16,7 +16,7 @@ import cli.main as cli_main
 from devstack.ports import free_port_pair
 
 COMMANDS = ["kafka", "topics", "migrate-state", "dlq", "origin", "worker", "edge", "up", "down",
-            "story", "bench", "chaos", "produce"]
+            "story", "bench", "chaos", "produce", "status"]
 
 
 @pytest.fixture

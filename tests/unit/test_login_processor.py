@@ -369,3 +369,39 @@ def test_a_tripped_breaker_makes_the_worker_unready_and_unhealthy_with_the_reaso
     assert code == 503 and not status["ready"] and status["breaker"] == body["reason"]
     assert not_ready_because(started=False, agent_running=False, rebalancing=True,
                              recovering=True, tripped="x") == "x"
+
+
+class Highwaters:
+    """The consumer as ``Health.partition_lag`` reads it: an assignment and its high watermarks."""
+
+    def __init__(self, highwaters: dict[TP, int | None]) -> None:
+        self.highwaters = highwaters
+
+    def assignment(self) -> set[TP]:
+        return set(self.highwaters)
+
+    def highwater(self, tp: TP) -> int | None:
+        return self.highwaters[tp]
+
+
+def test_the_partition_lag_metric_is_the_high_watermark_minus_the_commit() -> None:
+    tp1, tp2, moved = TP("logins", 1), TP("logins", 2), TP("logins", 5)
+    consumer = Highwaters({TP0: 12, tp1: 30, tp2: None})
+    app = SimpleNamespace(consumer=consumer)
+    ledger = OffsetLedger("logins")
+    ledger.restart({TP0: 10, tp1: 30, tp2: 0, moved: 4})
+    for offset in (10, 11):
+        _, generation = ledger.admit(TP0, offset)
+        ledger.finish(TP0, offset, generation)
+    ledger.committed(ledger.fence({}))        # partition 0 committed up to 12
+    consumer.highwaters[TP0] = 20             # 8 more logins arrived
+    health = Health(app, SETTINGS, ledger, Deliveries(app, WorkerMetrics()),  # type: ignore[arg-type]
+                    SimpleNamespace(index=NoExpiries()),  # type: ignore[arg-type]
+                    WorkerMetrics())
+    # Partition 2: no high watermark fetched yet; partition 5: no longer assigned.
+    assert health.partition_lag() == {0: 8, 1: 0}
+    health.deliveries.oldest_pending_s = lambda: 0.0  # type: ignore[method-assign]
+    page = health.exposition().decode()
+    assert 'worker_partition_lag{partition="0"} 8.0' in page
+    assert 'worker_partition_lag{partition="1"} 0.0' in page
+    assert 'partition="2"' not in page and 'partition="5"' not in page

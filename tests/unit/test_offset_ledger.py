@@ -123,3 +123,18 @@ def test_a_partition_kept_across_a_rebalance_keeps_its_place() -> None:
     ledger.finish(TP, 1, gen)            # the login in flight across the rebalance
     assert ledger.admit(TP, 1)[0] is Admission.SKIP
     assert ledger.fence({}) == {TP: 2}
+
+
+def test_resume_offsets_are_the_last_commit_else_the_start() -> None:
+    ledger = OffsetLedger("logins")
+    second = ("logins", 1)
+    ledger.restart({TP: 7, second: None})
+    assert ledger.resume_offsets() == {TP: 7}     # partition 1: nothing known yet
+    gen = admitted(ledger, 7, 8)
+    ledger.finish(TP, 7, gen)
+    ledger.finish(TP, 8, gen)
+    assert ledger.resume_offsets() == {TP: 7}     # finished, not yet committed
+    ledger.committed(ledger.fence({}))
+    assert ledger.resume_offsets() == {TP: 9}
+    ledger.admit(second, 3)
+    assert ledger.resume_offsets() == {TP: 9, second: 3}
