@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 import cli.main as cli_main
 from devstack.ports import free_port_pair
 
-COMMANDS = ["kafka", "topics", "migrate-state", "origin", "worker", "edge", "up", "down",
+COMMANDS = ["kafka", "topics", "migrate-state", "origin", "worker", "edge", "front-door", "up", "down",
             "story", "bench", "chaos", "produce"]
 
 
