@@ -55,6 +55,8 @@ from runtime.settings import Settings, env_var
 READY_PATH = "/front-door/ready"
 # Debian's package; `.ci/run` and `./run demo` install it when missing.
 INSTALL_HINT = "sudo apt-get install haproxy"
+# Where Debian and a source build put haproxy, which a user's PATH often lacks.
+SBIN_CANDIDATES = ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy")
 # Bytes of the buffer HAProxy keeps free for rewriting headers (`tune.maxrewrite`);
 # a request head may use the rest of `tune.bufsize`.
 MAX_REWRITE_BYTES = 1024
@@ -263,7 +265,7 @@ def haproxy_binary() -> str:
         FrontDoorError: not installed; the message gives the install command.
     """
     found = shutil.which("haproxy") or next(
-        (p for p in ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy") if Path(p).exists()), None)
+        (p for p in SBIN_CANDIDATES if Path(p).exists()), None)
     if found is None:
         raise FrontDoorError(f"haproxy is not installed; install it with `{INSTALL_HINT}`, "
                              f"or run without the front door ({env_var('front_door')}=false)")

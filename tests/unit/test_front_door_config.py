@@ -136,3 +136,15 @@ def test_without_the_front_door_the_origin_trusts_only_its_settings(tmp_path: Pa
     assert [c.name for c in stack if c.name == "front-door"] == []
     [origin] = [c for c in stack if c.name == "origin"]
     assert origin.env == {}
+
+
+def test_up_without_haproxy_fails_before_starting_anything(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from devstack import front_door
+    from devstack.stack import StackError
+
+    monkeypatch.setattr(front_door.shutil, "which", lambda name: None)
+    monkeypatch.setattr(front_door, "SBIN_CANDIDATES", (str(tmp_path / "no-haproxy"),))
+    with pytest.raises(StackError, match="apt-get install haproxy"):
+        Stack(_settings(tmp_path), say=lambda _: None).up()
+    assert not (tmp_path / "kafka").exists() and not (tmp_path / "run").exists()
