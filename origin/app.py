@@ -44,7 +44,7 @@ from origin.requests import (
     read_json_body,
 )
 from runtime.clock import now_us
-from runtime.settings import Settings
+from runtime.settings import Settings, env_var
 from schemas.codec import login_codec
 from schemas.events import login_event
 from schemas.tickets import TicketSigner, signer_from_settings
@@ -69,6 +69,9 @@ class Logins:
         self.metrics = metrics
         self._trusted_proxies = settings.trusted_proxies
         self._regions = tuple(settings.edge_ports)
+        if not self._regions:
+            raise ValueError(f"{env_var('edges')} lists no edge: the origin names each "
+                             "user's edge region in the login answer")
         self._codec = login_codec()
         self._accepted = metrics.logins.labels("accepted").inc
         self._observe_login = metrics.login_seconds.observe

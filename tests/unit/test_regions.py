@@ -34,3 +34,11 @@ def test_no_edge_at_all_is_an_error() -> None:
 
 def test_the_cookie_is_sent_back_only_on_offer_lookups() -> None:
     assert region_cookie("eu") == "positioning_region=eu; Path=/offers; SameSite=Lax; HttpOnly"
+
+
+def test_an_origin_without_edges_refuses_to_start() -> None:
+    from origin.app import create_app
+    from runtime.settings import Settings
+
+    with pytest.raises(ValueError, match="POSITIONING_EDGES lists no edge"):
+        create_app(Settings(edges=(), ticket_secret="test:" + "k" * 32))
