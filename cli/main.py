@@ -415,6 +415,18 @@ def edge(region: str, port: int, data_dir: str | None) -> int:
                   http_limits(settings))
 
 
+@positioning.command("front-door",
+                     help="run the front door (HAProxy before origin and edges) in the "
+                          "foreground, after checking its configuration")
+def front_door() -> int:
+    from devstack.front_door import FrontDoorError, run
+
+    try:
+        return run(_settings())
+    except FrontDoorError as exc:
+        raise _Failed(str(exc)) from None
+
+
 # -- the whole stack, in the background ---------------------------------------
 
 @positioning.command(help="start the whole local stack (idempotent)")
@@ -436,7 +448,9 @@ def up(timeout: float) -> int:
         raise _kafka_unreachable(settings, exc) from None
     click.echo(f"stack up: origin http://{settings.origin_host}:{settings.origin_port}/ , edges "
                + ", ".join(f"{r} http://{settings.edge_host}:{p}"
-                           for r, p in settings.edge_ports.items()))
+                           for r, p in settings.edge_ports.items())
+               + (f", front door http://{settings.front_door_listen}/"
+                  if settings.front_door else ""))
     return 0
 
 

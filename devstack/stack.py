@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 
+from devstack import front_door
 from devstack.broker.cluster import LocalCluster
 from devstack.ports import free_port, port_in_use
 from devstack.processes import running_pid, tail, terminate, write_pid
@@ -73,16 +74,34 @@ def worker_components(settings: Settings) -> list[Component]:
     return [worker_component(settings, i) for i in range(1, settings.workers + 1)]
 
 
+FRONT_DOOR = "front-door"
+
+
+def front_door_component(settings: Settings) -> Component:
+    """The front door (devstack/front_door.py): ready once it reaches the origin and an edge
+    of every region."""
+    return Component(FRONT_DOOR, [FRONT_DOOR], ready_url=front_door.ready_url(settings),
+                     port=settings.front_door_host_port[1])
+
+
 def components(settings: Settings) -> list[Component]:
+    """The stack's processes in start order: workers, origin, edges, the front door last.
+
+    With the front door on, the origin trusts the address the front door
+    connects from (its ``X-Forwarded-For``; devstack/front_door.py).
+    """
     host = settings.origin_host
     out = [
         *worker_components(settings),
         Component("origin", ["origin"], ready_url=f"http://{host}:{settings.origin_port}/readyz",
-                  port=settings.origin_port),
+                  port=settings.origin_port,
+                  env=front_door.origin_env(settings) if settings.front_door else {}),
     ]
     for region, port in settings.edge_ports.items():
         out.append(Component(f"edge-{region}", ["edge", "--region", region, "--port", str(port)],
                              ready_url=f"http://{settings.edge_host}:{port}/readyz", port=port))
+    if settings.front_door:
+        out.append(front_door_component(settings))
     return out
 
 
@@ -100,9 +119,11 @@ class Stack:
 
     def host_of(self, component: Component) -> str:
         """Where the component listens: edges on ``edge_host``, the worker's web server on
-        ``WEB_HOST``, the origin on ``origin_host``."""
+        ``WEB_HOST``, the origin on ``origin_host``, the front door on its listen host."""
         if component.name.startswith("edge-"):
             return self.settings.edge_host
+        if component.name == FRONT_DOOR:
+            return front_door.connectable(self.settings.front_door_host_port[0])
         return WEB_HOST if is_worker(component) else self.settings.origin_host
 
     def _pid_file(self, name: str) -> Path:
@@ -155,6 +176,17 @@ class Stack:
                              f"end of {log_path}:\n{tail(log_path)}") from None
 
     def up(self, timeout: float = 120) -> None:
+        """Start what is not running and wait until everything is ready.
+
+        Raises:
+            StackError: a component did not come up, or the front door is on and
+                HAProxy is not installed (before anything starts).
+        """
+        if self.settings.front_door:
+            try:
+                front_door.haproxy_binary()
+            except front_door.FrontDoorError as exc:
+                raise StackError(str(exc)) from None
         if not self.settings.uses_external_kafka:
             cluster = LocalCluster(self.settings)
             _, started = cluster.start()

@@ -133,7 +133,8 @@ def measure(runs: int, home: Path, rate: float = 100.0, seconds: float = 15.0,
     settings = Settings.from_env({}).replace(
         home=home, kafka_nodes=3, kafka_listen=f"127.0.0.1:{free_port_run(6)}",
         origin_port=free_port(), worker_web_port=free_port(),
-        edges=(f"eu={free_port()}", f"us={free_port()}"), ticket_secret="failover:" + "k" * 32)
+        edges=(f"eu={free_port()}", f"us={free_port()}"), ticket_secret="failover:" + "k" * 32,
+        front_door=False)  # logins go to the origin directly
     stack = Stack(settings, say=lambda _: None)
     cluster = LocalCluster(settings)
     results: list[Run] = []

@@ -5,11 +5,12 @@ from __future__ import annotations
 import html
 from typing import Any
 
-COLORS = {"sync": "#c0392b", "positioned": "#2e86c1", "pushed": "#27ae60"}
+COLORS = {"sync": "#c0392b", "positioned": "#2e86c1", "front-door": "#8e44ad",
+          "pushed": "#27ae60"}
 
 
 def _bars(report: dict[str, Any]) -> str:
-    ways = [w for w in ("sync", "positioned", "pushed") if report["ways"][w].get("n")]
+    ways = [w for w in COLORS if report["ways"].get(w, {}).get("n")]
     stats = ("p50_ms", "p95_ms", "p99_ms")
     top = max((report["ways"][w][s] for w in ways for s in stats), default=1.0) or 1.0
     width, row, left = 720, 26, 110

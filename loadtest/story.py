@@ -1,18 +1,24 @@
-"""`positioning story`: how long a user waits for the offer, three ways, over simulated distance.
+"""`positioning story`: how long a user waits for the offer, three or four ways, over simulated distance.
 
 Every user is near an edge (5 ms each way by default) and far from the
-origin (60 ms each way). Each user gets the offer three ways:
+origin (60 ms each way). Each user gets the offer each of these ways:
 
 - **sync**: ``POST /offers/sync`` at the far origin; the offer is computed
   in the request (the old way). Wait = that request.
 - **positioned**: ``POST /login`` at the origin (answered once Kafka has the
   event), then the user navigates for ``gap`` seconds, then ``GET`` the
   offer at the near edge with ``?wait``. Wait = login + fetch.
+- **front-door**: positioned, but the offer is fetched through the front
+  door (``positioning up``'s HAProxy, as near as the edge: a CDN's point of
+  presence), which routes it by the region cookie the login answer names.
+  Only when the front door is on.
 - **pushed**: log in, navigate, then subscribe to the edge's server-sent
   events. Wait = login + time to the offer event.
 
 The gap is the user's own time (reading the page), not waiting. It also
-reports the positioning lag: login accepted → offer applied at the edge.
+reports the positioning lag: login accepted → offer applied at the edge,
+and the lookup alone (the ``GET`` after the gap) straight to the edge and
+through the front door: the front door's cost per lookup.
 """
 
 from __future__ import annotations
@@ -29,13 +35,17 @@ from typing import Any
 import httpx
 from tqdm import tqdm
 
+from devstack.front_door import connectable
 from loadtest.proxy import DelayProxy, Link
 from loadtest.report_html import render_html
 from loadtest.stats import latency_summary
 from loadtest.synthetic import ips_by_country
+from origin.regions import REGION_COOKIE
 from runtime.settings import Settings
 
-WAYS = ("sync", "positioned", "pushed")
+WAYS = ("sync", "positioned", "front-door", "pushed")
+# The ways whose lookup alone is timed: straight to the edge, through the front door.
+LOOKUP_WAYS = {"positioned": "straight to the edge", "front-door": "through the front door"}
 LOGIN_ATTEMPTS = 5
 
 
@@ -54,6 +64,7 @@ class StoryConfig:
 class Timings:
     waits_us: dict[str, list[int]] = field(default_factory=lambda: {w: [] for w in WAYS})
     positioning_lag_us: list[int] = field(default_factory=list)
+    lookups_us: dict[str, list[int]] = field(default_factory=lambda: {w: [] for w in LOOKUP_WAYS})
     errors: list[str] = field(default_factory=list)
 
 
@@ -64,6 +75,8 @@ class Story:
         self.timings = Timings()
         self.origin_proxy: DelayProxy | None = None
         self.edge_proxy: DelayProxy | None = None
+        self.front_door_proxy: DelayProxy | None = None
+        self.ways = tuple(w for w in WAYS if w != "front-door" or settings.front_door)
 
     async def _login(self, http: httpx.AsyncClient, user_id: str, ip: str) -> tuple[dict[str, Any], int]:
         """POST /login with an Idempotency-Key, retried with the same key on 503 or no answer.
@@ -103,17 +116,30 @@ class Story:
 
     async def positioned(self, http: httpx.AsyncClient, user_id: str, ip: str) -> None:
         assert self.edge_proxy is not None
+        await self._positioned(http, user_id, ip, "positioned", self.edge_proxy)
+
+    async def front_door(self, http: httpx.AsyncClient, user_id: str, ip: str) -> None:
+        assert self.front_door_proxy is not None
+        await self._positioned(http, user_id, ip, "front-door", self.front_door_proxy)
+
+    async def _positioned(self, http: httpx.AsyncClient, user_id: str, ip: str, way: str,
+                          near: DelayProxy) -> None:
+        """Log in, navigate, then ``GET`` the offer with ``?wait`` from ``near`` (an edge or
+        the front door, which routes by the region cookie the login answer names)."""
         login, login_us = await self._login(http, user_id, ip)
         await asyncio.sleep(self.config.gap_s)
         t0 = time.perf_counter_ns()
-        response = await http.get(f"{self.edge_proxy.url}/offers/{login['ticket']}",
-                                  params={"wait": 10})
+        response = await http.get(f"{near.url}/offers/{login['ticket']}", params={"wait": 10},
+                                  headers={"Cookie": f"{REGION_COOKIE}={login['region']}"})
         fetch_us = (time.perf_counter_ns() - t0) // 1000
         if response.status_code != 200:
-            raise RuntimeError(f"edge fetch failed: {response.status_code} {response.text[:200]}")
-        self.timings.waits_us["positioned"].append(login_us + fetch_us)
-        applied_at = int(response.headers["x-offer-applied-at"])
-        self.timings.positioning_lag_us.append(applied_at - login["login_accepted_at"])
+            raise RuntimeError(f"{way} fetch failed: {response.status_code} "
+                               f"{response.text[:200]}")
+        self.timings.waits_us[way].append(login_us + fetch_us)
+        self.timings.lookups_us[way].append(fetch_us)
+        if way == "positioned":
+            applied_at = int(response.headers["x-offer-applied-at"])
+            self.timings.positioning_lag_us.append(applied_at - login["login_accepted_at"])
 
     async def pushed(self, http: httpx.AsyncClient, user_id: str, ip: str) -> None:
         assert self.edge_proxy is not None
@@ -139,12 +165,16 @@ class Story:
                                                   cfg.origin_one_way_ms / 1000)).start()
         self.edge_proxy = await DelayProxy(Link(f"edge-{cfg.region}", self.settings.edge_host,
                                                 edge_port, cfg.edge_one_way_ms / 1000)).start()
+        if self.settings.front_door:
+            host, port = self.settings.front_door_host_port
+            self.front_door_proxy = await DelayProxy(Link(
+                "front-door", connectable(host), port, cfg.edge_one_way_ms / 1000)).start()
         rng = random.Random(cfg.seed)
         pools = ips_by_country()
         countries = sorted(pools)
         run_id = f"{int(time.time())}-{rng.randrange(10**6):06d}"
         limiter = asyncio.Semaphore(cfg.concurrency)
-        bar = tqdm(total=cfg.users * len(WAYS), unit="offer", disable=not progress,
+        bar = tqdm(total=cfg.users * len(self.ways), unit="offer", disable=not progress,
                    desc="story")
         try:
             async with httpx.AsyncClient(timeout=30) as http:
@@ -155,10 +185,10 @@ class Story:
                 async def one_user(i: int) -> None:
                     ip = rng.choice(pools[countries[i % len(countries)]])
                     async with limiter:
-                        for way in WAYS:
+                        for way in self.ways:
                             user_id = f"story-{run_id}-{i}-{way}"
                             try:
-                                await getattr(self, way)(http, user_id, ip)
+                                await getattr(self, way.replace("-", "_"))(http, user_id, ip)
                             except (RuntimeError, httpx.HTTPError) as exc:
                                 self.timings.errors.append(f"{way}: {exc!r}")
                             bar.update(1)
@@ -168,10 +198,12 @@ class Story:
             bar.close()
             await self.origin_proxy.stop()
             await self.edge_proxy.stop()
-        ways = {w: latency_summary(v) for w, v in self.timings.waits_us.items()}
+            if self.front_door_proxy is not None:
+                await self.front_door_proxy.stop()
+        ways = {w: latency_summary(self.timings.waits_us[w]) for w in self.ways}
         speedup = {w: round(ways["sync"]["p50_ms"] / ways[w]["p50_ms"], 2)
-                   for w in ("positioned", "pushed")
-                   if ways[w].get("n") and ways["sync"].get("n")}
+                   for w in self.ways
+                   if w != "sync" and ways[w].get("n") and ways["sync"].get("n")}
         return {
             "story": "time a user waits for a personal offer",
             "config": asdict(cfg),
@@ -181,6 +213,8 @@ class Story:
             "ways": ways,
             "speedup_p50_vs_sync": speedup,
             "positioning_lag": latency_summary(self.timings.positioning_lag_us),
+            "lookups": {w: latency_summary(self.timings.lookups_us[w])
+                        for w in LOOKUP_WAYS if w in self.ways},
             "errors": self.timings.errors,
         }
 
@@ -194,7 +228,7 @@ def render_table(report: dict[str, Any]) -> str:
         "",
         f"{'way':<12}{'n':>5}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'speedup p50':>13}",
     ]
-    for way in WAYS:
+    for way in report["ways"]:
         s = report["ways"][way]
         if not s.get("n"):
             lines.append(f"{way:<12}{0:>5}{'-':>10}{'-':>10}{'-':>10}")
@@ -206,6 +240,12 @@ def render_table(report: dict[str, Any]) -> str:
     if lag.get("n"):
         lines += ["", f"positioning lag (login accepted -> offer applied at the edge): "
                       f"p50 {lag['p50_ms']:.1f} ms, p99 {lag['p99_ms']:.1f} ms"]
+    lookups = report.get("lookups", {})
+    if all(lookups.get(w, {}).get("n") for w in LOOKUP_WAYS):
+        straight, door = (lookups[w]["p50_ms"] for w in LOOKUP_WAYS)
+        lines += [f"lookup alone (GET ?wait after the gap): straight to the edge p50 "
+                  f"{straight:.1f} ms, through the front door p50 {door:.1f} ms "
+                  f"({door - straight:+.1f} ms per lookup)"]
     if report["errors"]:
         lines += ["", f"{len(report['errors'])} errors, first: {report['errors'][0]}"]
     return "\n".join(lines)

@@ -35,6 +35,7 @@ from origin.fast_path import FastLoginPath
 from origin.metrics import OriginMetrics
 from origin.openapi import openapi_document
 from origin.publisher import LoginPublisher, PublisherUnavailable
+from origin.regions import edge_region, region_cookie
 from origin.requests import (
     BadRequest,
     client_address,
@@ -43,7 +44,7 @@ from origin.requests import (
     read_json_body,
 )
 from runtime.clock import now_us
-from runtime.settings import Settings
+from runtime.settings import Settings, env_var
 from schemas.codec import login_codec
 from schemas.events import login_event
 from schemas.tickets import TicketSigner, signer_from_settings
@@ -67,6 +68,10 @@ class Logins:
         self.signer = signer
         self.metrics = metrics
         self._trusted_proxies = settings.trusted_proxies
+        self._regions = tuple(settings.edge_ports)
+        if not self._regions:
+            raise ValueError(f"{env_var('edges')} lists no edge: the origin names each "
+                             "user's edge region in the login answer")
         self._codec = login_codec()
         self._accepted = metrics.logins.labels("accepted").inc
         self._observe_login = metrics.login_seconds.observe
@@ -103,11 +108,16 @@ class Logins:
                                 status_code=503, headers={"Retry-After": "1", **NO_STORE})
         self._accepted()
         self._observe_login(time.perf_counter() - started)
+        # The edge region serving this user (origin/regions.py): in the body for
+        # any client, in a cookie for browsers, by which the front door routes.
+        region = edge_region(req.ip, self._regions)
         return Response(
             orjson.dumps({"ticket": ticket.token, "ticket_id": ticket.ticket_id,
                           "expires_at": ticket.expires_at_us,
-                          "login_accepted_at": event["login_accepted_at"]}),
-            status_code=202, media_type="application/json", headers=NO_STORE)
+                          "login_accepted_at": event["login_accepted_at"],
+                          "region": region}),
+            status_code=202, media_type="application/json",
+            headers={**NO_STORE, "Set-Cookie": region_cookie(region)})
 
     async def offer_sync(self, request: Request) -> Response:
         """200 with the offer computed inside the request (the baseline); 4xx for a bad request."""

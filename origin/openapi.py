@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.validation import USER_ID_MAX_LENGTH, USER_ID_PATTERN, USER_ID_RULE
+from origin.regions import REGION_COOKIE
 from origin.requests import (
     IDEMPOTENCY_KEY_PATTERN,
     IDEMPOTENCY_KEY_RULE,
@@ -59,6 +60,11 @@ def openapi_document() -> dict[str, Any]:
                 "requestBody": _LOGIN_REQUEST_BODY,
                 "responses": {
                     "202": {"description": "Accepted by Kafka (acks=all); fetch the offer at an edge",
+                            "headers": {"Set-Cookie": {
+                                "description": f"`{REGION_COOKIE}=<region>; Path=/offers; "
+                                               "SameSite=Lax; HttpOnly`: the front door "
+                                               "routes the browser's offer lookups by it",
+                                "schema": {"type": "string"}}},
                             "content": {"application/json": {"schema": {
                                 "$ref": "#/components/schemas/LoginAccepted"}}}},
                     "400": {"description": "Body is not a JSON object, or a malformed "
@@ -95,13 +101,18 @@ def openapi_document() -> dict[str, Any]:
         "components": {"schemas": {
             "LoginRequest": _LOGIN_BODY,
             "LoginAccepted": {"type": "object",
-                              "required": ["ticket", "ticket_id", "expires_at"],
+                              "required": ["ticket", "ticket_id", "expires_at", "region"],
                               "properties": {
                                   "ticket": {"type": "string"},
                                   "ticket_id": {"type": "string"},
                                   "expires_at": {"type": "integer",
                                                  "description": "µs since the Unix epoch"},
-                                  "login_accepted_at": {"type": "integer"}}},
+                                  "login_accepted_at": {"type": "integer"},
+                                  "region": {"type": "string", "description": (
+                                      "the edge region serving this user (IP country → "
+                                      "market region → a configured edge); also set as "
+                                      f"the `{REGION_COOKIE}` cookie (Path=/offers), by "
+                                      "which the front door routes offer lookups")}}},
             "Error": _ERROR,
         }},
     }

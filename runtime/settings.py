@@ -38,6 +38,7 @@ from pydantic import (
     Field,
     NonNegativeFloat,
     NonNegativeInt,
+    PositiveFloat,
     PositiveInt,
     SecretStr,
     model_validator,
@@ -289,6 +290,43 @@ class Settings(BaseSettings):
         default=10.0, validation_alias="POSITIONING_HTTP_BODY_TIMEOUT",
         description="seconds for the body to arrive after the head, else `408` and closed")
 
+    # -- front door (devstack/front_door.py: HAProxy before origin and edges) ---
+    front_door: bool = Field(
+        default=True,
+        description="whether `up` starts the front door (HAProxy) before the origin and "
+                    "the edges; `false`: clients reach them directly")
+    front_door_listen: str = Field(
+        default="127.0.0.1:8080",
+        description="the front door's address, `host:port`: `/offers/…` to the edge of "
+                    "the user's region, everything else to the origin")
+    front_door_check_interval_s: PositiveFloat = Field(
+        default=1.0, validation_alias="POSITIONING_FRONT_DOOR_CHECK_INTERVAL",
+        description="seconds between the front door's health checks of each server "
+                    "(`GET /readyz`)")
+    front_door_check_fall: PositiveInt = Field(
+        default=2, description="failed checks in a row before a server is taken out")
+    front_door_check_rise: PositiveInt = Field(
+        default=2, description="passed checks in a row before a server is put back")
+    front_door_login_rate: PositiveInt = Field(
+        default=30,
+        description="`POST /login` requests per client address and period the front door "
+                    "lets through; more are answered `429` with `Retry-After`")
+    front_door_login_rate_period_s: PositiveInt = Field(
+        default=10, validation_alias="POSITIONING_FRONT_DOOR_LOGIN_RATE_PERIOD",
+        description="the period of `front_door_login_rate`, seconds")
+    front_door_request_timeout_s: PositiveFloat = Field(
+        default=10.0, validation_alias="POSITIONING_FRONT_DOOR_REQUEST_TIMEOUT",
+        description="seconds for a whole request, head and body, to reach the front door "
+                    "(`timeout http-request`), else `408` and closed; head size and "
+                    "field count are bounded by `http_max_head_bytes` and "
+                    "`http_max_headers`, as on origin and edges")
+    front_door_connect_timeout_s: PositiveFloat = Field(
+        default=2.0, validation_alias="POSITIONING_FRONT_DOOR_CONNECT_TIMEOUT",
+        description="seconds the front door waits to connect to a server, and for a "
+                    "free slot when all are busy (`timeout connect`, `timeout queue`)")
+    front_door_max_connections: PositiveInt = Field(
+        default=4096, description="concurrent client connections the front door accepts")
+
     # -- Locust (loadtest/locustfile.py) --------------------------------------
     loadtest_edge_url: str = Field(
         default="http://127.0.0.1:8100", validation_alias="POSITIONING_EDGE_URL",
@@ -404,6 +442,11 @@ class Settings(BaseSettings):
             region, _, port = entry.partition("=")
             out[region] = int(port)
         return out
+
+    @property
+    def front_door_host_port(self) -> tuple[str, int]:
+        """The front door's listen address as (host, port); the port defaults to 8080."""
+        return _split_hostport(self.front_door_listen, 8080)
 
     def edge_data_dir(self, region: str) -> Path:
         """The RocksDB directory of the local edge node of ``region``."""

@@ -25,7 +25,7 @@ import pytest
 
 from devstack.broker.cluster import LocalCluster
 from devstack.broker.local import LocalBroker
-from devstack.ports import free_port_pair, free_port_run
+from devstack.ports import free_port, free_port_pair, free_port_run
 from devstack.processes import kill
 from runtime.settings import Settings
 
@@ -112,7 +112,7 @@ def base_settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
 
 
 def unique_settings(kafka_bootstrap: str, home: Path, **changes: object) -> Settings:
-    """Settings with topics, worker group and state of their own."""
+    """Settings with topics, worker group, state and a front-door port of their own."""
     suffix = uuid.uuid4().hex[:8]
     base = Settings(
         home=home,
@@ -125,5 +125,6 @@ def unique_settings(kafka_bootstrap: str, home: Path, **changes: object) -> Sett
         partitions=3,
         ticket_secret="test:" + "k" * 32,
         expiry_sweep_s=1.0,
+        front_door_listen=f"127.0.0.1:{free_port()}",
     )
     return base.replace(**changes)

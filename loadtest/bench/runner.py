@@ -84,7 +84,9 @@ class Bench:
             dlq_topic=f"logins.dlq-{suffix}", worker_id=f"bench-{suffix}", worker_web_port=0,
             origin_port=free_port(), edges=(f"eu={free_port()}", f"us={free_port()}"),
             # Tickets of an hour, so none expires mid-run (edges refuse a longer lifetime).
-            ticket_secret="bench:" + uuid.uuid4().hex, ticket_ttl_s=3600, model_latency_ms=0.0)
+            ticket_secret="bench:" + uuid.uuid4().hex, ticket_ttl_s=3600, model_latency_ms=0.0,
+            # The bench talks to origin and edges directly; no health checks beside it.
+            front_door=False)
         values.update(changes)
         return self.base.replace(**values)
 

@@ -104,7 +104,7 @@ def test_story_positioned_and_pushed_beat_sync(stack: LocalStack) -> None:
                          edge_one_way_ms=3)
     report = asyncio.run(Story(stack.settings, config).run(progress=False))
     assert report["errors"] == []
-    assert set(report["ways"]) == {"sync", "positioned", "pushed"}
+    assert set(report["ways"]) == {"sync", "positioned", "front-door", "pushed"}
     assert all(report["ways"][w]["n"] == 4 for w in report["ways"])
     sync = report["ways"]["sync"]["p50_ms"]
     assert sync >= MODEL_LATENCY_MS
@@ -112,12 +112,14 @@ def test_story_positioned_and_pushed_beat_sync(stack: LocalStack) -> None:
     assert report["ways"]["pushed"]["p50_ms"] < sync
     assert report["distances"] == {"origin_one_way_ms": 30, "edge_one_way_ms": 3}
     assert report["positioning_lag"]["n"] == 4
+    assert report["lookups"]["front-door"]["n"] == 4 and report["lookups"]["positioned"]["n"] == 4
 
 
 def test_story_command_prints_the_table_and_writes_the_report(stack: LocalStack) -> None:
     result = stack.cli("story", "--users", "2", "--gap", "0.5", "--quiet")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "speedup p50" in result.stdout and "positioned" in result.stdout
+    assert "through the front door p50" in result.stdout
     report = json.loads((stack.settings.home / "reports" / "story-latest.json").read_text())
     assert report["ways"]["pushed"]["n"] == 2
     assert (stack.settings.home / "reports" / "story-latest.html").read_text().startswith("<!doctype")
@@ -166,13 +168,14 @@ def test_down_leaves_no_process_and_no_port(kafka_bootstrap: str, tmp_path: Path
     local = LocalStack(settings)
     assert local.cli("up").returncode == 0
     pids = local.pids()
-    assert len(pids) == 4
+    assert len(pids) == 5   # worker, origin, two edges, the front door
     down = local.cli("down")
     assert down.returncode == 0, down.stderr
     for pid in pids.values():
         assert not Path(f"/proc/{pid}").exists() or \
             Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] == "Z"
-    ports = [settings.origin_port, *settings.edge_ports.values()]
+    ports = [settings.origin_port, *settings.edge_ports.values(),
+             settings.front_door_host_port[1]]
     assert not any(port_in_use("127.0.0.1", port) for port in ports)
 
 

@@ -1,0 +1,318 @@
+"""The front door: HAProxy before the local origin and edges, standing in for a CDN / GeoDNS.
+
+``render_config`` writes ``haproxy.cfg`` from the settings into
+``<home>/front-door/``; ``run`` checks it (``haproxy -c``) and runs HAProxy
+in the foreground as a child of ``positioning front-door``, forwarding
+SIGTERM and SIGINT, so ``positioning up`` supervises it like any other
+component (its pid file names our command line). Why HAProxy:
+docs/decisions/0011-front-door-haproxy.md.
+
+What the configuration does:
+
+- ``/offers/…`` (but ``/offers/sync``) goes to the edge of the region in the
+  ``REGION_COOKIE`` cookie (origin/regions.py), the first configured region
+  when it is absent or unknown. Each edge backend health-checks
+  ``GET /readyz`` every ``front_door_check_interval_s`` (fall/rise from the
+  settings) and holds the other regions' edges as ``backup`` servers, the
+  next region first: an edge that is down or not ready is replaced by the
+  next ready one, as every edge holds every offer. An edge that refuses a
+  connection is taken out at once (``PASSIVE_CHECK``) and the request retried
+  on the next, so a killed edge costs its users a retry (HAProxy's turn-around
+  of min(connect timeout, 1 s)), not an error.
+- Everything else goes to the origin, which is health-checked the same way;
+  ``/metrics`` is not served to the public (404).
+- Limits: request head size and field count (``http_max_head_bytes``,
+  ``http_max_headers``), a time for the whole request
+  (``front_door_request_timeout_s``, 408), idle, connect and queue
+  timeouts, and a per-address rate limit on ``POST /login`` (429 with
+  ``Retry-After``).
+- Forwarded headers: any ``X-Forwarded-For``, ``Forwarded``,
+  ``X-Forwarded-Proto``/``-Host`` or ``X-Real-IP`` the client sent is
+  deleted, then the front door adds its own ``X-Forwarded-For`` (the peer
+  address) and ``X-Forwarded-Proto``. The origin believes them because
+  ``up`` adds the address the front door connects from to its
+  ``trusted_proxies`` (``origin_env``).
+- ``GET READY_PATH`` answers 200 while the origin and every region's edge
+  backend have a usable server, else 503 (the component's ready URL).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from origin.regions import REGION_COOKIE
+from runtime.settings import Settings, env_var
+
+# Where HAProxy answers its own readiness (HAProxy's `monitor-uri`).
+READY_PATH = "/front-door/ready"
+# Debian's package; `.ci/run` and `./run demo` install it when missing.
+INSTALL_HINT = "sudo apt-get install haproxy"
+# Where Debian and a source build put haproxy, which a user's PATH often lacks.
+SBIN_CANDIDATES = ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy")
+# Bytes of the buffer HAProxy keeps free for rewriting headers (`tune.maxrewrite`);
+# a request head may use the rest of `tune.bufsize`.
+MAX_REWRITE_BYTES = 1024
+# Seconds an idle keep-alive connection stays open, as uvicorn's on origin and edges.
+KEEP_ALIVE_S = 5.0
+# Seconds of silence allowed on a connection beyond the longest legitimate one
+# (an `?wait` or an event stream held open by the edge).
+IDLE_MARGIN_S = 5.0
+
+# An edge that refuses a connection is taken out at once (it has backups), and the
+# request is retried on the next usable server; the active checks put it back.
+PASSIVE_CHECK = "observe layer4 error-limit 1 on-error mark-down"
+
+_REGION_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+_WILDCARDS = {"0.0.0.0", "::", ""}
+
+
+class FrontDoorError(RuntimeError):
+    """The front door cannot run: HAProxy is missing, or the configuration is refused."""
+
+
+def config_dir(settings: Settings) -> Path:
+    """``<home>/front-door/``, where the rendered configuration lives."""
+    return settings.home / "front-door"
+
+
+def config_path(settings: Settings) -> Path:
+    return config_dir(settings) / "haproxy.cfg"
+
+
+def ready_url(settings: Settings) -> str:
+    """The front door's readiness page (200 once origin and edges are reachable through it)."""
+    host, port = settings.front_door_host_port
+    return f"http://{connectable(host)}:{port}{READY_PATH}"
+
+
+def origin_address(settings: Settings) -> str:
+    """The address the front door connects to the origin at, and connects from.
+
+    A connection to an address of this machine leaves from that same
+    address, so this is also the peer address the origin sees for the
+    front door, the one its ``trusted_proxies`` must hold.
+    """
+    return connectable(settings.origin_host)
+
+
+def origin_env(settings: Settings) -> dict[str, str]:
+    """The origin's environment when the front door is on: the front door is a trusted proxy."""
+    trusted = settings.trusted_proxies
+    address = origin_address(settings)
+    if address not in trusted:
+        trusted = (*trusted, address)
+    return {env_var("trusted_proxies"): ",".join(trusted)}
+
+
+def connectable(host: str) -> str:
+    """Where to reach a listen address: itself; a wildcard (``0.0.0.0``, ``::``) at loopback."""
+    if host in _WILDCARDS:
+        return "127.0.0.1" if host != "::" else "::1"
+    return host
+
+
+def _hostport(host: str, port: int) -> str:
+    try:
+        is_v6 = ipaddress.ip_address(host).version == 6
+    except ValueError:  # a host name
+        is_v6 = False
+    return f"[{host}]:{port}" if is_v6 else f"{host}:{port}"
+
+
+def _ms(seconds: float) -> str:
+    return f"{max(1, round(seconds * 1000))}ms"
+
+
+def _regions(settings: Settings) -> list[str]:
+    """The configured edge regions, in order; names go into the configuration, so checked.
+
+    Raises:
+        FrontDoorError: no edge, or a region name HAProxy's configuration cannot carry safely.
+    """
+    regions = list(settings.edge_ports)
+    if not regions:
+        raise FrontDoorError(f"{env_var('edges')} lists no edge: nothing to route offers to")
+    for region in regions:
+        if not _REGION_NAME.fullmatch(region):
+            raise FrontDoorError(
+                f"edge region {region!r} in {env_var('edges')}: the front door needs 1 to 32 "
+                "lower-case letters, digits and '-', starting with a letter or digit")
+    return regions
+
+
+def failover_order(regions: Sequence[str], region: str) -> list[str]:
+    """``region`` first, then the regions after it, wrapping around: its backups, in order."""
+    i = list(regions).index(region)
+    return [*regions[i:], *regions[:i]]
+
+
+def render_config(settings: Settings) -> str:
+    """haproxy.cfg for these settings (see the module docstring for what it does).
+
+    Raises:
+        FrontDoorError: see ``_regions``.
+    """
+    regions = _regions(settings)
+    host, port = settings.front_door_host_port
+    check = (f"inter {_ms(settings.front_door_check_interval_s)} "
+             f"fall {settings.front_door_check_fall} rise {settings.front_door_check_rise}")
+    idle_s = max(settings.edge_max_wait_s, settings.edge_sse_lifetime_s) + IDLE_MARGIN_S
+    rate, period = settings.front_door_login_rate, settings.front_door_login_rate_period_s
+    lines = [
+        "# Rendered by devstack/front_door.py from the settings at every start; do not edit.",
+        "global",
+        "    log stdout format raw local0 info",
+        f"    maxconn {settings.front_door_max_connections}",
+        f"    tune.bufsize {settings.http_max_head_bytes + MAX_REWRITE_BYTES}",
+        f"    tune.maxrewrite {MAX_REWRITE_BYTES}",
+        f"    tune.http.maxhdr {settings.http_max_headers}",
+        "",
+        "defaults",
+        "    mode http",
+        "    log global",
+        "    option httplog",
+        "    option dontlognull",
+        # Wait for the body too, so `timeout http-request` bounds a slow body as well.
+        "    option http-buffer-request",
+        f"    timeout http-request {_ms(settings.front_door_request_timeout_s)}",
+        f"    timeout http-keep-alive {_ms(KEEP_ALIVE_S)}",
+        f"    timeout client {_ms(idle_s)}",
+        f"    timeout server {_ms(idle_s)}",
+        f"    timeout connect {_ms(settings.front_door_connect_timeout_s)}",
+        f"    timeout queue {_ms(settings.front_door_connect_timeout_s)}",
+        f"    timeout check {_ms(settings.front_door_check_interval_s)}",
+        # A refused connection is retried at once on another usable server.
+        "    retries 2",
+        "    option redispatch 1",
+        "    retry-on conn-failure empty-response",
+        "",
+        "frontend public",
+        f"    bind {_hostport(host, port)}",
+        f"    maxconn {settings.front_door_max_connections}",
+        f"    monitor-uri {READY_PATH}",
+        "    monitor fail if { nbsrv(origin) lt 1 }" + "".join(
+            f" || {{ nbsrv(edge_{r}) lt 1 }}" for r in regions),
+        # Forwarded headers: only the front door's own reach the servers.
+        "    http-request del-header X-Forwarded-For",
+        "    http-request del-header Forwarded",
+        "    http-request del-header X-Forwarded-Proto",
+        "    http-request del-header X-Forwarded-Host",
+        "    http-request del-header X-Real-IP",
+        "    option forwardfor",
+        "    http-request set-header X-Forwarded-Proto https if { ssl_fc }",
+        "    http-request set-header X-Forwarded-Proto http if !{ ssl_fc }",
+        "    http-response set-header Via \"1.1 positioning-front-door\"",
+        # The login rate per client address: a stick table of request rates.
+        f"    stick-table type ipv6 size 100k expire {period}s "
+        f"store http_req_rate({period}s)",
+        "    acl is_login path /login",
+        "    acl is_offer path_beg /offers/",
+        "    acl is_sync path /offers/sync",
+        "    http-request track-sc0 src if is_login METH_POST",
+        f"    http-request return status 429 content-type application/json "
+        f"string '{{\"error\": \"too many logins from this address; retry later\"}}' "
+        f"hdr Retry-After {period} hdr Cache-Control \"private, no-store\" "
+        f"if is_login METH_POST {{ sc_http_req_rate(0) gt {rate} }}",
+        "    http-request return status 404 content-type application/json "
+        "string '{\"error\": \"not found\"}' if { path /metrics }",
+    ]
+    for region in regions:
+        lines.append(f"    use_backend edge_{region} if is_offer !is_sync "
+                     f"{{ req.cook({REGION_COOKIE}) -m str {region} }}")
+    lines += [
+        f"    use_backend edge_{regions[0]} if is_offer !is_sync",
+        "    default_backend origin",
+        "",
+        "backend origin",
+        "    option httpchk GET /readyz",
+        "    http-check expect status 200",
+        f"    server origin {_hostport(origin_address(settings), settings.origin_port)} "
+        f"check {check}",
+    ]
+    edge_host = connectable(settings.edge_host)
+    ports = settings.edge_ports
+    for region in regions:
+        lines += ["", f"backend edge_{region}",
+                  "    option httpchk GET /readyz",
+                  "    http-check expect status 200"]
+        for i, server in enumerate(failover_order(regions, region)):
+            backup = " backup" if i else ""
+            lines.append(f"    server {server} {_hostport(edge_host, ports[server])} "
+                         f"check {check}{backup} {PASSIVE_CHECK}")
+    return "\n".join(lines) + "\n"
+
+
+def write_config(settings: Settings) -> Path:
+    """Render the configuration into ``<home>/front-door/haproxy.cfg``; returns its path."""
+    path = config_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_config(settings))
+    return path
+
+
+def haproxy_binary() -> str:
+    """The haproxy executable.
+
+    Raises:
+        FrontDoorError: not installed; the message gives the install command.
+    """
+    found = shutil.which("haproxy") or next(
+        (p for p in SBIN_CANDIDATES if Path(p).exists()), None)
+    if found is None:
+        raise FrontDoorError(f"haproxy is not installed; install it with `{INSTALL_HINT}`, "
+                             f"or run without the front door ({env_var('front_door')}=false)")
+    return found
+
+
+def check_config(binary: str, path: Path) -> None:
+    """``haproxy -c``: the configuration is valid.
+
+    Raises:
+        FrontDoorError: HAProxy refused it; the message quotes HAProxy.
+    """
+    result = subprocess.run([binary, "-c", "-q", "-f", str(path)], capture_output=True,
+                            text=True, timeout=30)
+    if result.returncode != 0:
+        raise FrontDoorError(f"haproxy refused {path}:\n{result.stdout}{result.stderr}")
+
+
+def run(settings: Settings) -> int:
+    """Render and check the configuration, then run HAProxy in the foreground until it exits.
+
+    SIGTERM and SIGINT are passed on to HAProxy (it stops at once), and
+    HAProxy is killed with us should we die first. Returns HAProxy's exit code.
+
+    Raises:
+        FrontDoorError: HAProxy is missing or refused the configuration.
+    """
+    binary = haproxy_binary()
+    path = write_config(settings)
+    check_config(binary, path)
+    # -db: foreground, logs to stdout; -Ws would be the systemd master mode.
+    child = subprocess.Popen([binary, "-db", "-f", str(path)], stdin=subprocess.DEVNULL,
+                             preexec_fn=_die_with_parent)
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        child.send_signal(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, forward)
+    code = child.wait()
+    return code if code >= 0 else 128 - code
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL it when its parent dies (Linux ``PR_SET_PDEATHSIG``)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
