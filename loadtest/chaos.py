@@ -130,12 +130,14 @@ class Chaos:
 
     # -- the whole command -------------------------------------------------
     def run(self, progress: bool = True) -> dict[str, Any]:
-        self.stack.up()
         results: list[RunResult] = []
         plan = [c for c in self.config.kill for _ in range(self.config.runs)]
         bar = tqdm(total=len(plan), unit="run", disable=not progress)
-        start_offsets = asyncio.run(self._end_offsets())
         try:
+            # Inside the try: a component that does not come up must not leave the
+            # others of this stack of its own running.
+            self.stack.up()
+            start_offsets = asyncio.run(self._end_offsets())
             for number, component in enumerate(plan, 1):
                 result = asyncio.run(self._run_once(number, component))
                 results.append(result)

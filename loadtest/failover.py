@@ -138,8 +138,8 @@ def measure(runs: int, home: Path, rate: float = 100.0, seconds: float = 15.0,
     stack = Stack(settings, say=lambda _: None)
     cluster = LocalCluster(settings)
     results: list[Run] = []
-    stack.up()
     try:
+        stack.up()
         for i in range(runs):
             quorum_leader = i % 2 == 1
             victim = _victim(cluster, settings, quorum_leader)
