@@ -42,6 +42,7 @@ import ipaddress
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -72,6 +73,9 @@ PASSIVE_CHECK = "observe layer4 error-limit 1 on-error mark-down"
 
 _REGION_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 _WILDCARDS = {"0.0.0.0", "::", ""}
+# A host name as RFC 1123 allows it: what may go into the configuration besides an IP literal.
+_HOST_NAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                        r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
 
 
 class FrontDoorError(RuntimeError):
@@ -94,13 +98,44 @@ def ready_url(settings: Settings) -> str:
 
 
 def origin_address(settings: Settings) -> str:
-    """The address the front door connects to the origin at, and connects from.
+    """The IP address the front door connects to the origin at, and connects from.
 
     A connection to an address of this machine leaves from that same
     address, so this is also the peer address the origin sees for the
-    front door, the one its ``trusted_proxies`` must hold.
+    front door, the one its ``trusted_proxies`` must hold. A host name is
+    resolved here, once, and the configuration uses the address: the origin
+    compares peer addresses, never names.
+
+    Raises:
+        FrontDoorError: the host is not an address or a valid host name, or does not resolve.
     """
-    return connectable(settings.origin_host)
+    host = _checked_host(connectable(settings.origin_host), "origin_host")
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    try:
+        return str(socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][4][0])
+    except OSError as exc:
+        raise FrontDoorError(f"{env_var('origin_host')}={host!r} does not resolve: {exc}") \
+            from None
+
+
+def _checked_host(host: str, setting: str) -> str:
+    """``host`` if it is an IP literal or an RFC 1123 host name: it goes into the configuration.
+
+    Raises:
+        FrontDoorError: anything else (spaces, newlines, ports, HAProxy syntax).
+    """
+    try:
+        ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
+        return host
+    except ValueError:
+        pass
+    if not _HOST_NAME.fullmatch(host):
+        raise FrontDoorError(f"{env_var(setting)}={host!r}: the front door needs an IP address "
+                             "or a host name (letters, digits, '-' and '.')")
+    return host
 
 
 def origin_env(settings: Settings) -> dict[str, str]:
@@ -162,6 +197,7 @@ def render_config(settings: Settings) -> str:
     """
     regions = _regions(settings)
     host, port = settings.front_door_host_port
+    host = _checked_host(host, "front_door_listen") if host not in _WILDCARDS else host
     check = (f"inter {_ms(settings.front_door_check_interval_s)} "
              f"fall {settings.front_door_check_fall} rise {settings.front_door_check_rise}")
     idle_s = max(settings.edge_max_wait_s, settings.edge_sse_lifetime_s) + IDLE_MARGIN_S
@@ -210,19 +246,22 @@ def render_config(settings: Settings) -> str:
         "    http-request set-header X-Forwarded-Proto https if { ssl_fc }",
         "    http-request set-header X-Forwarded-Proto http if !{ ssl_fc }",
         "    http-response set-header Via \"1.1 positioning-front-door\"",
-        # The login rate per client address: a stick table of request rates.
+        # The login rate per client: an IPv4 address or an IPv6 /64 (one subscriber's
+        # prefix, which it can rotate addresses in), in a stick table of request rates.
         f"    stick-table type ipv6 size 100k expire {period}s "
         f"store http_req_rate({period}s)",
-        "    acl is_login path /login",
-        "    acl is_offer path_beg /offers/",
-        "    acl is_sync path /offers/sync",
-        "    http-request track-sc0 src if is_login METH_POST",
+        # Paths are matched percent-decoded, as the servers route them (`/%6Cogin` is
+        # `/login` to uvicorn).
+        "    acl is_login path,url_dec /login",
+        "    acl is_offer path,url_dec -m beg /offers/",
+        "    acl is_sync path,url_dec /offers/sync",
+        "    http-request track-sc0 src,ipmask(32,64) if is_login METH_POST",
         f"    http-request return status 429 content-type application/json "
         f"string '{{\"error\": \"too many logins from this address; retry later\"}}' "
         f"hdr Retry-After {period} hdr Cache-Control \"private, no-store\" "
         f"if is_login METH_POST {{ sc_http_req_rate(0) gt {rate} }}",
         "    http-request return status 404 content-type application/json "
-        "string '{\"error\": \"not found\"}' if { path /metrics }",
+        "string '{\"error\": \"not found\"}' if { path,url_dec /metrics }",
     ]
     for region in regions:
         lines.append(f"    use_backend edge_{region} if is_offer !is_sync "
@@ -232,12 +271,14 @@ def render_config(settings: Settings) -> str:
         "    default_backend origin",
         "",
         "backend origin",
+        # Never resend a login: the origin may have written it before the connection broke.
+        "    http-request disable-l7-retry if METH_POST",
         "    option httpchk GET /readyz",
         "    http-check expect status 200",
         f"    server origin {_hostport(origin_address(settings), settings.origin_port)} "
         f"check {check}",
     ]
-    edge_host = connectable(settings.edge_host)
+    edge_host = _checked_host(connectable(settings.edge_host), "edge_host")
     ports = settings.edge_ports
     for region in regions:
         lines += ["", f"backend edge_{region}",
@@ -278,7 +319,7 @@ def check_config(binary: str, path: Path) -> None:
     Raises:
         FrontDoorError: HAProxy refused it; the message quotes HAProxy.
     """
-    result = subprocess.run([binary, "-c", "-q", "-f", str(path)], capture_output=True,
+    result = subprocess.run([binary, "-c", "-f", str(path)], capture_output=True,
                             text=True, timeout=30)
     if result.returncode != 0:
         raise FrontDoorError(f"haproxy refused {path}:\n{result.stdout}{result.stderr}")

@@ -107,7 +107,7 @@ async def probe(stack: Stack, component: Component, client: httpx.AsyncClient) -
                               None if up else "not running")
     try:
         response = await client.get(url)
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
         reason = (f"not answering on {url}: {type(exc).__name__}"
                   if managed else f"not running, nothing answers on {url}")
         return ComponentState(component.name, managed, False, managed, pid, url, reason)
@@ -126,6 +126,7 @@ async def _with_figures(state: ComponentState, client: httpx.AsyncClient,
         response = await client.get(url)
         response.raise_for_status()
         figures = edge_figures(response.text)
-    except (httpx.HTTPError, ValueError, KeyError) as exc:  # KeyError: a sample lacks a label
+    # KeyError: a sample lacks a label; ArithmeticError: a value int() cannot take (+Inf, NaN).
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError, KeyError, ArithmeticError) as exc:
         return replace(state, figures_error=f"{url}: {type(exc).__name__}: {exc}")
     return replace(state, figures=figures)

@@ -34,6 +34,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from engine.validation import LoginRejected, validate_login
 from ops.dead_letter_selection import Selection, iso_utc
@@ -62,6 +63,15 @@ DEFAULT_TIMEOUT_S = 30.0
 class DeadLetterError(RuntimeError):
     """A dead-letter command cannot go on: a topic is missing, the read ran past its deadline,
     or a replay was not fully acknowledged; the message says which and what to do."""
+
+
+class ReadTimedOut(DeadLetterError):
+    """The dead-letter topic was not read to its end in time: ``read`` of ``expected`` records."""
+
+    def __init__(self, message: str, read: int, expected: int) -> None:
+        super().__init__(message)
+        self.read = read
+        self.expected = expected
 
 
 def replay_group(settings: Settings) -> str:
@@ -253,9 +263,9 @@ async def _read(consumer: AIOKafkaConsumer, topic: str, partitions: list[int],
                     records.extend(DeadLetter.from_record(r) for r in batch
                                    if r.offset < ends[tp])
     except TimeoutError:
-        raise DeadLetterError(
+        raise ReadTimedOut(
             f"read {len(records)} of up to {expected} records of {topic!r} in {timeout_s:g} s; "
-            "give more time with --timeout") from None
+            "give more time with --timeout", len(records), expected) from None
     return Snapshot(topic, records, {tp.partition: starts[tp] for tp in tps},
                     {tp.partition: ends[tp] for tp in tps})
 
@@ -272,8 +282,8 @@ async def read_dead_letters(settings: Settings, timeout_s: float = DEFAULT_TIMEO
     """
     topic = settings.dlq_topic
     admin = _admin(settings, timeout_s)
-    await admin.start()
     try:
+        await admin.start()
         partitions = await _partitions(admin, topic)
         progress = (await _progress(admin, group or replay_group(settings), topic, partitions)
                     if with_progress else {})
@@ -282,8 +292,8 @@ async def read_dead_letters(settings: Settings, timeout_s: float = DEFAULT_TIMEO
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest",
                                 request_timeout_ms=int(timeout_s * 1000))
-    await consumer.start()
     try:
+        await consumer.start()
         snapshot = await _read(consumer, topic, partitions, timeout_s)
     finally:
         await consumer.stop()
@@ -291,15 +301,17 @@ async def read_dead_letters(settings: Settings, timeout_s: float = DEFAULT_TIMEO
     return snapshot
 
 
-async def count_by_error_type(settings: Settings) -> dict[str, int]:
+async def count_by_error_type(settings: Settings,
+                              timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, int]:
     """Dead letters per ``error.type`` in the whole dead-letter topic (``NO_ERROR_TYPE`` for a
     record without one), read to its current end; an empty topic gives ``{}``.
 
     Raises:
-        DeadLetterError: the topic does not exist, or reading took over 30 s.
+        ReadTimedOut: reading took over ``timeout_s`` (it says how many there are).
+        DeadLetterError: the topic does not exist.
         aiokafka.errors.KafkaError: the cluster did not answer.
     """
-    snapshot = await read_dead_letters(settings, with_progress=False)
+    snapshot = await read_dead_letters(settings, timeout_s, with_progress=False)
     return dict(Counter(letter.error_type for letter in snapshot.records))
 
 
@@ -459,17 +471,32 @@ async def replay_dead_letters(settings: Settings, selection: Selection, *, dry_r
     at = now_us()
     report = ReplayReport(snapshot.topic, settings.logins_topic, group, dry_run, todo, already,
                           failed_again, sum(1 for r in todo if _expired(r, at)))
-    if dry_run or not todo:
+    if dry_run:
+        return report
+    if not todo:
+        # Committed again, so the group's offsets (kept `offsets.retention.minutes` after the
+        # last commit) live as long as someone replays: decision 0012.
+        await _record(settings, snapshot, group, [], timeout_s)
         return report
     _recorded(snapshot, todo)  # refuses a selection too scattered to record, before producing
     admin = _admin(settings, timeout_s)
-    await admin.start()
     try:
+        await admin.start()
         await _partitions(admin, settings.logins_topic)
     finally:
         await admin.close()
     acked = await _produce(settings, todo, at, timeout_s)
-    await _record(settings, snapshot, group, acked, timeout_s)
+    try:
+        async with asyncio.timeout(timeout_s):
+            await _record(settings, snapshot, group, acked, timeout_s)
+    except (TimeoutError, KafkaError) as exc:
+        produced = ", ".join(letter.where for letter in acked[:20])
+        more = f" and {len(acked) - 20} more" if len(acked) > 20 else ""
+        raise DeadLetterError(
+            f"{len(acked)} records were replayed onto {settings.logins_topic} but could not be "
+            f"recorded in the group {group} ({type(exc).__name__}: {exc}): {produced}{more}. "
+            "A replay run again puts them back once more; the worker counts a login once "
+            "by its ticket id (docs/operations.md)") from exc
     if len(acked) < len(todo):
         raise DeadLetterError(
             f"only {len(acked)} of {len(todo)} replayed records were acknowledged by Kafka; "
@@ -526,21 +553,24 @@ async def _produce(settings: Settings, letters: list[DeadLetter], at_us: int,
 async def _record(settings: Settings, snapshot: Snapshot, group: str, letters: list[DeadLetter],
                   timeout_s: float) -> None:
     """Commit the replay group's progress with ``letters`` replayed, merged with the group's
-    latest commit (another replay may have recorded more meanwhile)."""
-    if not letters:
+    latest commit (another replay may have recorded more meanwhile). With no letters, the
+    progress read at the start is committed again as it is, which keeps it from expiring."""
+    after = (_recorded(snapshot, letters) if letters else
+             {p: progress for p, progress in snapshot.progress.items()
+              if progress.mark or progress.above})
+    if not after:
         return
-    after = _recorded(snapshot, letters)
     admin = _admin(settings, timeout_s)
-    await admin.start()
     try:
+        await admin.start()
         latest = await _progress(admin, group, snapshot.topic, sorted(after))
     finally:
         await admin.close()
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=group,
                                 enable_auto_commit=False,
                                 request_timeout_ms=int(timeout_s * 1000))
-    await consumer.start()
     try:
+        await consumer.start()
         tps = {p: TopicPartition(snapshot.topic, p) for p in after}
         consumer.assign(list(tps.values()))
         merged = {p: progress.merged(latest[p]) for p, progress in after.items()}

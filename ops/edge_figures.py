@@ -61,7 +61,7 @@ def edge_figures(exposition: str) -> EdgeFigures:
             if sample.name == STORED:
                 stored = (stored or 0.0) + sample.value
             elif sample.name == LAG:
-                lag[int(sample.labels["partition"])] += int(sample.value)
+                lag[int(sample.labels["partition"])] += int(sample.value)  # OverflowError: +Inf
             elif sample.name == f"{POSITIONING}_bucket":
                 buckets[float(sample.labels["le"])] += sample.value
     positioned = int(buckets.get(float("inf"), 0.0))

@@ -53,6 +53,9 @@ def _worker_group(data: dict[str, Any]) -> list[str]:
 
 
 def _dead_letters(data: dict[str, Any]) -> list[str]:
+    if data["by_error_type"] is None:
+        return [f"dead letters: {data['total']} (too many to count by type here: "
+                "`positioning dlq list`)"]
     by_type = sorted(data["by_error_type"].items(), key=lambda kv: (-kv[1], kv[0]))
     return [f"dead letters: {data['total']}"
             + (f" ({', '.join(f'{t} {n}' for t, n in by_type)})" if by_type else "")]

@@ -53,6 +53,9 @@ def server_properties(node: Node, cluster: Sequence[Node]) -> dict[str, str]:
         "share.coordinator.state.topic.replication.factor": rf,
         "share.coordinator.state.topic.min.isr": isr,
         "group.initial.rebalance.delay.ms": "0",
+        # `positioning dlq replay` remembers what it replayed as a group's committed offsets:
+        # kept 30 days after the last commit, longer than the dead letters' 14 (decision 0012).
+        "offsets.retention.minutes": str(30 * 24 * 60),
         # A restarted broker re-registers once its old session expires, and a
         # killed one is fenced (its partitions get new leaders) once its session
         # expires: keep that short so both take seconds, not ten.

@@ -102,6 +102,7 @@ def test_a_login_and_its_offer_through_the_front_door(stack: FrontDoorStack) -> 
         assert "<html" in client.get("/").text.lower()
         assert "edges" in client.get("/config.json").json()
         assert client.get("/metrics").status_code == 404
+        assert client.get("/%6Detrics").status_code == 404      # decoded, it is /metrics
     # Without a cookie, the first region's edge answers.
     plain = httpx.get(f"{stack.door}/offers/{american['ticket']}", timeout=10)
     assert plain.status_code == 200 and plain.headers["x-edge-region"] == "eu"
@@ -130,6 +131,8 @@ def test_logins_over_the_rate_limit_get_429(stack: FrontDoorStack) -> None:
         assert over.status_code == 429, over.text
         assert over.headers["retry-after"] == "10"
         assert "too many logins" in over.json()["error"]
+        # The same path percent-encoded (uvicorn decodes it to /login) is limited as well.
+        assert client.post("/%6Cogin", json={"user_id": "door-flood"}).status_code == 429
         assert client.get(f"/offers/{'x' * 20}").status_code != 429   # lookups are not limited
     with httpx.Client(base_url=stack.door, timeout=10) as other:   # another address: let in
         assert _login(other, "door-other").status_code == 202

@@ -13,13 +13,14 @@ from devstack.front_door import (
     FrontDoorError,
     check_config,
     failover_order,
+    origin_address,
     origin_env,
     ready_url,
     render_config,
     write_config,
 )
 from devstack.stack import Stack, components
-from runtime.settings import Settings
+from runtime.settings import Settings, env_var
 
 
 def _settings(tmp_path: Path, **changes: object) -> Settings:
@@ -61,7 +62,8 @@ def test_offers_are_routed_by_the_region_cookie_and_the_rest_goes_to_the_origin(
         "use_backend edge_eu if is_offer !is_sync",   # no cookie, or an unknown region
         "default_backend origin",
     ]
-    assert "acl is_offer path_beg /offers/" in public and "acl is_sync path /offers/sync" in public
+    assert "acl is_offer path,url_dec -m beg /offers/" in public
+    assert "acl is_sync path,url_dec /offers/sync" in public
     assert "bind 127.0.0.1:8080" in public
     assert f"monitor-uri {READY_PATH}" in public
     assert ("monitor fail if { nbsrv(origin) lt 1 } || { nbsrv(edge_eu) lt 1 } || "
@@ -93,7 +95,7 @@ def test_limits_and_timeouts_come_from_the_settings(tmp_path: Path) -> None:
     assert "timeout http-keep-alive 5000ms" in defaults
     public = _section(config, "frontend public")
     assert "stick-table type ipv6 size 100k expire 20s store http_req_rate(20s)" in public
-    assert "http-request track-sc0 src if is_login METH_POST" in public
+    assert "http-request track-sc0 src,ipmask(32,64) if is_login METH_POST" in public
     [limit] = [line for line in public if "status 429" in line]
     assert "hdr Retry-After 20" in limit and "{ sc_http_req_rate(0) gt 7 }" in limit
     assert "check inter 500ms" in config
@@ -148,3 +150,24 @@ def test_up_without_haproxy_fails_before_starting_anything(
     with pytest.raises(StackError, match="apt-get install haproxy"):
         Stack(_settings(tmp_path), say=lambda _: None).up()
     assert not (tmp_path / "kafka").exists() and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("field", ["edge_host", "origin_host"])
+def test_a_host_that_is_not_an_address_or_a_host_name_is_refused(tmp_path: Path,
+                                                                  field: str) -> None:
+    """Host settings go into the configuration: HAProxy syntax in one must not get there."""
+    injected = "127.0.0.1:1 weight 0\n  http-request return status 200 if TRUE\n  server x 1.2.3.4"
+    settings = Settings(home=tmp_path, **{field: injected})
+    with pytest.raises(FrontDoorError, match="IP address or a host name"):
+        render_config(settings)
+
+
+def test_the_origin_is_trusted_and_reached_at_the_address_its_host_name_resolves_to(
+        tmp_path: Path) -> None:
+    """The origin compares peer addresses, never names: `localhost` becomes an address."""
+    settings = Settings(home=tmp_path, origin_host="localhost")
+    address = origin_address(settings)
+    assert address in ("127.0.0.1", "::1")
+    assert origin_env(settings)[env_var("trusted_proxies")].split(",")[-1] == address
+    assert any(line.strip().startswith("server origin ") and address in line
+               for line in render_config(settings).splitlines())

@@ -211,3 +211,29 @@ def test_a_probe_tells_unmanaged_not_ready_and_down_apart(tmp_path: Path) -> Non
     assert not us.up and us.problem == ("edge-us: down: not running, nothing answers on "
                                         "http://127.0.0.1:18101/readyz")
     assert not worker.up and worker.url == "http://127.0.0.1:16066/ready/"
+
+
+def test_an_edge_page_with_values_int_cannot_take_is_a_figures_error_not_a_crash() -> None:
+    """`+Inf` where an integer is expected: the edge is reported, its figures say why not."""
+    from ops.components import ComponentState, _with_figures
+
+    page = 'edge_partition_lag{partition="0",region="eu"} +Inf\n'
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, text=page)
+
+    state = ComponentState("edge-eu", True, True, True, 7, "http://edge/readyz", None)
+
+    async def run() -> ComponentState:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
+            return await _with_figures(state, client, "http://edge/metrics")
+
+    found = asyncio.run(run())
+    assert found.figures is None and found.figures_error is not None
+    assert "OverflowError" in found.figures_error
+
+
+def test_dead_letters_too_many_to_count_in_time_show_their_number() -> None:
+    report = {**REPORT, "dead_letters": {"by_error_type": None, "total": 120_000}}
+    assert ("dead letters: 120000 (too many to count by type here: `positioning dlq list`)"
+            in render(report).splitlines())
