@@ -276,7 +276,7 @@ def dlq_list(types: tuple[str, ...], since: str | None, until: str | None,
              ranges: tuple[str, ...], timeout: float, limit: int | None, as_json: bool) -> int:
     import json
 
-    from ops.dead_letters import list_dead_letters
+    from ops.dead_letter_listing import list_dead_letters
 
     settings = _settings()
     selection = _dlq_selection(types, since, until, ranges)
@@ -294,8 +294,8 @@ def dlq_list(types: tuple[str, ...], since: str | None, until: str | None,
 @click.option("--dry-run", is_flag=True, help="only show what would be replayed")
 def replay(types: tuple[str, ...], since: str | None, until: str | None,
            ranges: tuple[str, ...], timeout: float, everything: bool, dry_run: bool) -> int:
+    from ops.dead_letter_replay import replay_dead_letters
     from ops.dead_letter_selection import iso_utc
-    from ops.dead_letters import replay_dead_letters
 
     selection = _dlq_selection(types, since, until, ranges)
     if selection.everything != everything:

@@ -17,13 +17,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from click.testing import CliRunner, Result
 
 import cli.main as cli_main
+from ops.dead_letter_replay import replay_dead_letters
 from ops.dead_letter_selection import OffsetRange, Selection
-from ops.dead_letters import (
-    DeadLetterError,
-    count_by_error_type,
-    replay_dead_letters,
-    replay_group,
-)
+from ops.dead_letters import DeadLetterError, count_by_error_type, replay_group
 from runtime.clock import now_us
 from runtime.settings import Settings
 from runtime.topics import ensure_topics
