@@ -400,6 +400,7 @@ class Bench:
                 "logins_per_s": (count - seen) / seconds if seconds else None}
 
     def _faust_floor(self, settings: Settings, count: int) -> dict[str, Any]:
+        settings.home.mkdir(parents=True, exist_ok=True)  # the floor may run before the worker
         out = settings.home / "faust-floor.json"
         env = {**os.environ, "FLOOR_BOOTSTRAP": settings.bootstrap_servers,
                "FLOOR_TOPIC": settings.logins_topic, "FLOOR_COUNT": str(count),
