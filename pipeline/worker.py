@@ -565,7 +565,16 @@ class LoginProcessor:
         self._last_enqueued = enqueued = asyncio.get_running_loop().create_future()
         task = asyncio.create_task(self._finish(batch, previous, enqueued))
         self.in_flight.add(task)
-        task.add_done_callback(self.in_flight.discard)
+        # A callback, not a finally: a task cancelled before it ever ran has a slot too.
+        task.add_done_callback(partial(self._batch_done, len(batch.begun), enqueued))
+
+    def _batch_done(self, slots: int, enqueued: asyncio.Future[None],
+                    task: asyncio.Task[None]) -> None:
+        """A batch's task ended (finished, or cut short): give its slots back."""
+        self.in_flight.discard(task)
+        _release(enqueued)
+        for _ in range(slots):
+            self.limiter.release()
 
     async def _finish(self, batch: Batch, previous: asyncio.Future[None] | None,
                       enqueued: asyncio.Future[None]) -> None:
@@ -590,8 +599,6 @@ class LoginProcessor:
                 self.metrics.logins.labels(outcome).inc(count)
         finally:
             _release(enqueued)
-            for _ in batch.begun:
-                self.limiter.release()
 
     def dead_letter(self, source: SourceRecord, error: Exception, stage: str) -> OutRecord:
         """The dead letter for a login: its bytes, for the dead-letter topic, the error in headers.

@@ -723,3 +723,19 @@ async def test_a_batch_over_several_partitions_reads_and_writes_each_users_own_p
     assert set(users.stores[0]) == {"ada"} and set(users.stores[1]) == {"bob"}
     assert orjson.loads(users.stores[0]["ada"])["visits"] == 3
     assert ledger.safe_offset(TP("logins", 0)) == 3 and ledger.safe_offset(TP("logins", 1)) == 3
+
+
+async def test_with_model_latency_several_batches_wait_for_their_model_calls_together() -> None:
+    slow = BATCHING.replace(model_latency_ms=60_000.0)
+    processor, sent, ledger, _ = make(settings=slow)
+    acks = Acks()
+    await processor.on_batch([incoming(0, event("t0"), acks), incoming(1, event("t1"), acks)])
+    await processor.on_batch([incoming(2, event("t2"), acks)])
+    # Both batches are begun and wait for their model calls at once: the agent went on.
+    assert len(processor.in_flight) == 2 and ledger.in_flight() == 3
+    assert sent.batches == [] and acks.offsets == []
+    assert await free_slots(processor) == slow.worker_concurrency - 3
+    for task in list(processor.in_flight):
+        task.cancel()
+    await asyncio.gather(*processor.in_flight, return_exceptions=True)
+    assert ledger.safe_offset(TP0) == 0 and await free_slots(processor) == slow.worker_concurrency
