@@ -1,19 +1,27 @@
 """The offer worker: a faust-streaming app that turns logins into offers.
 
-One agent reads ``logins`` (keyed by user id) and hands each event to the
-``LoginProcessor``. Its ordered half (``begin``) decodes the event, counts the
-login in the user's state (a RocksDB-backed table) and computes the offer,
-all without awaiting, so a user's logins update the state in order. Its slow
-half (``finish``), the simulated model call and producing the offer, runs in
-a bounded pool of tasks, so model latency does not serialise throughput.
+One agent reads ``logins`` (keyed by user id) and hands the events to the
+``LoginProcessor`` in natural batches (pipeline/batching.py): the events
+the stream has ready, handed over as soon as it has no more, so a batch is
+one login at low rates and adds no latency, and grows with the backlog.
+The processor begins each login of a batch in offset order without
+awaiting (decode, count the login in the user's state, compute and encode
+the offer), so a user's logins update the state in order; the batch writes
+each user's state to the RocksDB-backed table once. The slow half of a
+batch (the simulated model calls, together; producing its records in one
+go, after the batch before's; awaiting their acks once; finishing each
+login in order) runs in a task of its own, several batches in flight, at
+most ``worker_concurrency`` logins begun and not finished, so model
+latency does not serialise throughput (docs/decisions/0013-batch-worker.md).
 
 Delivery is at-least-once with idempotent effects, which we chose over
 Faust's ``exactly_once`` (Kafka transactions; docs/decisions/):
 
 - acks are manual (``stream.noack()``); an event is finished only after its
   offer (or its dead letter) is acknowledged by the broker, however long
-  that takes; sends are retried without end and the worker reports itself
-  stuck meanwhile (``/status/`` on its web port, ``/metrics/``);
+  that takes, and a batch's logins only once every record of the batch is;
+  sends are retried without end and the worker reports itself stuck
+  meanwhile (``/status/`` on its web port, ``/metrics/``);
 - what is committed is decided by the worker's ``OffsetLedger``, not by
   Faust: only offsets below the oldest unfinished event (pipeline/offset_ledger.py);
 - the user state remembers the offset of the last counted login (a user's
@@ -24,10 +32,12 @@ Faust's ``exactly_once`` (Kafka transactions; docs/decisions/):
   it with the same offer.
 
 Poison messages (undecodable bytes, an unknown schema, a login the engine
-refuses or fails on) go to ``logins.dlq`` with the error in headers, and the
-stream goes on, unless ``breaker_dead_letters`` of one error type come in a
-row: that is a systematic fault, and the circuit breaker (pipeline/breaker.py)
-stops consumption and reports the worker unhealthy instead. Expired offers
+refuses or fails on) go to ``logins.dlq`` with the error in headers, in
+their place among the batch's records, and the stream goes on, unless
+``breaker_dead_letters`` of one error type come in a row (counted in offset
+order as logins are begun): that is a systematic fault, and the circuit
+breaker (pipeline/breaker.py) stops consumption and reports the worker
+unhealthy instead; nothing after the tripping login is begun. Expired offers
 get tombstones on ``offers``, found by reading ``offers`` itself
 (pipeline/expiry.py), so a restart or a partition move loses none.
 
@@ -41,16 +51,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Protocol, cast
+from typing import Any, NamedTuple, Protocol, cast
 
 import faust
 import orjson
 from faust.exceptions import ConsumerNotStarted
-from faust.types import TP, AgentT, StreamT
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from faust.types import TP, AgentT, ChannelT, StreamT
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from engine.offers import compute_offer, shown_categories, simulate_model_latency
 from engine.state import (
@@ -62,6 +72,7 @@ from engine.state import (
     view_for_login,
 )
 from engine.validation import LoginRejected, validate_login
+from pipeline.batching import NaturalBatches
 from pipeline.breaker import DeadLetterBreaker
 from pipeline.expiry import Expirer
 from pipeline.gap_reader import SourceRecord, read_range
@@ -69,6 +80,7 @@ from pipeline.offset_ledger import Admission, OffsetLedger
 from pipeline.readiness import READY_PATH, WEB_HOST, not_ready_because, readiness_body
 from pipeline.transport import Consumer, broker_url
 from runtime.clock import now_us
+from runtime.compat import faust as faust_compat
 from runtime.fetch_tuning import FetchTuning
 from runtime.retry import call_forever
 from runtime.settings import Settings
@@ -81,12 +93,35 @@ log = logging.getLogger(__name__)
 Ack = Callable[[], Awaitable[Any]] | None
 """Acknowledges the event to Faust's stream; None for records the gap reader fetched."""
 
+BATCH_SHARE_OF_CONCURRENCY = 2
+"""A batch holds at most ``worker_concurrency`` / this many logins, so the next batch is
+begun while the one before waits for its acks."""
 
-class Send(Protocol):
-    """Produce one record and return once the broker acknowledged it (``Deliveries.send``)."""
 
-    async def __call__(self, topic: str, key: bytes, value: bytes | None,
-                       headers: list[tuple[str, bytes]] | None = None) -> None: ...
+class OutRecord(NamedTuple):
+    """A record to produce: topic, key, value (None: a tombstone) and headers."""
+
+    topic: str
+    key: bytes
+    value: bytes | None
+    headers: list[tuple[str, bytes]] | None = None
+
+
+class Sending(Protocol):
+    """Records handed to the producer; ``acknowledged`` returns once the broker acked each."""
+
+    async def acknowledged(self) -> None: ...
+
+
+class Outbox(Protocol):
+    """Where the worker's records go: ``Deliveries`` (the unit tests use a fake)."""
+
+    async def send(self, topic: str, key: bytes, value: bytes | None,
+                   headers: list[tuple[str, bytes]] | None = None) -> None:
+        """Produce one record; return once the broker acknowledged it."""
+
+    async def enqueue(self, records: Sequence[OutRecord]) -> Sending:
+        """Hand ``records`` to the producer in order, without waiting for the broker."""
 
 
 class ReadRange(Protocol):
@@ -94,6 +129,14 @@ class ReadRange(Protocol):
 
     async def __call__(self, bootstrap_servers: str, topic: str, partition: int, start: int,
                        end: int) -> list[SourceRecord]: ...
+
+
+class StateMap(Protocol):
+    """Users' states as JSON bytes, by user id: what ``LoginProcessor.begin`` reads and writes."""
+
+    def get(self, user_id: str) -> Any: ...
+
+    def __setitem__(self, user_id: str, state: bytes) -> None: ...
 
 
 def load_state(stored: bytes | None) -> dict[str, Any] | None:
@@ -118,6 +161,73 @@ class Planned:
     counted: bool = True
 
 
+@dataclass(slots=True)
+class Incoming:
+    """One event the stream handed over: its partition, record, ack and Faust event.
+
+    ``event`` (None in the unit tests) decides which changelog partition the
+    table writes of its login go to (Faust takes the current event's).
+    """
+
+    tp: TP
+    source: SourceRecord
+    ack: Ack = None
+    event: Any = None
+
+
+@dataclass(slots=True)
+class Begun:
+    """A login admitted and begun in a batch: what finishing it takes."""
+
+    tp: TP
+    offset: int
+    generation: int
+    ack: Ack
+    outcome: str          # the worker_logins_total label: positioned, repeated, dead_lettered
+
+
+@dataclass
+class Batch:
+    """Logins begun together and the records they produce, in offset order."""
+
+    begun: list[Begun] = field(default_factory=list)
+    records: list[OutRecord] = field(default_factory=list)
+
+
+class StagedStates:
+    """The users' states as a batch sees them: its own writes first, then the table.
+
+    ``write_through`` writes each user's last staged state to the table once,
+    each with its login's Faust event made current (``make_current``): Faust's
+    table writes the changelog record, and its RocksDB store the value, to the
+    partition of the current event (and reads from it, so the processor makes
+    each login's event current before it reads the user's state).
+    """
+
+    def __init__(self, users: MutableMapping[str, Any],
+                 make_current: Callable[[Any], None]) -> None:
+        self.users = users
+        self.make_current = make_current
+        self.event: Any = None             # the Faust event of the login being begun
+        self._staged: dict[str, tuple[bytes, Any]] = {}
+
+    def get(self, user_id: str) -> Any:
+        staged = self._staged.get(user_id)
+        return staged[0] if staged is not None else self.users.get(user_id)
+
+    def __setitem__(self, user_id: str, state: bytes) -> None:
+        self._staged[user_id] = (state, self.event)
+
+    def write_through(self) -> None:
+        """Write every staged state to the table, one write per user."""
+        make_current = self.make_current
+        for user_id, (state, event) in self._staged.items():
+            if event is not None:
+                make_current(event)
+            self.users[user_id] = state
+        self._staged.clear()
+
+
 class WorkerMetrics:
     """The worker's Prometheus metrics (``/metrics/`` on its web port), in a registry of its own."""
 
@@ -132,6 +242,9 @@ class WorkerMetrics:
                                    registry=r)
         self.in_flight = Gauge("worker_logins_in_flight", "Logins begun and not finished",
                                registry=r)
+        self.batch_logins = Histogram("worker_batch_logins",
+                                      "Logins begun together in one batch",
+                                      buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
         self.offset_gaps = Counter("worker_offset_gaps_total",
                                    "Offsets Faust did not hand over (sought back)", registry=r)
         self.expiry_queue = Gauge("worker_offers_awaiting_expiry",
@@ -166,7 +279,23 @@ class Deliveries:
             return 0.0
         return time.monotonic() - min(self._pending.values())
 
-    def _failed(self, error: BaseException) -> None:
+    def _track(self) -> int:
+        send_id = self._next_id
+        self._next_id += 1
+        self._pending[send_id] = time.monotonic()
+        return send_id
+
+    def untrack(self, send_id: int) -> None:
+        """The send ``send_id`` (from ``_track``) no longer waits for an ack."""
+        del self._pending[send_id]
+
+    def failed(self, topic: str, error: BaseException) -> None:
+        """Count and log one failed attempt to produce to ``topic`` (it is retried)."""
+        self.metrics.send_failures.inc()
+        log.error("send to %s failed (%r); retrying until the broker acknowledges it",
+                  topic, error)
+
+    def _failed_again(self, error: BaseException) -> None:
         self.metrics.send_failures.inc()
 
     async def _send_once(self, topic: str, key: bytes, value: bytes | None,
@@ -177,51 +306,115 @@ class Deliveries:
         delivery = await self.app.producer.send(topic, key, value, None, None, headers)
         await delivery
 
+    async def retry(self, record: OutRecord) -> None:
+        """Produce ``record`` again until the broker acknowledges it, however long that takes
+        (``call_forever``: capped backoff, every failed attempt logged and counted)."""
+        await call_forever(partial(self._send_once, *record), f"send to {record.topic}", log,
+                           on_failure=self._failed_again)
+
     async def send(self, topic: str, key: bytes, value: bytes | None,
                    headers: list[tuple[str, bytes]] | None = None) -> None:
         """Produce one record; return once the broker acknowledged it, however long that takes.
 
         The first attempt is made directly: the retry helper's setup
         (runtime/retry.py) costs more than a produce, and nearly every send
-        succeeds at once. After a failure, ``call_forever`` retries with its
-        capped backoff, logging and counting every failed attempt.
+        succeeds at once.
         """
-        send_id = self._next_id
-        self._next_id += 1
-        self._pending[send_id] = time.monotonic()
+        send_id = self._track()
         try:
             try:
                 await self._send_once(topic, key, value, headers)
                 return
             except Exception as exc:  # the broker or network failed: retry, loudly
-                self._failed(exc)
-                log.error("send to %s failed (%r); retrying until the broker acknowledges it",
-                          topic, exc)
-            await call_forever(partial(self._send_once, topic, key, value, headers),
-                               f"send to {topic}", log, on_failure=self._failed)
+                self.failed(topic, exc)
+            await self.retry(OutRecord(topic, key, value, headers))
         finally:
-            del self._pending[send_id]
+            self.untrack(send_id)
+
+    async def enqueue(self, records: Sequence[OutRecord]) -> PendingSends:
+        """Hand ``records`` to the producer in order; the result waits for their acks.
+
+        ``producer.send`` returns once the record is in the producer's buffer
+        (aiokafka), with a future for its delivery. A record the producer
+        refuses is counted and logged here and retried by ``acknowledged``.
+        """
+        send_id = self._track()
+        deliveries: list[asyncio.Future[Any] | None] = []
+        try:
+            send = self.app.producer.send
+            for topic, key, value, headers in records:
+                try:
+                    deliveries.append(await send(topic, key, value, None, None, headers))
+                except Exception as exc:
+                    self.failed(topic, exc)
+                    deliveries.append(None)
+        except BaseException:
+            self.untrack(send_id)
+            raise
+        return PendingSends(self, send_id, records, deliveries)
+
+
+class PendingSends:
+    """Records handed to the producer by ``Deliveries.enqueue``, waiting for their acks."""
+
+    def __init__(self, deliveries: Deliveries, send_id: int, records: Sequence[OutRecord],
+                 futures: list[asyncio.Future[Any] | None]) -> None:
+        self.deliveries = deliveries
+        self.send_id = send_id
+        self.records = records
+        self.futures = futures
+
+    async def acknowledged(self) -> None:
+        """Return once the broker acknowledged every record; a failed one is retried for ever."""
+        owner = self.deliveries
+        try:
+            for record, future in zip(self.records, self.futures, strict=True):
+                if future is not None:
+                    try:
+                        await future
+                        continue
+                    except Exception as exc:  # the broker or network failed: retry, loudly
+                        owner.failed(record.topic, exc)
+                await owner.retry(record)
+        finally:
+            owner.untrack(self.send_id)
+
+
+def _release(future: asyncio.Future[None] | None) -> None:
+    if future is not None and not future.done():
+        future.set_result(None)
 
 
 class LoginProcessor:
-    """Everything the worker does with one login, apart from Faust.
+    """Everything the worker does with logins, apart from Faust: one batch at a time.
 
     ``users`` maps user id to the state's JSON bytes: the worker's Faust
-    table, or any mutable mapping (the unit tests use a dict). ``send``
-    produces a record and returns once it is acknowledged (``Deliveries.send``);
-    ``read_gap`` reads offsets Faust never handed over (``gap_reader.read_range``).
-    Every admitted login is finished (its offer or dead letter acknowledged,
-    then ``ledger.finish`` and its ack) exactly once, or, if the worker stops
-    first, never, so it is consumed again. Once ``breaker`` trips, no further
-    login is begun: ``on_event`` and ``handle`` wait until the worker stops.
+    table, or any mutable mapping (the unit tests use a dict). ``outbox``
+    produces records (``Deliveries``); ``read_gap`` reads offsets Faust never
+    handed over (``gap_reader.read_range``); ``make_current`` makes a Faust
+    event current, so a table write goes to its partition's changelog (the
+    agent sets it; the default does nothing).
+
+    ``on_batch`` begins each login of a batch in offset order, without
+    awaiting: decode, count in the user's state (staged, then written to
+    the table once per user), compute and encode the offer, or make a dead
+    letter of it. The begun batch then goes to a task of its own: the model
+    call, its records handed to the producer (after the batch before's, so
+    records keep their order), their acks awaited once, then each login
+    finished (``ledger.finish`` and its ack) in order. Every admitted login
+    is finished exactly once, or, if the worker stops first, never, so it is
+    consumed again. At most ``worker_concurrency`` logins are begun and not
+    finished (``limiter``). Once ``breaker`` trips, no further login is
+    begun: ``on_batch`` waits until the worker stops.
     """
 
-    def __init__(self, users: MutableMapping[str, Any], settings: Settings, send: Send,
+    def __init__(self, users: MutableMapping[str, Any], settings: Settings, outbox: Outbox,
                  ledger: OffsetLedger, metrics: WorkerMetrics,
-                 read_gap: ReadRange = read_range) -> None:
+                 read_gap: ReadRange = read_range,
+                 make_current: Callable[[Any], None] = lambda event: None) -> None:
         self.users = users
         self.settings = settings
-        self.send = send
+        self.outbox = outbox
         self.ledger = ledger
         self.metrics = metrics
         self.read_gap = read_gap
@@ -229,37 +422,109 @@ class LoginProcessor:
         self.offers_topic = settings.offers_topic
         self.codec = login_codec()
         self.encoder = offer_codec()
-        # Bounds the logins begun and not finished; released in finish (or on a dead letter).
+        self.states = StagedStates(users, make_current)
+        # One slot per login begun and not finished; given back when its batch finishes.
         self.limiter = asyncio.Semaphore(settings.worker_concurrency)
+        self.batch_max = max(1, settings.worker_concurrency // BATCH_SHARE_OF_CONCURRENCY)
         self.in_flight: set[asyncio.Task[None]] = set()
         self.breaker = DeadLetterBreaker(settings.breaker_dead_letters)
+        self._batch = Batch()
+        self._last_enqueued: asyncio.Future[None] | None = None
+
+    @property
+    def make_current(self) -> Callable[[Any], None]:
+        return self.states.make_current
+
+    @make_current.setter
+    def make_current(self, make_current: Callable[[Any], None]) -> None:
+        self.states.make_current = make_current
 
     async def on_event(self, tp: TP, source: SourceRecord, ack: Ack) -> None:
-        """One event from the stream: skip a repeat, read a gap before it, or handle it.
+        """One event on its own: a batch of one (``on_batch``)."""
+        await self.on_batch([Incoming(tp, source, ack)])
 
-        After the breaker tripped, never returns (until cancelled): the event
-        is neither finished nor acked, so it is not committed.
+    async def on_batch(self, events: Sequence[Incoming]) -> None:
+        """Events in the order the stream handed them over: skip repeats, read gaps, begin.
+
+        Returns once every login is begun; finishing them is up to the
+        batch's task (``in_flight``). After the breaker tripped, never returns
+        (until cancelled): the logins after the trip are neither begun nor
+        acked, so they are not committed.
+
+        Raises:
+            GapUnreadable: records Faust skipped could not be read (``read_gap``).
         """
-        if self.breaker.tripped:
-            await self.breaker.park()
-        admission, generation = self.ledger.admit(tp, source.offset)
-        if admission is Admission.GAP:
-            await self.fill_gap(tp, source.offset)
-            admission, generation = self.ledger.admit(tp, source.offset)
-        if admission is Admission.SKIP:
-            if ack is not None:
-                await ack()
+        ledger = self.ledger
+        for incoming in events:
+            tp, source = incoming.tp, incoming.source
+            if self.breaker.tripped:
+                await self._park()
+            admission, generation = ledger.admit(tp, source.offset)
+            if admission is Admission.GAP:
+                await self._fill_gap(incoming)
+                admission, generation = ledger.admit(tp, source.offset)
+            if admission is Admission.SKIP:
+                if incoming.ack is not None:
+                    await incoming.ack()
+                continue
+            await self._begin_login(tp, source, generation, incoming.ack, incoming.event)
+        self._dispatch()
+
+    async def _park(self) -> None:
+        """The breaker tripped: finish what was begun before it, then take nothing more."""
+        self._dispatch()
+        await self.breaker.park()
+
+    async def _begin_login(self, tp: TP, source: SourceRecord, generation: int, ack: Ack,
+                           event: Any) -> None:
+        """Take a slot (sending the batch so far off first if none is free), then begin."""
+        if self.limiter.locked() or len(self._batch.begun) >= self.batch_max:
+            self._dispatch()
+        await self.limiter.acquire()
+        batch = self._batch
+        if event is not None:
+            # Faust's table reads, and writes, the partition of the current event.
+            self.states.make_current(event)
+        self.states.event = event
+        try:
+            planned = self.begin(source.value, Position(source.partition, source.offset),
+                                 self.states)
+            try:
+                value = self.encoder.encode(planned.offer)
+            except Exception as exc:  # the engine produced an invalid offer
+                log.exception("offer for ticket %s does not encode", planned.offer["ticket_id"])
+                raise PoisonMessage("engine", exc) from exc
+        except Exception as exc:
+            if isinstance(exc, PoisonMessage):
+                log.warning("poison message (%s): %r", exc.stage, exc.error)
+                error, stage = exc.error, exc.stage
+            else:  # a bug: keep the stream alive, keep the message
+                log.exception("unexpected error on %s[%d]", source.topic, source.partition)
+                error, stage = exc, "worker"
+            batch.records.append(self.dead_letter(source, error, stage))
+            batch.begun.append(Begun(tp, source.offset, generation, ack, "dead_lettered"))
+            self.breaker.dead_lettered(type(error).__name__, str(error), stage)
             return
-        await self.handle(tp, source, generation, ack)
+        offer = planned.offer
+        # Headers let edges index and measure the offer without decoding it.
+        batch.records.append(OutRecord(self.offers_topic, offer["ticket_id"].encode(), value,
+                                       offer_headers(offer)))
+        batch.begun.append(Begun(tp, source.offset, generation, ack,
+                                 "positioned" if planned.counted else "repeated"))
+        self.breaker.processed()
 
-    def begin(self, value: bytes | None, position: Position) -> Planned:
-        """The ordered half: decode, count the login in the user's state, compute the offer.
+    def begin(self, value: bytes | None, position: Position,
+              states: StateMap | None = None) -> Planned:
+        """Decode one login, count it in the user's state, compute the offer.
 
-        Never awaits, so a user's logins update the state in offset order.
+        ``states`` is where the user's state is read and written (default:
+        ``users``; a batch passes its ``StagedStates``). Never awaits, so a
+        user's logins update the state in offset order.
 
         Raises:
             PoisonMessage: for anything that must go to the dead-letter topic.
         """
+        users: StateMap = self.users if states is None else states
         try:
             login = self.codec.decode(value)
         except DecodeError as exc:
@@ -269,7 +534,7 @@ class LoginProcessor:
         except LoginRejected as exc:
             raise PoisonMessage("validate", exc) from exc
         user_id = login["user_id"]
-        state = load_state(self.users.get(user_id))
+        state = load_state(users.get(user_id))
         view, replayed = view_for_login(state, login["ticket_id"], position)
         # A replay gets the time its offer was first made: the same offer, to the byte.
         created_at = (replayed and remembered_created_at(state, login["ticket_id"])) or now_us()
@@ -281,104 +546,97 @@ class LoginProcessor:
             if state is not None and is_retry(state, login["ticket_id"], position):
                 retried, offer["expires_at"] = retried_state(
                     state, login["ticket_id"], position, login["expires_at"])
-                self.users[user_id] = orjson.dumps(retried)
+                users[user_id] = orjson.dumps(retried)
             return Planned(offer, counted=False)
-        self.users[user_id] = orjson.dumps(next_state(
+        users[user_id] = orjson.dumps(next_state(
             state, login["ticket_id"], view, position, login["login_accepted_at"],
             offer["country"], shown_categories(offer), login["expires_at"], created_at))
         return Planned(offer)
 
-    async def handle(self, tp: TP, source: SourceRecord, generation: int, ack: Ack) -> None:
-        """Begin one admitted login in order; its slow half goes to the task pool.
-
-        Waits for a free slot in the pool first. A login ``begin`` refuses, or
-        fails on unexpectedly, is dead-lettered before this returns. Once the
-        breaker has tripped, waits until the worker stops instead.
-        """
-        if self.breaker.tripped:
-            await self.breaker.park()
-        await self.limiter.acquire()
-        try:
-            planned = self.begin(source.value, Position(source.partition, source.offset))
-        except Exception as exc:
-            if isinstance(exc, PoisonMessage):
-                log.warning("poison message (%s): %r", exc.stage, exc.error)
-                error, stage = exc.error, exc.stage
-            else:  # a bug: keep the stream alive, keep the message
-                log.exception("unexpected error on %s[%d]", source.topic, source.partition)
-                error, stage = exc, "worker"
-            try:
-                await self.dead_letter(source, error, stage)
-                self.ledger.finish(tp, source.offset, generation)
-                if ack is not None:
-                    await ack()
-            finally:
-                self.limiter.release()
+    def _dispatch(self) -> None:
+        """Write the batch's states to the table and send the batch to its own task."""
+        batch = self._batch
+        if not batch.begun:
             return
-        task = asyncio.create_task(self.finish(tp, source, planned, generation, ack))
+        self._batch = Batch()
+        self.states.write_through()
+        self.metrics.batch_logins.observe(len(batch.begun))
+        previous = self._last_enqueued
+        self._last_enqueued = enqueued = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(self._finish(batch, previous, enqueued))
         self.in_flight.add(task)
-        task.add_done_callback(self.in_flight.discard)
+        # A callback, not a finally: a task cancelled before it ever ran has a slot too.
+        task.add_done_callback(partial(self._batch_done, len(batch.begun), enqueued))
 
-    async def finish(self, tp: TP, source: SourceRecord, planned: Planned, generation: int,
-                     ack: Ack) -> None:
-        """The slow half of one login: model call, then produce the offer, then ack."""
-        offer = planned.offer
-        try:
-            await simulate_model_latency(self.model_latency_ms)
-            try:
-                value = self.encoder.encode(offer)
-            except Exception as exc:  # the engine produced an invalid offer
-                log.exception("offer for ticket %s does not encode", offer["ticket_id"])
-                await self.dead_letter(source, exc, "engine")
-            else:
-                # Headers let edges index and measure the offer without decoding it.
-                await self.send(self.offers_topic, offer["ticket_id"].encode(),
-                                value, offer_headers(offer))
-                self.metrics.logins.labels("positioned" if planned.counted else "repeated").inc()
-                self.breaker.processed()
-            # Not in a finally: a send cut short by shutdown stays unfinished, so the
-            # login is consumed again instead of being committed without its offer.
-            self.ledger.finish(tp, source.offset, generation)
-            if ack is not None:
-                await ack()
-        finally:
+    def _batch_done(self, slots: int, enqueued: asyncio.Future[None],
+                    task: asyncio.Task[None]) -> None:
+        """A batch's task ended (finished, or cut short): give its slots back."""
+        self.in_flight.discard(task)
+        _release(enqueued)
+        for _ in range(slots):
             self.limiter.release()
 
-    async def dead_letter(self, source: SourceRecord, error: Exception, stage: str) -> None:
-        """Produce the login's bytes to the dead-letter topic, the error in its headers.
+    async def _finish(self, batch: Batch, previous: asyncio.Future[None] | None,
+                      enqueued: asyncio.Future[None]) -> None:
+        """The slow half of a batch: model calls, produce, wait for the acks, finish in order."""
+        try:
+            await simulate_model_latency(self.model_latency_ms)  # the batch's calls, together
+            if previous is not None:
+                await asyncio.shield(previous)  # the batch before has handed its records over
+            sending = await self.outbox.enqueue(batch.records)
+            _release(enqueued)
+            await sending.acknowledged()
+            # Not in a finally: a batch cut short by shutdown stays unfinished, so its
+            # logins are consumed again instead of being committed without their offers.
+            outcomes: dict[str, int] = {}
+            finish = self.ledger.finish
+            for begun in batch.begun:
+                finish(begun.tp, begun.offset, begun.generation)
+                if begun.ack is not None:
+                    await begun.ack()
+                outcomes[begun.outcome] = outcomes.get(begun.outcome, 0) + 1
+            for outcome, count in outcomes.items():
+                self.metrics.logins.labels(outcome).inc(count)
+        finally:
+            _release(enqueued)
+
+    def dead_letter(self, source: SourceRecord, error: Exception, stage: str) -> OutRecord:
+        """The dead letter for a login: its bytes, for the dead-letter topic, the error in headers.
 
         A replayed login (``positioning dlq replay``) that fails again keeps
         its provenance headers (schemas/events.py ``PROVENANCE_HEADERS``).
-        Counts in the breaker once the dead letter is acknowledged.
         """
         headers = dead_letter_headers(type(error).__name__, str(error), stage, source.topic,
                                       source.partition, source.offset, now_us(),
                                       carried=source.headers)
         log.warning("dead letter from %s[%d]@%d: %s: %s", source.topic, source.partition,
                     source.offset, type(error).__name__, error)
-        self.metrics.logins.labels("dead_lettered").inc()
-        await self.send(self.settings.dlq_topic, source.key, source.value, headers)  # type: ignore[arg-type]
-        self.breaker.dead_lettered(type(error).__name__, str(error), stage)
+        return OutRecord(self.settings.dlq_topic, source.key, source.value, headers)  # type: ignore[arg-type]
 
-    async def fill_gap(self, tp: TP, end: int) -> None:
-        """Read and handle the offsets Faust skipped before ``end`` (pipeline/gap_reader.py).
+    async def _fill_gap(self, incoming: Incoming) -> None:
+        """Read and begin the offsets Faust skipped before ``incoming`` (pipeline/gap_reader.py).
 
         Raises:
             GapUnreadable: the missing records could not be read (from ``read_gap``).
         """
+        tp, end = incoming.tp, incoming.source.offset
         self.metrics.offset_gaps.inc()
+        self.states.write_through()   # no staged state waits across the read
         start = self.ledger.expected(tp)
         for record in await self.read_gap(self.settings.bootstrap_servers, tp.topic,
                                           tp.partition, start, end):
             admission, generation = self.ledger.admit(tp, record.offset)
             if admission is Admission.PROCESS:
-                await self.handle(tp, record, generation, None)
+                if self.breaker.tripped:
+                    await self._park()
+                # Gap records have no Faust event; the one after them has their partition.
+                await self._begin_login(tp, record, generation, None, incoming.event)
         if self.ledger.expected(tp) != end:  # offsets with no record (none in `logins`): step over
             self.ledger.step_to(tp, end)
 
     async def tombstone(self, ticket_id: bytes) -> None:
         """Delete an expired offer: a tombstone on ``offers``, acknowledged before this returns."""
-        await self.send(self.settings.offers_topic, ticket_id, None)
+        await self.outbox.send(self.settings.offers_topic, ticket_id, None)
 
 
 class ConsumerWedged(RuntimeError):
@@ -529,7 +787,7 @@ def create_app(settings: Settings,
     app.offset_ledger = ledger  # type: ignore[attr-defined]
     metrics = WorkerMetrics()
     deliveries = Deliveries(app, metrics)
-    processor = LoginProcessor(users, settings, deliveries.send, ledger, metrics)
+    processor = LoginProcessor(users, settings, deliveries, ledger, metrics)
     expirer = Expirer(settings.bootstrap_servers, settings.offers_topic,
                       f"{settings.worker_id}-expiry", processor.tombstone, settings.expiry_sweep_s,
                       on_tombstone=metrics.tombstones.inc)
@@ -538,11 +796,27 @@ def create_app(settings: Settings,
     @app.agent(logins)
     async def position(stream: StreamT) -> None:
         manual = cast(faust.Stream, stream).noack()
-        async for event in manual.events():
-            m = event.message
-            await processor.on_event(m.tp, SourceRecord(m.topic, m.partition, m.offset,
-                                                        m.key, m.value, m.headers or ()),
-                                     partial(manual.ack, event))
+        processor.make_current = partial(faust_compat.make_current, manual)
+        queue = cast(ChannelT, manual.channel).queue
+        batches: NaturalBatches[Incoming] = NaturalBatches(
+            processor.on_batch, processor.batch_max, more_ready=lambda: not queue.empty(),
+            on_error=crash_app)
+        try:
+            async for event in manual.events():
+                m = event.message
+                await batches.add(Incoming(m.tp, SourceRecord(m.topic, m.partition, m.offset,
+                                                              m.key, m.value, m.headers or ()),
+                                           partial(manual.ack, event), event))
+        finally:
+            batches.close()
+
+    crashes: set[asyncio.Task[None]] = set()
+
+    def crash_app(error: BaseException) -> None:
+        """Stop the app with ``error`` (from a callback: Faust's ``crash`` is a coroutine)."""
+        task = asyncio.ensure_future(app.crash(error))
+        crashes.add(task)
+        task.add_done_callback(crashes.discard)
 
     health.agent = position
 

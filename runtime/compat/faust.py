@@ -22,7 +22,11 @@ Private names touched (tests/unit/test_compat.py checks each exists):
 - ``faust.transport.drivers.aiokafka.AIOKafkaConsumerThread``:
   ``_create_worker_consumer(transport)`` (overridden), ``_consumer`` (read);
 - ``faust.transport.drivers.aiokafka.Consumer``: ``_new_consumer_thread()``
-  and ``_commit(offsets)`` (overridden).
+  and ``_commit(offsets)`` (overridden);
+- ``faust.streams.Stream._set_current_event(event)`` (called by
+  ``make_current``): the worker begins a batch of events after the stream
+  yielded them, and a table write goes to the changelog partition of the
+  current event's partition.
 
 Undocumented public names relied on (checked the same way):
 ``AIOKafkaConsumerThread.on_start`` and ``.transport``,
@@ -38,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import rocksdict
+from faust import streams as faust_streams
 from faust.stores import rocksdb as faust_rocksdb
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
@@ -47,6 +52,7 @@ from runtime.compat import Version, require_version
 PRIVATE_NAMES: dict[type, tuple[str, ...]] = {
     faust_aiokafka.AIOKafkaConsumerThread: ("_create_worker_consumer", "_consumer"),
     faust_aiokafka.Consumer: ("_new_consumer_thread", "_commit"),
+    faust_streams.Stream: ("_set_current_event",),
 }
 UNDOCUMENTED_NAMES: dict[type, tuple[str, ...]] = {
     faust_aiokafka.AIOKafkaConsumerThread: ("on_start", "transport"),
@@ -65,6 +71,14 @@ def check_version() -> str:
 check_version()
 
 Transport = faust_aiokafka.Transport
+
+
+def make_current(stream: Any, event: Any) -> None:
+    """Make ``event`` the current event of ``stream`` in the running task, as the stream
+    does before it yields an event: a table write then goes to the changelog partition
+    of that event's partition (Faust's ``Table.partition_for_key`` reads the current
+    event). ``stream`` is the agent's stream, ``event`` one it yielded."""
+    stream._set_current_event(event)
 
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):

@@ -8,6 +8,7 @@ counted, replayed, dead-lettered, skipped, read from a gap, cut short.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -20,8 +21,17 @@ from engine.state import Position
 from pipeline.gap_reader import SourceRecord
 from pipeline.offset_ledger import OffsetLedger
 from pipeline.readiness import not_ready_because, readiness_body, ready_url
-from pipeline.worker import Deliveries, Health, LoginProcessor, PoisonMessage, WorkerMetrics
+from pipeline.worker import (
+    Deliveries,
+    Health,
+    Incoming,
+    LoginProcessor,
+    OutRecord,
+    PoisonMessage,
+    WorkerMetrics,
+)
 from runtime.settings import Settings
+from runtime.waiting import wait_until_async
 from schemas.codec import login_codec, offer_codec
 from schemas.events import offer_headers
 
@@ -42,19 +52,31 @@ def record(offset: int, value: bytes | None, key: bytes = b"ada") -> SourceRecor
 
 
 class Sent:
-    """A fake ``Deliveries.send``: records every record; ``hold`` keeps sends from returning."""
+    """A fake outbox (``Deliveries``): records every record once acknowledged; ``hold`` keeps
+    records from being acknowledged, as a paused broker would."""
 
     def __init__(self) -> None:
         self.records: list[tuple[str, bytes, bytes | None, dict[str, bytes]]] = []
         self.hold: asyncio.Event | None = None
         self.entered = asyncio.Event()
+        self.batches: list[int] = []          # records per enqueue
 
-    async def __call__(self, topic: str, key: bytes, value: bytes | None,
-                       headers: list[tuple[str, bytes]] | None = None) -> None:
+    async def send(self, topic: str, key: bytes, value: bytes | None,
+                   headers: list[tuple[str, bytes]] | None = None) -> None:
+        await (await self.enqueue([OutRecord(topic, key, value, headers)])).acknowledged()
+
+    async def enqueue(self, records: Sequence[OutRecord]) -> Any:
         self.entered.set()
-        if self.hold is not None:
-            await self.hold.wait()
-        self.records.append((topic, key, value, dict(headers or [])))
+        self.batches.append(len(records))
+        sent = self
+
+        class Sending:
+            async def acknowledged(self) -> None:
+                if sent.hold is not None:
+                    await sent.hold.wait()
+                sent.records.extend((r.topic, r.key, r.value, dict(r.headers or []))
+                                    for r in records)
+        return Sending()
 
 
 class Acks:
@@ -68,10 +90,10 @@ class Acks:
 
 
 def make(users: dict[str, bytes] | None = None, read_gap: Any = None,
-         ) -> tuple[LoginProcessor, Sent, OffsetLedger, WorkerMetrics]:
+         settings: Settings = SETTINGS) -> tuple[LoginProcessor, Sent, OffsetLedger, WorkerMetrics]:
     sent, ledger, metrics = Sent(), OffsetLedger("logins"), WorkerMetrics()
     extra = {} if read_gap is None else {"read_gap": read_gap}
-    processor = LoginProcessor({} if users is None else users, SETTINGS, sent, ledger, metrics,
+    processor = LoginProcessor({} if users is None else users, settings, sent, ledger, metrics,
                                **extra)
     return processor, sent, ledger, metrics
 
@@ -299,10 +321,10 @@ def test_health_reports_ready_with_the_logins_partitions_it_holds() -> None:
                                         "reason": "the consumer group is rebalancing"})
 
 
-def breaker_processor(threshold: int) -> tuple[LoginProcessor, Sent, OffsetLedger,
-                                                WorkerMetrics]:
+def breaker_processor(threshold: int, base: Settings = SETTINGS,
+                      ) -> tuple[LoginProcessor, Sent, OffsetLedger, WorkerMetrics]:
     sent, ledger, metrics = Sent(), OffsetLedger("logins"), WorkerMetrics()
-    settings = SETTINGS.replace(breaker_dead_letters=threshold)
+    settings = base.replace(breaker_dead_letters=threshold)
     return LoginProcessor({}, settings, sent, ledger, metrics), sent, ledger, metrics
 
 
@@ -405,3 +427,315 @@ def test_the_partition_lag_metric_is_the_high_watermark_minus_the_commit() -> No
     assert 'worker_partition_lag{partition="0"} 8.0' in page
     assert 'worker_partition_lag{partition="1"} 0.0' in page
     assert 'partition="2"' not in page and 'partition="5"' not in page
+
+
+# -- batches ---------------------------------------------------------------------------------
+
+BATCHING = SETTINGS.replace(worker_concurrency=16)   # batches of up to 8 logins
+
+class CountingUsers(dict[str, bytes]):
+    """A table stand-in that counts the writes per user."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: dict[str, int] = {}
+
+    def __setitem__(self, user_id: str, state: bytes) -> None:
+        self.writes[user_id] = self.writes.get(user_id, 0) + 1
+        super().__setitem__(user_id, state)
+
+
+def incoming(offset: int, value: bytes | None, acks: Acks, user: str = "ada",
+             partition: int = 0) -> Incoming:
+    return Incoming(TP("logins", partition), SourceRecord("logins", partition, offset,
+                                                          user.encode(), value),
+                    acks.for_offset(offset), event=f"event-{partition}@{offset}")
+
+
+def offers_of(sent: Sent) -> list[dict[str, Any]]:
+    return [offer_codec().decode(v) for topic, _, v, _ in sent.records
+            if topic == "offers" and v is not None]
+
+
+async def test_a_batch_counts_each_users_logins_in_offset_order_and_writes_each_user_once(
+        ) -> None:
+    users = CountingUsers()
+    processor, sent, ledger, metrics = make(users, settings=BATCHING)
+    current: list[Any] = []
+    processor.make_current = current.append
+    acks = Acks()
+    users_in_order = ["ada", "bob", "ada", "ada", "bob"]
+    await processor.on_batch([incoming(o, event(f"t{o}", user=u), acks, user=u)
+                              for o, u in enumerate(users_in_order)])
+    await settle(processor)
+    assert sent.batches == [5]                              # one enqueue for the batch
+    assert [o["ticket_id"] for o in offers_of(sent)] == ["t0", "t1", "t2", "t3", "t4"]
+    assert [(o["user_id"], o["visit"]) for o in offers_of(sent)] == [
+        ("ada", 1), ("bob", 1), ("ada", 2), ("ada", 3), ("bob", 2)]
+    assert users.writes == {"ada": 1, "bob": 1}
+    assert orjson.loads(users["ada"])["visits"] == 3 and orjson.loads(users["bob"])["visits"] == 2
+    assert orjson.loads(users["ada"])["last_offset"] == 3
+    # Each login's event is current when its user's state is read, and each write goes
+    # out with the event of its user's last login current (its partition).
+    assert current == [f"event-0@{o}" for o in range(5)] + ["event-0@3", "event-0@4"]
+    assert acks.offsets == [0, 1, 2, 3, 4] and ledger.safe_offset(TP0) == 5
+    assert logins(metrics, "positioned") == 5
+    assert metrics.registry.get_sample_value("worker_batch_logins_count") == 1
+    assert await free_slots(processor) == BATCHING.worker_concurrency
+
+
+async def test_the_next_batch_sees_the_states_the_batch_before_wrote() -> None:
+    processor, sent, _, _ = make(settings=BATCHING)
+    acks = Acks()
+    await processor.on_batch([incoming(0, event("t0"), acks), incoming(1, event("t1"), acks)])
+    await processor.on_batch([incoming(2, event("t2"), acks)])
+    # A replay of the first batch (a restart before the commit) counts nothing again.
+    processor.ledger.restart({TP0: 0})
+    processor.ledger.start(TP0, 0)
+    await processor.on_batch([incoming(0, event("t0"), acks), incoming(1, event("t1"), acks)])
+    await settle(processor)
+    visits = [(o["ticket_id"], o["visit"]) for o in offers_of(sent)]
+    assert visits == [("t0", 1), ("t1", 2), ("t2", 3), ("t0", 1), ("t1", 2)]
+    first, replayed = offers_of(sent)[:2], offers_of(sent)[3:]
+    assert first == replayed                                  # the same offers, to the byte
+
+
+async def test_a_poison_login_in_the_middle_of_a_batch_is_dead_lettered_in_its_place() -> None:
+    processor, sent, ledger, metrics = make(settings=BATCHING)
+    acks = Acks()
+    await processor.on_batch([incoming(0, event("t0"), acks), incoming(1, b"garbage", acks),
+                              incoming(2, event("t2"), acks)])
+    await settle(processor)
+    assert [(topic, key) for topic, key, _, _ in sent.records] == [
+        ("offers", b"t0"), ("logins.dlq", b"ada"), ("offers", b"t2")]
+    assert sent.records[1][3]["source.offset"] == b"1"
+    assert [o["visit"] for o in offers_of(sent)] == [1, 2]
+    assert acks.offsets == [0, 1, 2] and ledger.safe_offset(TP0) == 3
+    assert logins(metrics, "dead_lettered") == 1 and logins(metrics, "positioned") == 2
+
+
+async def test_a_crash_mid_batch_leaves_the_whole_batch_unfinished_and_uncommitted() -> None:
+    users: dict[str, bytes] = {}
+    processor, sent, ledger, _ = make(users, settings=BATCHING)
+    sent.hold = asyncio.Event()
+    acks = Acks()
+    await processor.on_batch([incoming(o, event(f"t{o}"), acks) for o in range(3)])
+    [task] = processor.in_flight
+    await asyncio.wait_for(sent.entered.wait(), 10)
+    task.cancel()                             # the worker stops while the broker is away
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert acks.offsets == [] and sent.records == []
+    assert ledger.in_flight() == 3 and ledger.safe_offset(TP0) == 0
+    assert ledger.fence({}) == {TP0: 0}       # the commit stays before the batch
+    assert await free_slots(processor) == BATCHING.worker_concurrency
+    # The next worker consumes the batch again on the same state: nothing counts twice.
+    again, sent_again, ledger_again, _ = make(users)
+    ledger_again.restart({TP0: 0})
+    await again.on_batch([incoming(o, event(f"t{o}"), acks) for o in range(3)])
+    await settle(again)
+    assert [o["visit"] for o in offers_of(sent_again)] == [1, 2, 3]
+    assert orjson.loads(users["ada"])["visits"] == 3
+    assert acks.offsets == [0, 1, 2] and ledger_again.safe_offset(TP0) == 3
+
+
+async def test_a_batch_larger_than_the_free_slots_goes_out_in_parts() -> None:
+    processor, sent, ledger, metrics = make(settings=BATCHING)
+    acks = Acks()
+    count = 3 * BATCHING.worker_concurrency + 1
+    await processor.on_batch([incoming(o, event(f"t{o}"), acks) for o in range(count)])
+    await settle(processor)
+    assert sum(sent.batches) == count and max(sent.batches) <= processor.batch_max
+    assert [o["visit"] for o in offers_of(sent)] == list(range(1, count + 1))
+    assert acks.offsets == list(range(count)) and ledger.safe_offset(TP0) == count
+    assert metrics.registry.get_sample_value("worker_batch_logins_sum") == count
+
+
+async def test_batches_hand_their_records_over_in_order_whatever_finishes_first() -> None:
+    processor, sent, _, _ = make()
+    acks = Acks()
+    order: list[bytes] = []
+    release_first = asyncio.Event()
+    calls = 0
+
+    async def enqueue(records: Sequence[OutRecord]) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:                        # the first batch is slow to hand its records over
+            await release_first.wait()
+        order.extend(r.key for r in records)
+        return await Sent().enqueue(records)
+
+    processor.outbox.enqueue = enqueue  # type: ignore[method-assign]
+    await processor.on_batch([incoming(0, event("idem", at=1_000_000), acks)])
+    await processor.on_batch([incoming(1, event("idem", at=4_000_000), acks)])  # a retry
+    await asyncio.sleep(0)
+    assert order == []                        # the second batch waits for the first
+    release_first.set()
+    await settle(processor)
+    assert order == [b"idem", b"idem"] and acks.offsets == [0, 1]
+
+
+async def test_the_breaker_trips_mid_batch_and_begins_nothing_after_it() -> None:
+    processor, sent, ledger, _ = breaker_processor(2, BATCHING)
+    acks = Acks()
+    batch = asyncio.create_task(processor.on_batch(
+        [incoming(0, event("t0"), acks), incoming(1, b"garbage", acks),
+         incoming(2, b"garbage", acks), incoming(3, event("t3"), acks)]))
+    done, _ = await asyncio.wait({batch}, timeout=0.2)
+    assert not done and processor.breaker.tripped
+    await settle(processor)
+    assert sent.batches == [3]                # what was begun before the trip goes out
+    assert [topic for topic, *_ in sent.records] == ["offers", "logins.dlq", "logins.dlq"]
+    assert acks.offsets == [0, 1, 2] and ledger.safe_offset(TP0) == 3
+    batch.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await batch
+    assert ledger.safe_offset(TP0) == 3
+
+
+async def test_a_gap_inside_a_batch_is_read_and_begun_in_its_place() -> None:
+    async def read_gap(bootstrap_servers: str, topic: str, partition: int, start: int,
+                       end: int) -> list[SourceRecord]:
+        return [record(o, event(f"t{o}")) for o in range(start, end)]
+
+    processor, sent, ledger, _ = make(read_gap=read_gap, settings=BATCHING)
+    acks = Acks()
+    await processor.on_batch([incoming(0, event("t0"), acks), incoming(3, event("t3"), acks),
+                              incoming(4, event("t4"), acks)])
+    await settle(processor)
+    assert [(o["ticket_id"], o["visit"]) for o in offers_of(sent)] == [
+        ("t0", 1), ("t1", 2), ("t2", 3), ("t3", 4), ("t4", 5)]
+    assert acks.offsets == [0, 3, 4] and ledger.safe_offset(TP0) == 5
+
+
+class FlakyProducer:
+    """A producer whose deliveries of the records named in ``failing`` fail once each."""
+
+    def __init__(self, failing: set[bytes], refused: set[bytes] = frozenset()) -> None:  # type: ignore[assignment]
+        self.failing = set(failing)
+        self.refused = set(refused)
+        self.delivered: list[bytes] = []
+
+    async def send(self, topic: str, key: bytes, value: bytes | None, partition: None,
+                   timestamp: None, headers: Any) -> asyncio.Future[None]:
+        if key in self.refused:               # refused at once (the buffer, the metadata)
+            self.refused.discard(key)
+            raise ConnectionError("no metadata")
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if key in self.failing:
+            self.failing.discard(key)
+            done.set_exception(ConnectionError("broker away"))
+        else:
+            self.delivered.append(key)
+            done.set_result(None)
+        return done
+
+
+async def test_a_failed_delivery_in_a_batch_is_retried_until_acknowledged(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from runtime import retry
+
+    monkeypatch.setattr(retry, "BACKOFF", wait_none())
+    producer = FlakyProducer(failing={b"t1"}, refused={b"t2"})
+    metrics = WorkerMetrics()
+    deliveries = Deliveries(SimpleNamespace(producer=producer), metrics)
+    ledger = OffsetLedger("logins")
+    processor = LoginProcessor({}, BATCHING, deliveries, ledger, metrics)
+    acks = Acks()
+    await processor.on_batch([incoming(o, event(f"t{o}"), acks) for o in range(4)])
+    await settle(processor)
+    assert sorted(producer.delivered) == [b"t0", b"t1", b"t2", b"t3"]
+    assert producer.delivered[:2] == [b"t0", b"t3"]           # the retries come after
+    assert metrics.registry.get_sample_value("worker_send_failures_total") == 2
+    assert acks.offsets == [0, 1, 2, 3] and ledger.safe_offset(TP0) == 4
+    assert deliveries.oldest_pending_s() == 0.0
+
+
+async def test_a_batch_whose_delivery_keeps_failing_is_never_finished(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from runtime import retry
+
+    monkeypatch.setattr(retry, "BACKOFF", wait_none())
+
+    class Away:
+        async def send(self, *args: object) -> asyncio.Future[None]:
+            raise ConnectionError("broker away")
+
+    metrics = WorkerMetrics()
+    deliveries = Deliveries(SimpleNamespace(producer=Away()), metrics)
+    ledger = OffsetLedger("logins")
+    processor = LoginProcessor({}, SETTINGS, deliveries, ledger, metrics)
+    acks = Acks()
+    await processor.on_batch([incoming(o, event(f"t{o}"), acks) for o in range(2)])
+
+    async def hundred_failures() -> bool:     # it keeps trying: a hundred attempts and counting
+        return (metrics.registry.get_sample_value("worker_send_failures_total") or 0) >= 100
+
+    await wait_until_async(hundred_failures, 10, "a hundred failed attempts", interval_s=0.01)
+    assert acks.offsets == [] and ledger.safe_offset(TP0) == 0
+    assert deliveries.oldest_pending_s() > 0.0
+    [task] = processor.in_flight
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert deliveries.oldest_pending_s() == 0.0 and ledger.safe_offset(TP0) == 0
+
+
+class PartitionedUsers(dict[str, bytes]):
+    """Faust's table as the worker sees it: one store per partition, reads and writes going
+    to the partition of the current event (``make_current``), as Faust's RocksDB store does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.current: int | None = None
+        self.stores: dict[int, dict[str, bytes]] = {}
+
+    def make_current(self, event: str) -> None:
+        self.current = int(event.split("@")[0].removeprefix("event-"))
+
+    def get(self, user_id: str, default: Any = None) -> Any:
+        assert self.current is not None
+        return self.stores.get(self.current, {}).get(user_id, default)
+
+    def __setitem__(self, user_id: str, state: bytes) -> None:
+        assert self.current is not None
+        self.stores.setdefault(self.current, {})[user_id] = state
+
+
+async def test_a_batch_over_several_partitions_reads_and_writes_each_users_own_partition(
+        ) -> None:
+    users = PartitionedUsers()
+    processor, sent, ledger, _ = make(users, settings=BATCHING)
+    processor.make_current = users.make_current
+    acks = Acks()
+    # ada's logins are on partition 0, bob's on 1; the batch interleaves them.
+    batch = [incoming(0, event("a0", user="ada"), acks, "ada", 0),
+             incoming(0, event("b0", user="bob"), acks, "bob", 1),
+             incoming(1, event("a1", user="ada"), acks, "ada", 0),
+             incoming(1, event("b1", user="bob"), acks, "bob", 1)]
+    await processor.on_batch(batch)
+    await processor.on_batch([incoming(2, event("a2", user="ada"), acks, "ada", 0),
+                              incoming(2, event("b2", user="bob"), acks, "bob", 1)])
+    await settle(processor)
+    assert [(o["ticket_id"], o["visit"]) for o in offers_of(sent)] == [
+        ("a0", 1), ("b0", 1), ("a1", 2), ("b1", 2), ("a2", 3), ("b2", 3)]
+    assert set(users.stores[0]) == {"ada"} and set(users.stores[1]) == {"bob"}
+    assert orjson.loads(users.stores[0]["ada"])["visits"] == 3
+    assert ledger.safe_offset(TP("logins", 0)) == 3 and ledger.safe_offset(TP("logins", 1)) == 3
+
+
+async def test_with_model_latency_several_batches_wait_for_their_model_calls_together() -> None:
+    slow = BATCHING.replace(model_latency_ms=60_000.0)
+    processor, sent, ledger, _ = make(settings=slow)
+    acks = Acks()
+    await processor.on_batch([incoming(0, event("t0"), acks), incoming(1, event("t1"), acks)])
+    await processor.on_batch([incoming(2, event("t2"), acks)])
+    # Both batches are begun and wait for their model calls at once: the agent went on.
+    assert len(processor.in_flight) == 2 and ledger.in_flight() == 3
+    assert sent.batches == [] and acks.offsets == []
+    assert await free_slots(processor) == slow.worker_concurrency - 3
+    for task in list(processor.in_flight):
+        task.cancel()
+    await asyncio.gather(*processor.in_flight, return_exceptions=True)
+    assert ledger.safe_offset(TP0) == 0 and await free_slots(processor) == slow.worker_concurrency
