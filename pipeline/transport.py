@@ -12,8 +12,8 @@ fetch a round trip through the consumer thread and the broker.
 This transport is the same driver with the fetch wait and minimum taken
 from the broker URL's query (``positioning://host:port?fetch_wait_ms=5&
 fetch_min_bytes=65536&fetch_idle_wait_ms=500``; the worker builds it from
-the settings), long-polling while the topic is quiet
-(runtime/fetch_tuning.py). It is
+the settings): each fetch is answered on the first record while fetches are
+sparse, batched while records crowd (runtime/fetch_tuning.py). It is
 registered under the ``faust.transports`` entry point as ``positioning``
 (see pyproject.toml).
 
