@@ -29,11 +29,11 @@ Private names touched (tests/unit/test_compat.py checks each exists):
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.consumer.fetcher import Fetcher
 from aiokafka.protocol.fetch import FetchRequest
 
@@ -138,16 +138,17 @@ def wrap_fetch_step(consumer: AIOKafkaConsumer, after: Callable[[FetchStep], Non
     fetcher._proc_fetch_request = step_then_report
 
 
-def wrap_fetch_planning(consumer: AIOKafkaConsumer, before: Callable[[bool], None]) -> None:
+def wrap_fetch_planning(consumer: AIOKafkaConsumer,
+                        before: Callable[[Collection[TopicPartition]], None]) -> None:
     """Call ``before(held)`` each time a started consumer's Fetcher is about to build fetch requests.
 
-    ``held`` says whether the Fetcher holds records not yet handed to the
-    application: the requests about to be built leave their partitions out.
-    Limits ``before`` sets (``set_fetch_limits``) apply to the requests built
-    right after it returns. The Fetcher plans on every wake-up, including
-    ones that build no request, so ``before`` must be cheap. Raises
-    ``MissingInternal`` if the consumer is not started or aiokafka's Fetcher
-    has no planning step.
+    ``held`` holds the partitions whose fetched records the application has
+    not all taken yet: the requests about to be built leave them out. Limits
+    ``before`` sets (``set_fetch_limits``) apply to the requests built right
+    after it returns. The Fetcher plans on every wake-up, including ones
+    that build no request, so ``before`` must be cheap (and must not keep
+    ``held``, a live view). Raises ``MissingInternal`` if the consumer is not
+    started or aiokafka's Fetcher has no planning step.
     """
     fetcher = _fetcher(consumer)
     if fetcher is None:
@@ -158,7 +159,7 @@ def wrap_fetch_planning(consumer: AIOKafkaConsumer, before: Callable[[bool], Non
 
     @functools.wraps(plan)
     def choose_then_plan(assignment: Any) -> Any:
-        before(bool(fetcher._records))
+        before(fetcher._records.keys())
         return plan(assignment)
 
     fetcher._get_actions_per_node = choose_then_plan

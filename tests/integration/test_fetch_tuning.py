@@ -210,6 +210,46 @@ async def test_a_consumer_still_holding_records_never_parks_a_long_poll(
         await consumer.stop()
 
 
+@pytest.mark.parametrize("untaken_counts", [False, True])
+async def test_records_the_application_never_takes_do_not_keep_a_quiet_consumer_batching(
+        base_settings: Settings, untaken_counts: bool) -> None:
+    """Faust leaves its changelog partitions' records held in aiokafka, never taken. Told
+    which partitions it takes, a quiet consumer waits for records; counting the untaken
+    ones (the control), it sends a 5 ms fetch after another."""
+    await ensure_topics(base_settings)
+    taken_topic, untaken_topic = base_settings.offers_topic, base_settings.dlq_topic
+    producer = AIOKafkaProducer(bootstrap_servers=base_settings.bootstrap_servers)
+    await producer.start()
+    try:
+        await producer.send_and_wait(untaken_topic, b"state", key=b"user", partition=0)
+    finally:
+        await producer.stop()
+    consumer = _tuned_consumer(base_settings)
+    await consumer.start()
+    try:
+        adapt_to_traffic(consumer, TUNING, taken=(lambda _tp: True) if untaken_counts
+                         else lambda tp: tp.topic != untaken_topic)
+        steps: list[FetchStep] = []
+        wrap_fetch_step(consumer, steps.append)
+        taken = [TopicPartition(taken_topic, p) for p in range(base_settings.partitions)]
+        consumer.assign([*taken, TopicPartition(untaken_topic, 0)])
+
+        async def untaken_record_held() -> None:
+            while not any(step.got_records for step in steps):
+                await asyncio.sleep(0.01)
+        await asyncio.wait_for(untaken_record_held(), timeout=10)
+        before = len(steps)
+        assert await consumer.getmany(*taken, timeout_ms=1_500) == {}
+        assert steps[-1].held_after  # the record is still held: the application never took it
+        quiet_fetches = len(steps) - before
+        if untaken_counts:
+            assert quiet_fetches >= 20, quiet_fetches
+        else:  # the first may have been built before the record came
+            assert quiet_fetches <= 2, quiet_fetches
+    finally:
+        await consumer.stop()
+
+
 def test_no_long_poll_when_it_is_turned_off() -> None:
     """Turned off, the consumer is left alone (nothing of aiokafka's is touched)."""
     adapt_to_traffic(object(), FetchTuning(idle_wait_ms=0))
