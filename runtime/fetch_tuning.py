@@ -13,8 +13,9 @@ Batch: ``min_bytes`` or ``wait_ms`` (64 KiB, 5 ms). Answering on the first
 record would, at a thousand records a second, send a fetch for every record
 or two. So a consumer answers on the first record at most once per
 ``wait_ms`` on average (a bucket of ``FIRST_RECORD_BURST`` fetches, refilled
-one per ``wait_ms``; every fetch takes one); beyond that it asks for batches,
-and its fetch rate stays near one per ``wait_ms`` whatever the traffic.
+one per ``wait_ms``); when the bucket runs dry it asks for batches, and keeps
+batching until a batch comes back empty, so a stream costs one fetch per
+``wait_ms`` and the time to process its records.
 
 Held records: aiokafka keeps one fetch in flight per broker, built for the
 partitions whose records are all handed over. A consumer still working
@@ -43,7 +44,12 @@ from typing import Any, NamedTuple
 
 from aiokafka import TopicPartition
 
-from runtime.compat.aiokafka import set_fetch_limits, wrap_fetch_planning, wrap_fetch_step
+from runtime.compat.aiokafka import (
+    asked_limits,
+    set_fetch_limits,
+    wrap_fetch_planning,
+    wrap_fetch_step,
+)
 from runtime.settings import Settings
 
 # Fetches answered on the first record that may follow each other faster than one per
@@ -92,36 +98,46 @@ class FetchTuning(NamedTuple):
 class FetchPacer:
     """Chooses each fetch's limits: on the first record while fetches are sparse, else batched.
 
-    A bucket of ``FIRST_RECORD_BURST`` fetches, refilled one per
-    ``tuning.wait_ms``; every fetch takes one (``fetched``), and a fetch is
-    answered on the first record only when the bucket holds one and no
-    records are held. Pure: the clock (seconds, monotonic) is a parameter.
+    Fetches answered on the first record take one from a bucket of
+    ``FIRST_RECORD_BURST``, refilled one per ``tuning.wait_ms``. When the
+    next one finds the bucket empty, the consumer batches, and goes on
+    batching until a batch comes back empty (a whole ``wait_ms`` without a
+    record: the stream thinned out). A fetch built while records are held
+    batches too, without switching. Pure: the clock (seconds, monotonic) is
+    a parameter.
     """
 
     def __init__(self, tuning: FetchTuning, clock: Callable[[], float] = time.monotonic) -> None:
         self.tuning = tuning
+        self.batching = False
         self._clock = clock
         self._refill_per_s = 1000.0 / tuning.wait_ms
-        self._fetches = float(FIRST_RECORD_BURST)
+        self._bucket = float(FIRST_RECORD_BURST)
         self._refilled_at = clock()
 
     def limits(self, held: bool) -> tuple[int, int]:
         """``(wait_ms, min_bytes)`` for the next fetch; ``held``: the Fetcher holds records
-        of some partitions, which that fetch leaves out."""
+        the application will take, of partitions that fetch leaves out."""
+        if held or self.batching:
+            return self.tuning.batch
         self._refill()
-        if held or self._fetches < 1.0:
+        if self._bucket < 1.0:
+            self.batching = True
             return self.tuning.batch
         return self.tuning.first_record
 
-    def fetched(self) -> None:
-        """A fetch went out and came back: it takes one from the bucket."""
-        self._refill()
-        self._fetches = max(0.0, self._fetches - 1.0)
+    def fetched(self, asked: tuple[int, int], got_records: bool) -> None:
+        """A fetch that asked for ``asked`` (``(wait_ms, min_bytes)``) came back."""
+        if asked == self.tuning.first_record:
+            self._refill()
+            self._bucket = max(0.0, self._bucket - 1.0)
+        elif not got_records:
+            self.batching = False
 
     def _refill(self) -> None:
         now = self._clock()
-        self._fetches = min(float(FIRST_RECORD_BURST),
-                            self._fetches + (now - self._refilled_at) * self._refill_per_s)
+        self._bucket = min(float(FIRST_RECORD_BURST),
+                           self._bucket + (now - self._refilled_at) * self._refill_per_s)
         self._refilled_at = now
 
 
@@ -147,5 +163,6 @@ def adapt_to_traffic(consumer: Any, tuning: FetchTuning,
         set_fetch_limits(consumer, *pacer.limits(any(taken(tp) for tp in held)))
 
     wrap_fetch_planning(consumer, choose)
-    wrap_fetch_step(consumer, lambda _step: pacer.fetched())
+    wrap_fetch_step(consumer, lambda step: pacer.fetched(asked_limits(step.request),
+                                                         step.got_records))
     return pacer

@@ -23,7 +23,7 @@ Private names touched (tests/unit/test_compat.py checks each exists):
   over); wrapped by ``wrap_fetch_planning``.
 - ``Fetcher._records``: the records fetched and not yet handed over.
 - ``FetchRequest._max_wait_ms``, ``._min_bytes``: what one request asked
-  (``asked_limits``, used by tests only).
+  (``asked_limits``).
 """
 
 from __future__ import annotations
