@@ -12,8 +12,8 @@ fetch a round trip through the consumer thread and the broker.
 This transport is the same driver with the fetch wait and minimum taken
 from the broker URL's query (``positioning://host:port?fetch_wait_ms=5&
 fetch_min_bytes=65536&fetch_idle_wait_ms=500``; the worker builds it from
-the settings), long-polling while the topic is quiet
-(runtime/fetch_tuning.py). It is
+the settings): each fetch is answered on the first record while fetches are
+sparse, batched while records crowd (runtime/fetch_tuning.py). It is
 registered under the ``faust.transports`` entry point as ``positioning``
 (see pyproject.toml).
 
@@ -33,6 +33,7 @@ import time
 from collections.abc import Hashable, Mapping
 from typing import Any, cast
 
+from aiokafka import TopicPartition
 from faust.types import TP
 
 from pipeline.offset_ledger import OffsetLedger
@@ -61,7 +62,18 @@ class BatchedFetchConsumerThread(faust_compat.ConsumerThread):
         set_fetch_limits(consumer, tuning.wait_ms, tuning.min_bytes)
 
     def on_consumer_started(self, consumer: Any) -> None:
-        adapt_to_traffic(consumer, self.tuning())
+        adapt_to_traffic(consumer, self.tuning(), taken=taken_by_worker)
+
+
+def taken_by_worker(tp: TopicPartition) -> bool:
+    """Whether the worker takes this partition's records as they come: not a changelog's.
+
+    Faust reads a table's changelog only to recover, then leaves its
+    partitions assigned, "paused" in its own bookkeeping only: aiokafka
+    fetches records that land on them once more and holds them, untaken,
+    until the next rebalance (runtime/fetch_tuning.py).
+    """
+    return not tp.topic.endswith("-changelog")
 
 
 log = logging.getLogger(__name__)

@@ -235,16 +235,17 @@ class Settings(BaseSettings):
     # -- Kafka consumers (worker and edges) -----------------------------------
     fetch_wait_ms: PositiveInt = Field(
         default=5,
-        description="worker and edge consumers: the broker answers a fetch once "
-                    "`fetch_min_bytes` are ready or this many ms have passed; a busy topic "
-                    "arrives in batches, a quiet one costs at most this per hop")
+        description="worker and edge consumers: above one fetch per this many ms, the broker "
+                    "answers a fetch once `fetch_min_bytes` are ready or this many ms have "
+                    "passed, so a busy topic arrives in batches (runtime/fetch_tuning.py)")
     fetch_min_bytes: PositiveInt = Field(
-        default=64 * 1024, description="bytes the broker gathers before answering a fetch")
+        default=64 * 1024, description="bytes the broker gathers before answering a batched fetch")
     fetch_idle_wait_ms: NonNegativeInt = Field(
         default=500,
-        description="after an empty fetch, the next asks for one byte and may wait this "
-                    "long: a quiet topic costs one poll per wait and its next record "
-                    "arrives at once; `0` turns it off (runtime/fetch_tuning.py)")
+        description="below one fetch per `fetch_wait_ms`, each fetch asks for one byte and "
+                    "may wait this long: the broker answers on the first record, and a quiet "
+                    "topic costs one fetch per wait; `0` turns it off, every fetch batches "
+                    "(runtime/fetch_tuning.py)")
 
     # -- edges ----------------------------------------------------------------
     edge_host: str = Field(default="127.0.0.1", description="where edge nodes listen")

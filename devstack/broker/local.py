@@ -187,7 +187,10 @@ class LocalBroker:
         heap = self.settings.kafka_node_heap
         return [
             java, f"-Xmx{heap}", f"-Xms{heap}",
-            "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
+            # The serial collector: a node's live heap is small and its young collections
+            # short, and it spares the broker G1's barriers and threads on a machine it
+            # shares (docs/decisions/0014-answer-on-the-first-record.md).
+            "-XX:+UseSerialGC", "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={jars.packaged_file('log4j2.properties')}",
             f"-Dkafka.logs.dir={self.dir}", "-cp", classpath,
         ]

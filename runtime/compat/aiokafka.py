@@ -4,8 +4,9 @@ aiokafka takes ``fetch_max_wait_ms`` and ``fetch_min_bytes`` only when a
 consumer is built, and copies them into its Fetcher when the consumer
 starts; nothing public changes them afterwards, and nothing public tells
 whether a fetch brought records. The fetch tuning needs both: Faust builds
-the worker's consumer with its own hard-coded values, and the long poll
-switches the values after every fetch (docs/decisions/0007-fetch-tuning.md).
+the worker's consumer with its own hard-coded values, and the fetch tuning
+chooses the values for every request as it is built
+(docs/decisions/0007-fetch-tuning.md, docs/decisions/0014-answer-on-the-first-record.md).
 
 Private names touched (tests/unit/test_compat.py checks each exists):
 
@@ -17,19 +18,22 @@ Private names touched (tests/unit/test_compat.py checks each exists):
 - ``Fetcher._proc_fetch_request(assignment, node_id, request) -> bool``: the
   per-request step, returns whether records came back; wrapped by
   ``wrap_fetch_step``.
+- ``Fetcher._get_actions_per_node(assignment)``: builds the next fetch
+  requests (it leaves out the partitions whose records are not all handed
+  over); wrapped by ``wrap_fetch_planning``.
 - ``Fetcher._records``: the records fetched and not yet handed over.
 - ``FetchRequest._max_wait_ms``, ``._min_bytes``: what one request asked
-  (``asked_limits``, used by tests only).
+  (``asked_limits``).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.consumer.fetcher import Fetcher
 from aiokafka.protocol.fetch import FetchRequest
 
@@ -37,7 +41,8 @@ from runtime.compat import MissingInternal, Version, require_version
 
 PRIVATE_NAMES: dict[type, tuple[str, ...]] = {
     AIOKafkaConsumer: ("_fetcher", "_fetch_max_wait_ms", "_fetch_min_bytes"),
-    Fetcher: ("_proc_fetch_request", "_records", "_fetch_max_wait_ms", "_fetch_min_bytes"),
+    Fetcher: ("_proc_fetch_request", "_get_actions_per_node", "_records", "_fetch_max_wait_ms",
+              "_fetch_min_bytes"),
     FetchRequest: ("_max_wait_ms", "_min_bytes"),
 }
 TESTED: tuple[Version, Version] = ((0, 14), (0, 15))  # [from, to); tested with 0.14.0
@@ -131,6 +136,33 @@ def wrap_fetch_step(consumer: AIOKafkaConsumer, after: Callable[[FetchStep], Non
         return got_records
 
     fetcher._proc_fetch_request = step_then_report
+
+
+def wrap_fetch_planning(consumer: AIOKafkaConsumer,
+                        before: Callable[[Collection[TopicPartition]], None]) -> None:
+    """Call ``before(held)`` each time a started consumer's Fetcher is about to build fetch requests.
+
+    ``held`` holds the partitions whose fetched records the application has
+    not all taken yet: the requests about to be built leave them out. Limits
+    ``before`` sets (``set_fetch_limits``) apply to the requests built right
+    after it returns. The Fetcher plans on every wake-up, including ones
+    that build no request, so ``before`` must be cheap (and must not keep
+    ``held``, a live view). Raises ``MissingInternal`` if the consumer is not
+    started or aiokafka's Fetcher has no planning step.
+    """
+    fetcher = _fetcher(consumer)
+    if fetcher is None:
+        raise MissingInternal("wrap_fetch_planning needs a started consumer (it has no Fetcher "
+                              "yet)")
+    _require(fetcher, ("_get_actions_per_node", "_records", *_LIMITS), "Fetcher")
+    plan: Callable[[Any], Any] = fetcher._get_actions_per_node
+
+    @functools.wraps(plan)
+    def choose_then_plan(assignment: Any) -> Any:
+        before(fetcher._records.keys())
+        return plan(assignment)
+
+    fetcher._get_actions_per_node = choose_then_plan
 
 
 def asked_limits(request: Any) -> tuple[int, int]:

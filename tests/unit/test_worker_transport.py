@@ -6,9 +6,10 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from aiokafka import TopicPartition
 from yarl import URL
 
-from pipeline.transport import BatchedFetchConsumerThread, broker_url
+from pipeline.transport import BatchedFetchConsumerThread, broker_url, taken_by_worker
 from pipeline.worker import create_app
 from runtime.compat import MissingInternal
 from runtime.compat.aiokafka import fetch_limits, set_fetch_limits
@@ -61,3 +62,9 @@ def test_fetch_limits_are_not_written_where_aiokafka_would_not_read_them() -> No
     with pytest.raises(MissingInternal, match="_fetch_max_wait_ms"):
         set_fetch_limits(consumer, 5, 64 * 1024)  # type: ignore[arg-type]
     assert not hasattr(consumer, "_fetch_min_bytes")
+
+
+def test_the_worker_takes_the_records_of_its_sources_not_of_its_changelogs() -> None:
+    assert taken_by_worker(TopicPartition("logins", 3))
+    assert taken_by_worker(TopicPartition("positioning-worker-__assignor-__leader", 0))
+    assert not taken_by_worker(TopicPartition("positioning-worker-user-state-changelog", 3))
