@@ -41,6 +41,7 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     SecretStr,
+    field_validator,
     model_validator,
 )
 from pydantic.fields import FieldInfo
@@ -130,6 +131,11 @@ class Settings(BaseSettings):
         default=None,
         description="the JVM heap of each local Kafka node; unset: `512m` for one node, "
                     "`384m` each for several")
+    kafka_server_properties: Csv = Field(
+        default=(),
+        description="comma-separated `key=value` lines added to each local Kafka node's "
+                    "`server.properties`, replacing the project's value for that key (e.g. "
+                    "`num.io.threads=2,num.network.threads=1`)")
     kafka_home: Path | None = Field(
         default=None, validation_alias="KAFKA_HOME",
         description="an unpacked Kafka distribution whose `libs/` the local broker runs "
@@ -368,6 +374,15 @@ class Settings(BaseSettings):
             return cls()
         with _reading(environ):
             return cls()
+
+    @field_validator("kafka_server_properties")
+    @classmethod
+    def _properties_are_key_value(cls, lines: tuple[str, ...]) -> tuple[str, ...]:
+        for line in lines:
+            key, sep, _ = line.partition("=")
+            if not sep or not key.strip():
+                raise ValueError(f"each line is `key=value`, not {line!r}")
+        return lines
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed, validated like a new instance."""

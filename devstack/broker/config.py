@@ -74,6 +74,21 @@ def server_properties(node: Node, cluster: Sequence[Node]) -> dict[str, str]:
     }
 
 
+def with_overrides(properties: Mapping[str, str], lines: Sequence[str]) -> dict[str, str]:
+    """``properties`` with ``key=value`` ``lines`` added, each replacing its key's value.
+
+    Raises:
+        ValueError: a line is not ``key=value`` with a non-empty key.
+    """
+    out = dict(properties)
+    for line in lines:
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"a server.properties override is `key=value`, not {line!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
 def render(properties: Mapping[str, str]) -> str:
     """The text of a ``server.properties`` file."""
     return "".join(f"{k}={v}\n" for k, v in properties.items())

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devstack.broker import jars
-from devstack.broker.config import render, server_properties
+from devstack.broker.config import render, server_properties, with_overrides
 from devstack.broker.layout import Node, cluster_layout
 from devstack.broker.probe import answers_metadata
 from devstack.ports import port_in_use
@@ -110,8 +110,10 @@ class LocalBroker:
         return self.node.address
 
     def server_properties(self) -> str:
-        """The node's configuration (devstack/broker/config.py); the compose files mirror it."""
-        return render(server_properties(self.node, self.cluster))
+        """The node's configuration (devstack/broker/config.py; the compose files mirror it)
+        with the settings' ``kafka_server_properties`` over it."""
+        return render(with_overrides(server_properties(self.node, self.cluster),
+                                     self.settings.kafka_server_properties))
 
     # -- state ---------------------------------------------------------------
     def _running_pid(self) -> int | None:

@@ -9,7 +9,10 @@ worker's logins topic right after the worker and reports both.
 
 Configured by environment variables (it runs under Faust's own CLI):
 ``FLOOR_BOOTSTRAP``, ``FLOOR_TOPIC``, ``FLOOR_COUNT``, ``FLOOR_DATA_DIR``,
-``FLOOR_PARTITIONS``, ``FLOOR_OUT``. It writes ``{"events": n, "seconds": s,
+``FLOOR_PARTITIONS``, ``FLOOR_OUT`` and ``FLOOR_MODE``: ``full`` (the
+default, what the bench runs), or, to take the floor apart by hand,
+``table`` (the table write only, nothing produced) and ``consume`` (each
+event only counted: what Faust's stream costs by itself). It writes ``{"events": n, "seconds": s,
 "events_per_s": r}`` to ``FLOOR_OUT`` (Faust takes over stdout), timed from
 the first event to the last, and exits.
 """
@@ -52,6 +55,9 @@ def create_app(environ: dict[str, str]) -> faust.App:
     sink = app.topic(f"{topic_name}.floor", key_serializer="raw", value_serializer="raw",
                      partitions=partitions)
     progress: dict[str, Any] = {"events": 0, "started": None}
+    mode = environ.get("FLOOR_MODE", "full")
+    if mode not in ("full", "table", "consume"):
+        raise ValueError(f"FLOOR_MODE is full, table or consume, not {mode!r}")
 
     @app.task
     async def quiet() -> None:
@@ -65,11 +71,13 @@ def create_app(environ: dict[str, str]) -> faust.App:
             if progress["started"] is None:
                 await sink.maybe_declare()  # before the clock starts
                 progress["started"] = time.perf_counter()
-            key = event.key.decode() if event.key else ""
-            row = rows.get(key) or {"logins": 0}
-            rows[key] = {"logins": row["logins"] + 1}
-            await app.producer.send(sink.get_topic_name(), event.key, event.value, None, None,
-                                    None)
+            if mode != "consume":
+                key = event.key.decode() if event.key else ""
+                row = rows.get(key) or {"logins": 0}
+                rows[key] = {"logins": row["logins"] + 1}
+            if mode == "full":
+                await app.producer.send(sink.get_topic_name(), event.key, event.value, None,
+                                        None, None)
             progress["events"] += 1
             if progress["events"] == count:
                 seconds = time.perf_counter() - progress["started"]

@@ -18,7 +18,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,28 @@ class Bench:
     def stop_broker(self) -> None:
         if self.broker is not None:
             self.broker.stop()
+
+    @contextmanager
+    def fresh_broker(self, name: str) -> Iterator[None]:
+        """Run the block on a broker of its own (a local one only), then return to the first.
+
+        The pipeline's broker CPU at 100 logins/s is a goal; on the broker of
+        the earlier parts it would include their topics (1M offers being
+        compacted, the worker rounds' logins and changelogs).
+        """
+        if self.broker is None:
+            yield
+            return
+        first, first_bootstrap = self.broker, self.bootstrap
+        self.broker = LocalBroker(self.base.replace(
+            home=self.root / name, kafka_listen=f"127.0.0.1:{free_port_pair()}"))
+        self.broker.start()
+        self.bootstrap = self.broker.address
+        try:
+            yield
+        finally:
+            self.broker.stop()
+            self.broker, self.bootstrap = first, first_bootstrap
 
     def edge_component(self, settings: Settings, region: str) -> Component:
         port = settings.edge_ports.get(region) or free_port()
@@ -239,6 +262,13 @@ class Bench:
         return out
 
     def bench_pipeline(self) -> dict[str, Any]:
+        """The whole stack: offers/s at full rate, then positioning latency and CPU per process
+        at fixed login rates.
+
+        The full-rate part runs first: on the fresh broker ``run`` gives this
+        part, it also warms the broker's JIT, whose compiling would otherwise
+        be counted in the broker's CPU at 100 logins/s.
+        """
         settings = self.settings("pipeline")
         stack = Stack(settings, say=lambda _: None)
         stack.up()
@@ -246,6 +276,9 @@ class Bench:
         rates = (100, 1000) if self.quick else (100, 500, 1000, 3000)
         seconds = 5 if self.quick else 10
         try:
+            count = 20_000 if self.quick else 100_000
+            self.say(f"pipeline: {count:,} logins as fast as `produce` sends them")
+            results["throughput"] = self._throughput(settings, count)
             for rate in rates:
                 self.say(f"pipeline: {rate} logins/s for {seconds}s through origin, worker, 2 edges"
                          " (after a 2 s warm-up at that rate)")
@@ -263,9 +296,6 @@ class Bench:
                     "all": latency_summary([x for v in lags.values() for x in v]),
                     "cpu_share_of_one_core": cpu_share,
                 }
-            count = 20_000 if self.quick else 100_000
-            self.say(f"pipeline: {count:,} logins as fast as `produce` sends them")
-            results["throughput"] = self._throughput(settings, count)
         finally:
             stack.down()
         return results
@@ -421,7 +451,8 @@ class Bench:
             edge = self.bench_edge()
             origin = self.bench_origin()
             worker = self.bench_worker()
-            pipeline = self.bench_pipeline()
+            with self.fresh_broker("pipeline-broker"):
+                pipeline = self.bench_pipeline()
             cluster = self.bench_cluster()
         finally:
             self.stop_broker()
@@ -435,7 +466,7 @@ class Bench:
             if self.broker is not None else None,
             "positioning_p99_ms_at_500": by_rate["500"]["all"].get("p99_ms")
             if "500" in by_rate else None,
-            "stack_cpu_ms_per_login": _cpu_ms_per_login(at_1000["cpu_share_of_one_core"], 1000)
+            "stack_cpu_ms_per_login": cpu_ms_per_login(at_1000["cpu_share_of_one_core"], 1000)
             if self.broker is not None else None,
             "edge_lookup_rps": edge["lookup"]["requests_per_s"],
             "edge_lookup_ratio": edge["lookup"]["ratio"],
@@ -509,7 +540,7 @@ async def _time_offers(settings: Settings, count: int, timeout_s: float) -> tupl
         await consumer.stop()
 
 
-def _cpu_ms_per_login(shares: dict[str, float | None], rate: float) -> float:
+def cpu_ms_per_login(shares: dict[str, float | None], rate: float) -> float:
     """CPU milliseconds the stack (every process but the load generator) spent per login."""
     return 1000 * sum(share or 0.0 for name, share in shares.items()
                       if name != "load generator") / rate

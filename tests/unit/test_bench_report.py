@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from loadtest.bench.runner import _cpu_ms_per_login, _met, judge, render_table
+from loadtest.bench.runner import _met, cpu_ms_per_login, judge, render_table
 
 
 def _report(**overrides: float | None) -> dict:
@@ -55,7 +55,7 @@ def test_a_comparison_with_failed_requests_is_flagged_not_judged() -> None:
 def test_cpu_per_login_counts_every_process_but_the_load_generator() -> None:
     shares = {"worker": 0.6, "origin": 0.4, "broker": 0.3, "edge-eu": None,
               "load generator": 0.15}
-    assert abs(_cpu_ms_per_login(shares, 1000) - 1.3) < 1e-9
+    assert abs(cpu_ms_per_login(shares, 1000) - 1.3) < 1e-9
 
 
 async def test_a_lookup_on_a_dropped_connection_is_made_again() -> None:

@@ -12,8 +12,14 @@ import pytest
 import yaml
 
 from devstack.broker.cluster import ClusterStatus, NodeStatus
-from devstack.broker.config import min_insync_replicas, replication_factor, server_properties
+from devstack.broker.config import (
+    min_insync_replicas,
+    replication_factor,
+    server_properties,
+    with_overrides,
+)
 from devstack.broker.layout import cluster_layout, quorum_voters
+from devstack.broker.local import LocalBroker
 from devstack.broker.quorum import QuorumView, newest, quorum_state_file, read_view
 from devstack.ports import free_port_run
 from runtime.settings import Settings
@@ -78,6 +84,20 @@ def test_heap_is_smaller_per_node_in_a_cluster_unless_set() -> None:
     assert Settings().kafka_node_heap == "512m"
     assert Settings(kafka_nodes=3).kafka_node_heap == "384m"
     assert Settings(kafka_nodes=3, kafka_heap="256m").kafka_node_heap == "256m"
+
+
+def test_server_properties_from_the_settings_replace_and_add_keys(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, kafka_listen="127.0.0.1:19092",
+                        kafka_server_properties="num.io.threads=2, log.segment.bytes = 1024")
+    [node] = cluster_layout(settings)
+    lines = LocalBroker(settings, node).server_properties().splitlines()
+    assert "num.io.threads=2" in lines
+    assert "log.segment.bytes=1024" in lines
+    assert sum(line.startswith("log.segment.bytes=") for line in lines) == 1
+    with pytest.raises(ValueError, match="key=value"):
+        Settings(kafka_server_properties="num.io.threads")
+    with pytest.raises(ValueError, match="key=value"):
+        with_overrides({}, ["=2"])
 
 
 def test_free_port_run_finds_consecutive_free_ports() -> None:
