@@ -397,11 +397,11 @@ class Bench:
             first = "worker" if i % 2 == 0 else "floor"
             self.say(f"worker: round {i + 1}/{rounds}, {count:,} logins waiting; {first} first")
             if first == "worker":
-                worker = self._worker_alone(settings, count)
-                floor = self._faust_floor(settings, count)
+                worker = self.worker_alone(settings, count)
+                floor = self.faust_floor(settings, count)
             else:
-                floor = self._faust_floor(settings, count)
-                worker = self._worker_alone(settings, count)
+                floor = self.faust_floor(settings, count)
+                worker = self.worker_alone(settings, count)
             rate = worker["logins_per_s"]
             results.append({**worker, "faust_floor": floor,
                             "ratio_to_floor": rate / floor["events_per_s"]
@@ -417,7 +417,7 @@ class Bench:
                     [r["faust_floor"]["events_per_s"] for r in results])},
                 "ratio_to_floor": median([r["ratio_to_floor"] for r in results])}
 
-    def _worker_alone(self, settings: Settings, count: int) -> dict[str, Any]:
+    def worker_alone(self, settings: Settings, count: int) -> dict[str, Any]:
         """One worker on ``count`` logins already on the topic: its rate from first to last offer."""
         stack = Stack(settings, say=lambda _: None)
         worker = worker_component(settings)
@@ -429,10 +429,11 @@ class Bench:
         return {"timed_offers": count - seen, "seconds": seconds,
                 "logins_per_s": (count - seen) / seconds if seconds else None}
 
-    def _faust_floor(self, settings: Settings, count: int) -> dict[str, Any]:
+    def faust_floor(self, settings: Settings, count: int, mode: str = "full") -> dict[str, Any]:
+        """The Faust floor (loadtest/bench/faust_floor.py, ``mode``) on ``count`` logins."""
         settings.home.mkdir(parents=True, exist_ok=True)  # the floor may run before the worker
         out = settings.home / "faust-floor.json"
-        env = {**os.environ, "FLOOR_BOOTSTRAP": settings.bootstrap_servers,
+        env = {**os.environ, "FLOOR_MODE": mode, "FLOOR_BOOTSTRAP": settings.bootstrap_servers,
                "FLOOR_TOPIC": settings.logins_topic, "FLOOR_COUNT": str(count),
                "FLOOR_DATA_DIR": str(settings.home / "faust-floor"),
                "FLOOR_PARTITIONS": str(settings.partitions), "FLOOR_OUT": str(out)}

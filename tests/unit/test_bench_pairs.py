@@ -1,9 +1,10 @@
-"""The A/B pairs tool's parsing and figures (loadtest/bench/pairs.py); the rounds run only by hand."""
+"""The bench's by-hand tools: A/B pairs (parsing, figures, table) and the own-work timer."""
 
 from __future__ import annotations
 
 import pytest
 
+from loadtest.bench.own_work import logins, time_steps
 from loadtest.bench.pairs import figures, parse_side, table
 
 
@@ -37,3 +38,10 @@ def test_the_table_divides_each_b_round_by_its_pair() -> None:
                          "B": [{"figures": figures(_pipeline(0.1, 0.3, 8.0))}]}}
     broker_row = next(line for line in table(report).splitlines() if "broker_cores" in line)
     assert broker_row.endswith("[0.5]  (median 0.50)")
+
+
+def test_own_work_times_every_step_of_a_login() -> None:
+    steps = time_steps(logins(50))
+    assert set(steps) == {"total", "decode", "state", "offer", "encode"}
+    assert all(us > 0 for us in steps.values())
+    assert steps["total"] >= sum(us for step, us in steps.items() if step != "total")
