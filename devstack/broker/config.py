@@ -70,7 +70,7 @@ def server_properties(node: Node, cluster: Sequence[Node]) -> dict[str, str]:
         "controller.quorum.election.backoff.max.ms": "500",
         # One network thread and two request handlers instead of 3 and 8: a local node
         # shares a few cores with everything else, and fewer threads cost it less CPU
-        # for the same requests (docs/performance.md, "the broker's own cost").
+        # for the same requests (measured: docs/performance.md, "What limits each figure").
         "num.network.threads": "1",
         "num.io.threads": "2",
         # Compaction that is visible in a development session.
