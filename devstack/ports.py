@@ -19,7 +19,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def free_port_run(count: int, host: str = "127.0.0.1", attempts: int = 50) -> int:
+def free_port_run(count: int, host: str = "127.0.0.1", attempts: int = 200) -> int:
     """A port p with p, p + 1, ..., p + count − 1 all free (free now; not reserved).
 
     A local cluster of N Kafka nodes needs 2·N in a row: each node's client
@@ -35,6 +35,9 @@ def free_port_run(count: int, host: str = "127.0.0.1", attempts: int = 50) -> in
         try:
             for offset in range(1, count):
                 with socket.socket() as sock:
+                    # As the servers bind (Kafka, uvicorn and HAProxy set SO_REUSEADDR): a
+                    # port that only closed connections in TIME_WAIT still use is free.
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                     sock.bind((host, port + offset))
         except OSError:
             continue
@@ -42,7 +45,7 @@ def free_port_run(count: int, host: str = "127.0.0.1", attempts: int = 50) -> in
     raise RuntimeError(f"no run of {count} free ports found in {attempts} tries")
 
 
-def free_port_pair(host: str = "127.0.0.1", attempts: int = 50) -> int:
+def free_port_pair(host: str = "127.0.0.1", attempts: int = 200) -> int:
     """A port p with p and p + 1 both free (a broker's and its controller's listeners).
 
     Raises:

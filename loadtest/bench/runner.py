@@ -248,8 +248,13 @@ class Bench:
     async def _applied_times(self, settings: Settings, logins: list[tuple[str, int]]
                              ) -> dict[str, list[int]]:
         out: dict[str, list[int]] = {r: [] for r in settings.edge_ports}
-        limiter = asyncio.Semaphore(64)
-        async with httpx.AsyncClient(timeout=30) as http:
+        concurrency = 64
+        limiter = asyncio.Semaphore(concurrency)
+        # Every connection kept alive: httpx keeps 20 by default and closes the rest after
+        # each request, and at 3,000 logins/s the closed ones' TIME_WAIT sockets filled
+        # the ephemeral port range (the next part found no free ports for its brokers).
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        async with httpx.AsyncClient(timeout=30, limits=limits) as http:
             async def one(region: str, port: int, token: str, accepted: int) -> None:
                 async with limiter:
                     r = await _get_retrying(http, f"http://127.0.0.1:{port}/offers/{token}",
