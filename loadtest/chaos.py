@@ -48,6 +48,11 @@ from schemas.codec import offer_codec
 
 COMPONENTS = ("worker", "edge", "origin", "broker")
 COUNTS = ("lost", "wrong_visits", "phantoms", "inconsistent", "missing_tombstones")
+RETRYABLE = frozenset({408, 503})
+"""Answers that say the login was not taken, so the same request may be sent again (RFC
+9110): 503, Kafka did not acknowledge it in time; 408, the origin did not receive the
+request within its head time-out (a load generator starved of CPU can connect and send
+its request seconds later)."""
 
 
 @dataclass(frozen=True)
@@ -210,7 +215,8 @@ class Chaos:
 
     async def _login(self, http: httpx.AsyncClient, user_id: str, result: RunResult,
                      acked: list[Acked]) -> None:
-        """POST /login until 202, always with the same Idempotency-Key."""
+        """POST /login until 202, always with the same Idempotency-Key; a ``RETRYABLE``
+        answer or no answer is tried again, anything else ends the run."""
         key = str(uuid.uuid4())
         deadline = time.monotonic() + self.config.login_deadline_s
         attempt = 0
@@ -223,7 +229,7 @@ class Chaos:
                     acked.append(Acked(user_id, body["ticket"], body["ticket_id"],
                                        body["expires_at"]))
                     return
-                if response.status_code != 503:
+                if response.status_code not in RETRYABLE:
                     raise RuntimeError(f"POST /login answered {response.status_code}: "
                                        f"{response.text[:200]}")
             except httpx.TransportError:
