@@ -98,10 +98,15 @@ class Bench:
         if self.base.kafka_bootstrap_servers:
             self.bootstrap = self.base.kafka_bootstrap_servers
             return
-        self.broker = LocalBroker(self.base.replace(home=self.root,
-                                                    kafka_listen=f"127.0.0.1:{free_port_pair()}"))
-        self.broker.start()
+        self.broker = self._local_broker(self.root)
         self.bootstrap = self.broker.address
+
+    def _local_broker(self, home: Path) -> LocalBroker:
+        """A local broker started on free ports, its data under ``home``."""
+        broker = LocalBroker(self.base.replace(home=home,
+                                               kafka_listen=f"127.0.0.1:{free_port_pair()}"))
+        broker.start()
+        return broker
 
     def stop_broker(self) -> None:
         if self.broker is not None:
@@ -119,9 +124,7 @@ class Bench:
             yield
             return
         first, first_bootstrap = self.broker, self.bootstrap
-        self.broker = LocalBroker(self.base.replace(
-            home=self.root / name, kafka_listen=f"127.0.0.1:{free_port_pair()}"))
-        self.broker.start()
+        self.broker = self._local_broker(self.root / name)
         self.bootstrap = self.broker.address
         try:
             yield
