@@ -61,6 +61,11 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
     assert up.returncode == 0, up.stdout + up.stderr
     assert "front-door started" in up.stdout
     try:
+        # The door is ready once every region is served, by a backup if need be; its own
+        # edge may still be rising through its health checks. Wait until each is routed home.
+        for region in settings.edge_ports:
+            wait_until(lambda region=region: _routed_to(local.door, region) == region, 15,
+                       f"the front door to route region {region} to its own edge")
         yield local
     finally:
         down = local.cli("down")
@@ -70,6 +75,13 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
         assert down.returncode == 0 and "front-door stopped" in down.stdout, down.stdout
         assert left == [], f"haproxy left running: {left}"
         assert not port_in_use("127.0.0.1", settings.front_door_host_port[1])
+
+
+def _routed_to(door: str, region: str) -> str | None:
+    """The region of the edge that answers a lookup of ``region``'s cookie through the door."""
+    response = httpx.get(f"{door}/offers/not-a-ticket", cookies={"positioning_region": region},
+                         timeout=5)
+    return response.headers.get("x-edge-region")
 
 
 def _login(client: httpx.Client, user: str, ip: str | None = None,
