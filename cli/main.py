@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from runtime.http_protocol import HttpLimits
-from runtime.settings import Settings
+from runtime.kafka_security import KafkaAccessError
+from runtime.settings import Settings, env_var
 
 if TYPE_CHECKING:
     from devstack.broker.cluster import LocalCluster
@@ -85,6 +86,8 @@ def positioning(verbose: bool) -> None:
     )
     # One line per HTTP request drowns what matters (`up`, `story` poll a lot).
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # One line per connection ("Authenticated as ... via SCRAM") says nothing an operator needs.
+    logging.getLogger("aiokafka.conn").setLevel(logging.WARNING)
 
 
 @positioning.result_callback()
@@ -164,20 +167,32 @@ def fetch() -> int:
                           "(idempotent); refuses a wrong one, with the fix")
 def topics() -> int:
     from aiokafka.errors import KafkaError
+    from confluent_kafka import KafkaException
 
+    from runtime.acls import AclMismatch, ensure_principals
+    from runtime.kafka_security import KafkaAccessError
     from runtime.topics import TopicMismatch, ensure_topics
 
     settings = _settings()
     try:
         report = asyncio.run(ensure_topics(settings))
-    except TopicMismatch as exc:
+        created = ensure_principals(settings)
+    except (TopicMismatch, AclMismatch, KafkaAccessError) as exc:
         raise _Failed(str(exc)) from None
-    except KafkaError as exc:
+    except (KafkaError, KafkaException) as exc:
         raise _kafka_unreachable(settings, exc) from None
     width = max(len(r.name) for r in report.topics)
     for r in report.topics:
         click.echo(f"{r.name:<{width}}  {r.partitions} partitions  RF {r.replication_factor}  "
                    f"min ISR {r.min_insync_replicas}  {'created' if r.created else 'ok'}")
+    if not settings.secured:
+        click.echo(f"acls: none ({env_var('kafka_security')}=plaintext: anyone who reaches a "
+                   "broker may do anything)")
+        return 0
+    for pair in settings.kafka_principals:
+        role, _, user = pair.partition("=")
+        click.echo(f"acls  User:{user} ({role}): {created.get(user, 0)} created, "
+                   "no more than the role")
     return 0
 
 
@@ -191,12 +206,16 @@ def migrate_state(from_logins_topic: str, from_worker_id: str) -> int:
     from aiokafka.errors import KafkaError
 
     from pipeline.state_migration import MigrationRefused, migrate_state
+    from runtime.acls import ensure_principals
     from runtime.topics import TopicMismatch
 
     target = _settings()
     source = target.replace(logins_topic=from_logins_topic, worker_id=from_worker_id)
     try:
         report = asyncio.run(migrate_state(source, target))
+        # The new generation's topics and groups get their principals' ACLs, as
+        # `positioning topics` gives them.
+        ensure_principals(target)
     except (MigrationRefused, TopicMismatch, TimeoutError) as exc:
         raise _Failed(str(exc)) from None
     except KafkaError as exc:
@@ -352,14 +371,22 @@ def worker(crashes: int) -> int:
     from faust import Worker
 
     from pipeline.worker import create_app
+    from runtime.acls import AclMismatch
+    from runtime.kafka_preflight import preflight
+    from runtime.kafka_security import KafkaAccessError, Role, kafka_access
     from runtime.topics import TopicMismatch, ensure_topics
 
     settings = _settings()
     started = time.monotonic()
     try:
-        # The topics first: a wrong one (a changed partition count above all) stops
-        # the worker here, before it could dead-letter every login.
-        settings = asyncio.run(ensure_topics(settings)).durability.applied_to(settings)
+        # Its access first: a refused certificate or password, or rights that are not
+        # the worker role's, stop it here for good. Then the topics, verified as the
+        # worker (a wrong one, a changed partition count above all, stops the worker
+        # before it could dead-letter every login).
+        access = kafka_access(settings, Role.WORKER)
+        asyncio.run(preflight(settings, access))
+        settings = asyncio.run(ensure_topics(settings, access=access)).durability.applied_to(
+            settings)
         # uvloop, as `faust -L uvloop` would: the worker's main thread is busy, and
         # asyncio's pure-Python loop is the slower of the two (docs/performance.md).
         mode.loop.use("uvloop")
@@ -367,7 +394,7 @@ def worker(crashes: int) -> int:
             crashes, reason, time.monotonic() - started))
         Worker(app, loglevel="info", redirect_stdouts=False).execute_from_commandline()
         return 0
-    except TopicMismatch as exc:  # a systematic fault: no restart
+    except (TopicMismatch, KafkaAccessError, AclMismatch) as exc:  # systematic: no restart
         raise _Failed(str(exc)) from None
     except SystemExit as exc:
         if exc.code in (0, None):
@@ -611,6 +638,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
+    except KafkaAccessError as exc:  # missing or refused credentials, rights not the role's
+        click.echo(f"error: {exc}", err=True)
+        return EXIT_FAILED
     except SystemExit as exc:
         if exc.code is None or isinstance(exc.code, int):
             return exc.code or 0

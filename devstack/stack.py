@@ -25,6 +25,7 @@ from devstack.broker.cluster import LocalCluster
 from devstack.ports import free_port, port_in_use
 from devstack.processes import running_pid, tail, terminate, write_pid
 from pipeline.readiness import WEB_HOST, ready_url
+from runtime.acls import ensure_principals
 from runtime.settings import Settings, env_var
 from runtime.topics import ensure_topics
 from runtime.waiting import TimedOut, wait_until
@@ -196,6 +197,9 @@ class Stack:
             self.say(f"kafka      external: {self.settings.bootstrap_servers}")
         asyncio.run(ensure_topics(self.settings))
         self.say("topics     ok")
+        if self.settings.secured:
+            ensure_principals(self.settings)
+            self.say("acls       ok: each role's principal has exactly its role's rights")
         starting = []
         for component in components(self.settings):
             pid = self.pid(component)

@@ -45,6 +45,8 @@ from edge.render import CorruptOffer
 from edge.store import OfferStore
 from edge.waiters import TooManyWaiters, Waiters
 from runtime.fetch_tuning import FetchTuning
+from runtime.kafka_preflight import preflight
+from runtime.kafka_security import Role, kafka_access
 from runtime.settings import Settings
 from runtime.strict_parsing import decimal
 from schemas.tickets import TicketSigner, signer_from_settings
@@ -81,8 +83,15 @@ class EdgeNode:
         return self.lookups
 
     async def start(self) -> None:
-        """Open the store and start the materializer in the background."""
+        """Check the Kafka access, open the store and start the materializer in the background.
+
+        Raises:
+            KafkaRefused: the TLS or the credentials were refused.
+            AclMismatch: the principal has more or less than the edge role.
+        """
         settings = self.settings
+        access = kafka_access(settings, Role.EDGE)
+        await preflight(settings, access)
         # A tombstone is remembered as a revocation as long as a ticket can live.
         remember_us = int((settings.ticket_ttl_s + settings.ticket_clock_skew_s) * 1e6)
         store = OfferStore(self.data_dir, flush_every=settings.edge_catch_up_flush_records,
@@ -92,7 +101,8 @@ class EdgeNode:
         self.materializer = Materializer(settings.bootstrap_servers, settings.offers_topic, store,
                                          self.waiters, self.metrics,
                                          ready_lag=settings.edge_ready_lag,
-                                         fetch=FetchTuning.from_settings(settings))
+                                         fetch=FetchTuning.from_settings(settings),
+                                         access=access)
         self.metrics.track_waiters(lambda: self.waiters.count)
         self.metrics.track_stored(store.estimated_count)
         self._task = asyncio.create_task(self._run_materializer())

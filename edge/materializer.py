@@ -44,6 +44,7 @@ from edge.store import Change, OfferStore, StoredOffer
 from edge.waiters import Waiters
 from runtime.clock import now_us
 from runtime.fetch_tuning import FetchTuning, adapt_to_traffic
+from runtime.kafka_security import KafkaAccess, Role
 from runtime.retry import call_forever
 from runtime.strict_parsing import ascii_int
 from schemas.codec import HEADER_LEN, MAGIC, DecodeError, offer_codec
@@ -76,8 +77,9 @@ class Progress:
 class Materializer:
     def __init__(self, bootstrap_servers: str, topic: str, store: OfferStore, waiters: Waiters,
                  metrics: EdgeMetrics, ready_lag: int = 0, max_records: int = 20_000,
-                 fetch: FetchTuning = DEFAULT_FETCH) -> None:
+                 fetch: FetchTuning = DEFAULT_FETCH, access: KafkaAccess | None = None) -> None:
         self.bootstrap_servers = bootstrap_servers
+        self.access = access or KafkaAccess(Role.EDGE, secured=False)
         self.topic = topic
         self.store = store
         self.waiters = waiters
@@ -97,7 +99,8 @@ class Materializer:
     async def run(self) -> None:
         """Connect, catch up, then follow the topic until cancelled."""
         self._consumer = self._new_consumer()
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
+        self._admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers,
+                                          **self.access.aiokafka_options())
         renderer: asyncio.Task[None] | None = None
         try:
             await self._connect()
@@ -115,7 +118,7 @@ class Materializer:
             auto_offset_reset="earliest", metadata_max_age_ms=10_000,
             fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=8 * 1024 * 1024,
             fetch_max_wait_ms=self.fetch.wait_ms, fetch_min_bytes=self.fetch.min_bytes,
-            check_crcs=False)
+            check_crcs=False, **self.access.aiokafka_options())
 
     async def _start(self, consumer: AIOKafkaConsumer) -> None:
         await consumer.start()

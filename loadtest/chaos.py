@@ -43,6 +43,7 @@ from tqdm import tqdm
 from devstack.broker.cluster import LocalCluster
 from devstack.processes import kill
 from devstack.stack import Component, Stack, components
+from runtime.kafka_security import Role, client_options
 from runtime.settings import Settings
 from schemas.codec import offer_codec
 
@@ -335,6 +336,7 @@ class Chaos:
     # -- Kafka ---------------------------------------------------------------
     async def _end_offsets(self) -> dict[int, int]:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap_servers,
+        **client_options(self.settings, Role.ADMIN),
                                     group_id=None)
         await _start(consumer)
         try:
@@ -350,6 +352,7 @@ class Chaos:
         """The records of ``offers`` from ``start`` (partition -> offset) to the end now."""
         ends = await self._end_offsets()
         consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap_servers,
+        **client_options(self.settings, Role.ADMIN),
                                     group_id=None, enable_auto_commit=False,
                                     auto_offset_reset="earliest")
         await _start(consumer)

@@ -34,6 +34,7 @@ from devstack.ports import free_port, free_port_run
 from devstack.processes import kill
 from devstack.stack import Stack
 from loadtest.bench.login_load import Connection
+from runtime.kafka_security import Role, client_options
 from runtime.settings import Settings
 
 
@@ -62,9 +63,10 @@ class Run:
                 "503_window_s": window}
 
 
-async def _leaders(bootstrap: str, topic: str) -> dict[int, int]:
+async def _leaders(settings: Settings, topic: str) -> dict[int, int]:
     """Partition -> leader node id of ``topic``."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
+                                **client_options(settings, Role.ADMIN))
     await admin.start()
     try:
         (described,) = await admin.describe_topics([topic])
@@ -81,7 +83,7 @@ def _victim(cluster: LocalCluster, settings: Settings, quorum_leader: bool) -> i
     if quorum_leader and leader is not None:
         return leader
     led: dict[int, int] = {}
-    for node in asyncio.run(_leaders(settings.bootstrap_servers, settings.logins_topic)).values():
+    for node in asyncio.run(_leaders(settings, settings.logins_topic)).values():
         led[node] = led.get(node, 0) + 1
     candidates = [n for n in sorted(led, key=led.__getitem__, reverse=True) if n != leader]
     return candidates[0] if candidates else max(led, key=led.__getitem__)

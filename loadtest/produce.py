@@ -17,6 +17,7 @@ from tqdm import tqdm
 from engine.markets import country_of
 from loadtest.synthetic import SyntheticUsers
 from runtime.clock import now_us
+from runtime.kafka_security import Role, client_options
 from runtime.settings import Settings
 from schemas.codec import login_codec
 from schemas.events import login_event
@@ -47,7 +48,8 @@ async def produce(settings: Settings, count: int, rate: float, users: int | None
     signer = signer_from_settings(settings)
     synthetic = SyntheticUsers(users or max(1, count // 3), seed=seed)
     codec = login_codec()
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all",
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers,
+        **client_options(settings, Role.ORIGIN), acks="all",
                                 enable_idempotence=True, linger_ms=5,
                                 max_batch_size=256 * 1024)
     await producer.start()

@@ -15,6 +15,7 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient
 
 from devstack.broker.cluster import ClusterStatus, LocalCluster
+from runtime.kafka_security import Role, client_options
 from runtime.settings import Settings
 
 
@@ -84,6 +85,7 @@ async def brokers(settings: Settings, timeout_s: float) -> Brokers:
         status = await asyncio.to_thread(LocalCluster(settings).status)
         return local_brokers(settings, status)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
+        **client_options(settings, Role.OPS),
                                 request_timeout_ms=int(timeout_s * 1000))
     try:
         await admin.start()

@@ -36,6 +36,7 @@ from ops.dead_letters import (
 )
 from ops.replay_progress import PartitionProgress
 from runtime.clock import now_us
+from runtime.kafka_security import Role, client_options
 from runtime.settings import Settings
 
 
@@ -161,7 +162,8 @@ def _recorded(snapshot: Snapshot, letters: list[DeadLetter]) -> dict[int, Partit
 async def _produce(settings: Settings, letters: list[DeadLetter], at_us: int,
                    timeout_s: float) -> list[DeadLetter]:
     """Produce each letter's replay to ``logins``; the letters Kafka acknowledged."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all",
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers,
+        **client_options(settings, Role.OPS), acks="all",
                                 enable_idempotence=True,
                                 request_timeout_ms=int(timeout_s * 1000))
     await producer.start()
@@ -203,7 +205,8 @@ async def _record(settings: Settings, snapshot: Snapshot, group: str, letters: l
         latest = await recorded_progress(admin, group, snapshot.topic, sorted(after))
     finally:
         await admin.close()
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=group,
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers,
+        **client_options(settings, Role.OPS), group_id=group,
                                 enable_auto_commit=False,
                                 request_timeout_ms=int(timeout_s * 1000))
     try:

@@ -26,6 +26,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from engine.validation import LoginRejected, validate_login
 from ops.dead_letter_selection import Selection, iso_utc
 from ops.replay_progress import PartitionProgress
+from runtime.kafka_security import Role, client_options
 from runtime.settings import Settings
 from schemas.codec import DecodeError, login_codec
 from schemas.events import (
@@ -202,6 +203,7 @@ class Snapshot:
 def admin_client(settings: Settings, timeout_s: float) -> AIOKafkaAdminClient:
     """An admin client whose every request is bounded by ``timeout_s`` (not started)."""
     return AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
+        **client_options(settings, Role.OPS),
                                request_timeout_ms=int(timeout_s * 1000))
 
 
@@ -276,7 +278,8 @@ async def read_dead_letters(settings: Settings, timeout_s: float = DEFAULT_TIMEO
                     if with_progress else {})
     finally:
         await admin.close()
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers,
+        **client_options(settings, Role.OPS), group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest",
                                 request_timeout_ms=int(timeout_s * 1000))
     try:

@@ -17,6 +17,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from runtime.kafka_security import Role, client_options
 from runtime.settings import Settings
 
 
@@ -67,6 +68,7 @@ async def group_lag(settings: Settings, timeout_s: float) -> GroupLag:
     group, topic = settings.worker_id, settings.logins_topic
     timeout_ms = int(timeout_s * 1000)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
+        **client_options(settings, Role.OPS),
                                 request_timeout_ms=timeout_ms)
     try:
         await admin.start()
@@ -78,7 +80,8 @@ async def group_lag(settings: Settings, timeout_s: float) -> GroupLag:
         await admin.close()
     committed = {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
     tps = sorted(TopicPartition(topic, p["partition"]) for p in described["partitions"])
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers,
+        **client_options(settings, Role.OPS), group_id=None,
                                 enable_auto_commit=False, request_timeout_ms=timeout_ms)
     try:
         await consumer.start()

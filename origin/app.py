@@ -44,6 +44,8 @@ from origin.requests import (
     read_json_body,
 )
 from runtime.clock import now_us
+from runtime.kafka_preflight import preflight
+from runtime.kafka_security import Role, kafka_access
 from runtime.settings import Settings, env_var
 from schemas.codec import login_codec
 from schemas.events import login_event
@@ -179,6 +181,9 @@ async def metrics_endpoint(request: Request) -> Response:
 async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
     """Connect the publisher with the server (or keep trying); stop it on shutdown."""
     publisher: LoginPublisher = app.state.publisher
+    # A missing or refused certificate, password or ACL stops the origin here, loudly.
+    publisher.access = kafka_access(app.state.settings, Role.ORIGIN)
+    await preflight(app.state.settings, publisher.access)
     await publisher.start()
     try:
         yield {}

@@ -16,6 +16,7 @@ import logging
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from runtime.kafka_security import KafkaAccess, Role
 from runtime.retry import call_forever
 
 log = logging.getLogger(__name__)
@@ -27,11 +28,13 @@ class PublisherUnavailable(RuntimeError):
 
 class LoginPublisher:
     """``timeout_s``: how long a caller waits for its record's acknowledgement (and
-    ``start`` for the first connection); ``linger_ms``: the producer's batching delay."""
+    ``start`` for the first connection); ``linger_ms``: the producer's batching delay;
+    ``access``: how it connects (runtime/kafka_security.py; default plaintext)."""
 
     def __init__(self, bootstrap_servers: str, topic: str, timeout_s: float,
-                 linger_ms: int = 1) -> None:
+                 linger_ms: int = 1, access: KafkaAccess | None = None) -> None:
         self.bootstrap_servers = bootstrap_servers
+        self.access = access or KafkaAccess(Role.ORIGIN, secured=False)
         self.topic = topic
         self.timeout_s = timeout_s
         self.linger_ms = linger_ms
@@ -56,6 +59,7 @@ class LoginPublisher:
             request_timeout_ms=max(int(self.timeout_s * 500), 1000),
             # Ask for fresh metadata soon after a leader is lost.
             retry_backoff_ms=50,
+            **self.access.aiokafka_options(),
         )
 
     async def start(self) -> None:

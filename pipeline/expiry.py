@@ -30,6 +30,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from runtime.clock import now_us
+from runtime.kafka_security import KafkaAccess, Role
 from schemas.codec import DecodeError, offer_codec
 from schemas.events import EXPIRES_AT_HEADER
 
@@ -154,8 +155,10 @@ class Expirer:
 
     def __init__(self, bootstrap_servers: str, topic: str, group_id: str,
                  send: Callable[[bytes], Awaitable[None]], sweep_every_s: float,
-                 on_tombstone: Callable[[], None] = lambda: None) -> None:
+                 on_tombstone: Callable[[], None] = lambda: None,
+                 access: KafkaAccess | None = None) -> None:
         self.bootstrap_servers = bootstrap_servers
+        self.access = access or KafkaAccess(Role.WORKER, secured=False)
         self.topic = topic
         self.group_id = group_id
         self.send = send
@@ -187,7 +190,7 @@ class Expirer:
             enable_auto_commit=False, auto_offset_reset="earliest",
             session_timeout_ms=10_000, heartbeat_interval_ms=1_000,
             max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_wait_ms=FETCH_WAIT_MS,
-            fetch_min_bytes=FETCH_MIN_BYTES)
+            fetch_min_bytes=FETCH_MIN_BYTES, **self.access.aiokafka_options())
         self._consumer.subscribe([self.topic], listener=_Listener(self))
         await self._consumer.start()
         try:

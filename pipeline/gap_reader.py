@@ -17,6 +17,8 @@ from typing import NamedTuple
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from runtime.kafka_security import KafkaAccess
+
 
 class GapUnreadable(RuntimeError):
     """The missing records could not be read (gone from the log, or the broker is away)."""
@@ -34,13 +36,16 @@ class SourceRecord(NamedTuple):
 
 
 async def read_range(bootstrap_servers: str, topic: str, partition: int, start: int,
-                     end: int, timeout_s: float = 60.0) -> list[SourceRecord]:
-    """Records ``start`` to ``end`` (exclusive) of one partition, in order.
+                     end: int, timeout_s: float = 60.0,
+                     access: KafkaAccess | None = None) -> list[SourceRecord]:
+    """Records ``start`` to ``end`` (exclusive) of one partition, in order, read as
+    ``access`` (default: plaintext).
 
     Raises GapUnreadable if any of them cannot be read within ``timeout_s``.
     """
+    options = access.aiokafka_options() if access is not None else {}
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None,
-                                enable_auto_commit=False, auto_offset_reset="none")
+                                enable_auto_commit=False, auto_offset_reset="none", **options)
     tp = TopicPartition(topic, partition)
     records: list[SourceRecord] = []
     try:

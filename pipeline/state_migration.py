@@ -28,6 +28,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import DefaultPartitioner
 
+from runtime.kafka_security import Role, client_options
 from runtime.settings import Settings
 from runtime.topics import changelog_topic, ensure_topics
 
@@ -86,6 +87,7 @@ async def migrate_state(source: Settings, target: Settings,
     partitions = topics.topics[0].partitions
     old, new = changelog_topic(source.worker_id), changelog_topic(target.worker_id)
     admin = AIOKafkaAdminClient(bootstrap_servers=source.bootstrap_servers,
+        **client_options(source, Role.ADMIN),
                                 request_timeout_ms=int(timeout_s * 1000))
     await admin.start()
     try:
@@ -97,6 +99,7 @@ async def migrate_state(source: Settings, target: Settings,
     finally:
         await admin.close()
     consumer = AIOKafkaConsumer(bootstrap_servers=source.bootstrap_servers,
+        **client_options(source, Role.ADMIN),
                                 enable_auto_commit=False, group_id=None,
                                 request_timeout_ms=int(timeout_s * 1000))
     await consumer.start()
@@ -108,7 +111,8 @@ async def migrate_state(source: Settings, target: Settings,
         latest, records = await _read_latest(consumer, old, old_changelog, timeout_s)
     finally:
         await consumer.stop()
-    producer = AIOKafkaProducer(bootstrap_servers=target.bootstrap_servers, acks="all",
+    producer = AIOKafkaProducer(bootstrap_servers=target.bootstrap_servers,
+        **client_options(target, Role.ADMIN), acks="all",
                                 enable_idempotence=True)
     await producer.start()
     copied = deleted = 0

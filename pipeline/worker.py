@@ -82,6 +82,7 @@ from pipeline.transport import Consumer, broker_url
 from runtime.clock import now_us
 from runtime.compat import faust as faust_compat
 from runtime.fetch_tuning import FetchTuning
+from runtime.kafka_security import KafkaAccess, Role, kafka_access
 from runtime.retry import call_forever
 from runtime.settings import Settings
 from runtime.topics import USER_STATE_TABLE, durability
@@ -730,6 +731,16 @@ class Health:
         return ConsumerWedged(f"finished logins have waited {stalled:.0f} s for a commit")
 
 
+def faust_credentials(access: KafkaAccess) -> faust.SASLCredentials | None:
+    """Faust's ``broker_credentials`` for ``access``: SASL over TLS, or None (plaintext)."""
+    if not access.secured:
+        return None
+    assert access.password is not None
+    return faust.SASLCredentials(username=access.username,
+                                 password=access.password.get_secret_value(),
+                                 ssl_context=access.ssl_context(), mechanism=access.mechanism)
+
+
 def create_app(settings: Settings,
                on_wedged: Callable[[BaseException], None] | None = None) -> faust.App:
     """Build the Faust app for these settings (``pipeline.app`` builds it from the env).
@@ -747,9 +758,12 @@ def create_app(settings: Settings,
     ``ensure_topics`` resolved, and creates the changelog itself).
     """
     wanted = durability(settings, brokers=None)
+    access = kafka_access(settings, Role.WORKER)
     app = faust.App(
         settings.worker_id,
         broker=broker_url(settings.bootstrap_servers, FetchTuning.from_settings(settings)),
+        # Faust's consumers, producer and topic creation connect as the worker role.
+        broker_credentials=faust_credentials(access),
         # Faust's RocksDB store, keeping its tuning when it reopens (pipeline/state_store.py).
         store="positioning://",
         datadir=str(settings.worker_data_dir or settings.home / "worker"),
@@ -787,10 +801,14 @@ def create_app(settings: Settings,
     app.offset_ledger = ledger  # type: ignore[attr-defined]
     metrics = WorkerMetrics()
     deliveries = Deliveries(app, metrics)
-    processor = LoginProcessor(users, settings, deliveries, ledger, metrics)
+    async def read_gap(bootstrap_servers: str, topic: str, partition: int, start: int,
+                       end: int) -> list[SourceRecord]:
+        return await read_range(bootstrap_servers, topic, partition, start, end, access=access)
+
+    processor = LoginProcessor(users, settings, deliveries, ledger, metrics, read_gap=read_gap)
     expirer = Expirer(settings.bootstrap_servers, settings.offers_topic,
                       f"{settings.worker_id}-expiry", processor.tombstone, settings.expiry_sweep_s,
-                      on_tombstone=metrics.tombstones.inc)
+                      on_tombstone=metrics.tombstones.inc, access=access)
     health = Health(app, settings, ledger, deliveries, expirer, metrics, processor.breaker)
 
     @app.agent(logins)

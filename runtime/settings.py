@@ -25,12 +25,13 @@ configuration from the environment, except:
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AliasGenerator,
@@ -143,6 +144,40 @@ class Settings(BaseSettings):
     kafka_start_timeout_s: NonNegativeFloat = Field(
         default=90.0, validation_alias="POSITIONING_KAFKA_START_TIMEOUT",
         description="seconds `kafka start` waits for the local broker")
+
+    # -- the Kafka plane's security (runtime/kafka_security.py) ---------------
+    kafka_security: Literal["sasl_ssl", "plaintext"] = Field(
+        default="sasl_ssl",
+        description="`sasl_ssl`: every Kafka link is TLS, every client authenticates with "
+                    "SASL/SCRAM as its role's principal and the local cluster enforces ACLs; "
+                    "`plaintext`: the explicit opt-out for an existing cluster without TLS or "
+                    "authentication (no TLS, no SASL, no ACLs)")
+    kafka_ca_file: Path | None = Field(
+        default=None,
+        description="PEM file of the CA(s) whose certificates Kafka brokers must present; "
+                    "unset: the local cluster's own CA, `<home>/kafka/security/ca.pem`")
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256"] = Field(
+        default="SCRAM-SHA-512", description="the SASL mechanism every client authenticates with")
+    kafka_principals: Csv = Field(
+        default=("admin=admin", "ops=ops", "origin=origin", "worker=worker", "edge=edge"),
+        description="`role=user` pairs, comma-separated: the SCRAM user of each role "
+                    "(`admin`, `ops`, `origin`, `worker`, `edge`); a role may have several "
+                    "(`edge=edge-eu,edge=edge-us`), each granted the role's ACLs by "
+                    "`positioning topics`; a process of a role connects as its first user "
+                    "unless `kafka_username` says otherwise")
+    kafka_credentials_file: Path | None = Field(
+        default=None,
+        description="JSON object `{user: password}` (mode 0600) where a process finds its "
+                    "user's password when `kafka_password` is unset; unset: the local "
+                    "cluster's own, `<home>/kafka/security/credentials.json`")
+    kafka_username: str | None = Field(
+        default=None,
+        description="the SCRAM user this process connects as, whatever its role; unset: "
+                    "its role's first user in `kafka_principals`")
+    kafka_password: SecretStr | None = Field(
+        default=None,
+        description="the password of `kafka_username` (or of the role's user); unset: from "
+                    "`kafka_credentials_file`. Never shown in reprs or logs")
 
     # -- topics ---------------------------------------------------------------
     logins_topic: str = Field(default="logins", description="the logins topic")
@@ -375,6 +410,18 @@ class Settings(BaseSettings):
         with _reading(environ):
             return cls()
 
+    @field_validator("kafka_principals")
+    @classmethod
+    def _principals_are_role_user(cls, pairs: tuple[str, ...]) -> tuple[str, ...]:
+        roles = {"admin", "ops", "origin", "worker", "edge"}
+        for pair in pairs:
+            role, sep, user = pair.partition("=")
+            if not sep or role.strip() not in roles or not re.fullmatch(r"[\w.@-]+", user.strip()):
+                raise ValueError(f"each entry is `role=user` with a role among "
+                                 f"{', '.join(sorted(roles))} and a user of letters, digits "
+                                 f"and `._@-`, not {pair!r}")
+        return pairs
+
     @field_validator("kafka_server_properties")
     @classmethod
     def _properties_are_key_value(cls, lines: tuple[str, ...]) -> tuple[str, ...]:
@@ -441,6 +488,16 @@ class Settings(BaseSettings):
     def kafka_dir(self) -> Path:
         """The local broker's data and configuration."""
         return self.home / "kafka"
+
+    @property
+    def kafka_security_dir(self) -> Path:
+        """The local cluster's CA, certificates and passwords (mode 0700)."""
+        return self.kafka_dir / "security"
+
+    @property
+    def secured(self) -> bool:
+        """Whether Kafka links are TLS with SASL (``kafka_security`` is ``sasl_ssl``)."""
+        return self.kafka_security == "sasl_ssl"
 
     @property
     def logs_dir(self) -> Path:

@@ -30,6 +30,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
+from runtime.kafka_security import KafkaAccess, Role, kafka_access
 from runtime.settings import Settings, env_var
 from runtime.waiting import wait_until_async
 
@@ -153,8 +154,10 @@ class TopicsReport:
     durability: Durability
 
 
-async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> TopicsReport:
-    """Create missing topics (the worker's changelog included) and verify existing ones.
+async def ensure_topics(settings: Settings, timeout_s: float = 30.0,
+                        access: KafkaAccess | None = None) -> TopicsReport:
+    """Create missing topics (the worker's changelog included) and verify existing ones,
+    connecting as ``access`` (default: the admin role; another role can only verify).
 
     Raises:
         NotEnoughBrokers: the replication factor is above the cluster's brokers.
@@ -163,10 +166,13 @@ async def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> TopicsRe
             wrong, or the settings ask for an impossible min ISR.
         RuntimeError: creating a topic failed, or it got no leaders in ``timeout_s``.
         aiokafka.errors.KafkaError: the cluster did not answer.
+        KafkaAccessError: the admin role's credentials are not configured.
     """
+    access = access or kafka_access(settings, Role.ADMIN)
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.bootstrap_servers,
         request_timeout_ms=int(timeout_s * 1000),
+        **access.aiokafka_options(),
     )
     await admin.start()
     try:

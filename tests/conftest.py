@@ -27,6 +27,8 @@ from devstack.broker.cluster import LocalCluster
 from devstack.broker.local import LocalBroker
 from devstack.ports import free_port, free_port_pair, free_port_run
 from devstack.processes import kill
+from runtime.acls import ensure_principals
+from runtime.kafka_security import ca_file, credentials_file
 from runtime.settings import Settings
 
 
@@ -70,9 +72,32 @@ def _cmdline(proc: psutil.Process) -> list[str]:
         return []
 
 
+# Bootstrap servers of each cluster the tests started -> that cluster's settings (its home
+# holds its CA and passwords: devstack/broker/security.py).
+_CLUSTERS: dict[str, Settings] = {}
+
+
+def register_cluster(bootstrap: str, settings: Settings) -> None:
+    """Let ``unique_settings`` connect to ``bootstrap`` with the CA and passwords of the
+    local cluster whose settings are ``settings`` (a test's own broker calls this)."""
+    _CLUSTERS[bootstrap] = settings
+
+
+def security_of(bootstrap: str) -> dict[str, object]:
+    """The settings that connect to ``bootstrap`` securely: its home's CA and credentials
+    files (an unknown address, e.g. a broker that is down, gets the first cluster's);
+    plaintext for an external cluster (``KAFKA_BOOTSTRAP_SERVERS``)."""
+    cluster = _CLUSTERS.get(bootstrap) or next(iter(_CLUSTERS.values()), None)
+    if cluster is None or not cluster.secured:
+        return {"kafka_security": "plaintext"}
+    return {"kafka_ca_file": ca_file(cluster), "kafka_credentials_file": credentials_file(cluster)}
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Bootstrap servers of a running broker for the whole session."""
+    """Bootstrap servers of a running broker for the whole session: the project's own,
+    secured (TLS, SCRAM, ACLs), or an existing plaintext cluster named by
+    ``KAFKA_BOOTSTRAP_SERVERS``."""
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if external:
         yield external
@@ -81,6 +106,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     settings = Settings(home=home, kafka_listen=f"127.0.0.1:{free_port_pair()}")
     broker = LocalBroker(settings)
     broker.start()
+    register_cluster(broker.address, settings)
     try:
         yield broker.address
     finally:
@@ -100,6 +126,7 @@ def three_node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
     cluster = LocalCluster(settings)
     try:
         cluster.start()
+        register_cluster(cluster.bootstrap_servers, settings)
         yield cluster.bootstrap_servers
     finally:
         cluster.stop()
@@ -112,9 +139,12 @@ def base_settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
 
 
 def unique_settings(kafka_bootstrap: str, home: Path, **changes: object) -> Settings:
-    """Settings with topics, worker group, state and a front-door port of their own."""
+    """Settings with topics, worker group, state and a front-door port of their own, and the
+    cluster's security; on a cluster the tests started, every role's principal is granted
+    its ACLs on them (as ``positioning topics`` does)."""
     suffix = uuid.uuid4().hex[:8]
     base = Settings(
+        **security_of(kafka_bootstrap),  # type: ignore[arg-type]
         home=home,
         kafka_bootstrap_servers=kafka_bootstrap,
         logins_topic=f"logins-{suffix}",
@@ -127,4 +157,12 @@ def unique_settings(kafka_bootstrap: str, home: Path, **changes: object) -> Sett
         expiry_sweep_s=1.0,
         front_door_listen=f"127.0.0.1:{free_port()}",
     )
-    return base.replace(**changes)
+    settings = base.replace(**changes)
+    if kafka_bootstrap in _CLUSTERS:
+        grant_roles(settings)
+    return settings
+
+
+def grant_roles(settings: Settings) -> None:
+    """Grant every role's principal its ACLs on ``settings``' topics and groups."""
+    ensure_principals(settings)

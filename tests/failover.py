@@ -20,8 +20,10 @@ import logging
 import statistics
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -34,20 +36,21 @@ from runtime.waiting import wait_until_async
 
 
 async def create_topic(bootstrap: str, topic: str, partitions: int = 6, rf: int = 3,
-                       timeout_s: float = 30.0) -> None:
+                       timeout_s: float = 30.0, options: Options = None) -> None:
     """Create ``topic`` and wait until every partition has a leader and all ``rf`` in sync."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(options or {}))
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, partitions, rf)])
     finally:
         await admin.close()
-    await wait_in_sync(bootstrap, topic, rf, timeout_s)
+    await wait_in_sync(bootstrap, topic, rf, timeout_s, options)
 
 
-async def in_sync_replicas(bootstrap: str, topic: str) -> dict[int, tuple[int, list[int]]]:
+async def in_sync_replicas(bootstrap: str, topic: str,
+                           options: Options = None) -> dict[int, tuple[int, list[int]]]:
     """partition -> (leader id, in-sync replica ids) as the cluster reports them."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(options or {}))
     await admin.start()
     try:
         [described] = await admin.describe_topics([topic])
@@ -57,21 +60,32 @@ async def in_sync_replicas(bootstrap: str, topic: str) -> dict[int, tuple[int, l
             for p in described["partitions"]}
 
 
-async def wait_in_sync(bootstrap: str, topic: str, rf: int, timeout_s: float) -> None:
+async def wait_in_sync(bootstrap: str, topic: str, rf: int, timeout_s: float,
+                       options: Options = None) -> None:
     """Raises runtime.waiting.TimedOut unless every partition has ``rf`` in-sync replicas in time."""
     async def full() -> bool:
-        isr = await in_sync_replicas(bootstrap, topic)
+        isr = await in_sync_replicas(bootstrap, topic, options)
         return bool(isr) and all(len(r) == rf and leader >= 0 for leader, r in isr.values())
 
     await wait_until_async(full, timeout_s, f"{topic}: {rf} in-sync replicas everywhere")
 
 
 def producer(bootstrap: str, request_timeout_ms: int = 30_000,
-             retry_backoff_ms: int = 100) -> AIOKafkaProducer:
+             retry_backoff_ms: int = 100, options: Options = None) -> AIOKafkaProducer:
     """An acks=all idempotent producer, like the origin's, with the given timings."""
     return AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
+                            **(options or {}),
                             linger_ms=1, request_timeout_ms=request_timeout_ms,
                             retry_backoff_ms=retry_backoff_ms)
+
+
+# aiokafka keyword arguments for the cluster's security (None: plaintext).
+Options = Mapping[str, Any] | None
+
+
+def admin_options(cluster: LocalCluster) -> dict[str, Any]:
+    """How the tools here connect to the local ``cluster``: as its admin role."""
+    return cluster.brokers[0].access().aiokafka_options()
 
 
 @dataclass(frozen=True)
@@ -90,7 +104,7 @@ async def kill_partition_leader(cluster: LocalCluster, topic: str, quorum_leader
     costs a controller election.
     """
     bootstrap = cluster.bootstrap_servers
-    prod = producer(bootstrap, retry_backoff_ms=retry_backoff_ms)
+    prod = producer(bootstrap, retry_backoff_ms=retry_backoff_ms, options=admin_options(cluster))
     await prod.start()
     try:
         await prod.send_and_wait(topic, b"warm-up", partition=0)
@@ -122,14 +136,15 @@ async def measure(runs: int, home: Path) -> list[Failover]:
     await asyncio.to_thread(cluster.start)
     results = []
     try:
-        await create_topic(cluster.bootstrap_servers, "failover")
+        await create_topic(cluster.bootstrap_servers, "failover", options=admin_options(cluster))
         for run in range(runs):
             result = await kill_partition_leader(cluster, "failover", quorum_leader=run % 2 == 0)
             results.append(result)
             print(f"node {result.victim} killed (quorum leader: {result.was_quorum_leader}): "
                   f"its partition unavailable {result.unavailable_s:.2f} s", flush=True)
             await asyncio.to_thread(cluster.start)
-            await wait_in_sync(cluster.bootstrap_servers, "failover", 3, 60)
+            await wait_in_sync(cluster.bootstrap_servers, "failover", 3, 60,
+                               admin_options(cluster))
     finally:
         await asyncio.to_thread(cluster.stop)
     return results

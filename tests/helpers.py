@@ -18,6 +18,7 @@ from devstack.ports import free_port
 from loadtest.produce import ProduceSummary, produce
 from pipeline.readiness import ready_url
 from runtime import waiting
+from runtime.kafka_security import Role, client_options
 from runtime.settings import Settings, env_var
 from schemas.codec import offer_codec
 from schemas.tickets import TicketSigner
@@ -134,6 +135,7 @@ class OfferReader:
     async def __aenter__(self) -> OfferReader:
         self._consumer = AIOKafkaConsumer(
             self.settings.offers_topic, bootstrap_servers=self.settings.bootstrap_servers,
+        **client_options(self.settings, Role.ADMIN),
             auto_offset_reset="earliest", enable_auto_commit=False, group_id=None)
         await self._consumer.start()
         return self

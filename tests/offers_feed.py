@@ -8,6 +8,7 @@ from aiokafka import AIOKafkaProducer
 
 from engine.offers import compute_offer
 from engine.state import new_user_view
+from runtime.kafka_security import Role, client_options
 from runtime.settings import Settings
 from schemas.codec import offer_codec
 from schemas.events import login_event, offer_headers
@@ -24,7 +25,8 @@ class OfferFeed:
         self.settings = settings
         self.signer = TicketSigner.from_spec(settings.ticket_secret.get_secret_value(),
                                              settings.ticket_ttl_s)
-        self.producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all",
+        self.producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers,
+        **client_options(settings, Role.ADMIN), acks="all",
                                          linger_ms=5, max_batch_size=512 * 1024)
 
     async def __aenter__(self) -> OfferFeed:

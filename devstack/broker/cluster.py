@@ -27,6 +27,7 @@ from devstack.broker.layout import Node, cluster_layout
 from devstack.broker.local import BrokerError, LocalBroker, _random_cluster_id, node_pid
 from devstack.broker.probe import count_brokers, every_node_sees
 from devstack.broker.quorum import QuorumView, newest, read_view
+from devstack.broker.security import grant_local_admin
 from devstack.ports import port_in_use
 from devstack.processes import tail, terminate
 from runtime.settings import Settings
@@ -130,6 +131,7 @@ class LocalCluster:
             for broker in stopped:
                 launched.append((broker, broker.launch()))
             self._wait_ready(launched)
+            grant_local_admin(self.settings)
         except BaseException:
             self._stop_dirs([b.dir for b, _ in launched], timeout_s=10)
             raise
@@ -158,9 +160,11 @@ class LocalCluster:
             return False
         if self.status().leader is None:
             return False
-        if count_brokers(self.bootstrap_servers, timeout_s=2.0) != len(self.layout):
+        access = self.brokers[0].access()
+        if count_brokers(self.bootstrap_servers, access, timeout_s=2.0) != len(self.layout):
             return False
-        return every_node_sees([n.address for n in self.layout], len(self.layout), timeout_s=2.0)
+        return every_node_sees([n.address for n in self.layout], len(self.layout), access,
+                               timeout_s=2.0)
 
     def _wait_ready(self, launched: Sequence[tuple[LocalBroker, subprocess.Popen[bytes]]]) -> None:
         """Raises BrokerError if a launched node exits or the cluster is not ready in time."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from devstack.broker.layout import Node, quorum_voters
+from devstack.broker.security import BROKER_USER, BrokerSecurity
 
 
 def replication_factor(nodes: int) -> int:
@@ -26,20 +27,62 @@ def min_insync_replicas(nodes: int) -> int:
     return max(1, replication_factor(nodes) - 1)
 
 
-def server_properties(node: Node, cluster: Sequence[Node]) -> dict[str, str]:
-    """``node``'s configuration as a member of ``cluster`` (every node, ``node`` included)."""
+def listener_properties(node: Node, security: BrokerSecurity | None) -> dict[str, str]:
+    """The node's listeners: plaintext when ``security`` is None, else secured.
+
+    Secured: the client listener ``SECURE`` is SASL_SSL with SCRAM-SHA-512,
+    for clients and for the nodes' own inter-broker traffic (as the user
+    ``broker``); the ``CONTROLLER`` listener is TLS with client certificates
+    required (mTLS; KRaft has no SCRAM there, KAFKA-15513), the certificate's
+    CN mapped to the principal (``User:broker``). ``StandardAuthorizer``
+    refuses anything no ACL allows; only ``User:broker`` is a super user.
+    """
     h, p, c = node.host, node.port, node.controller_port
+    if security is None:
+        return {
+            "listeners": f"PLAINTEXT://{h}:{p},CONTROLLER://{h}:{c}",
+            "advertised.listeners": f"PLAINTEXT://{h}:{p}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        }
+    jaas = ("org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{BROKER_USER}" password="{security.broker_password}";')
+    return {
+        "listeners": f"SECURE://{h}:{p},CONTROLLER://{h}:{c}",
+        "advertised.listeners": f"SECURE://{h}:{p}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "SECURE",
+        "listener.security.protocol.map": "CONTROLLER:SSL,SECURE:SASL_SSL",
+        "sasl.enabled.mechanisms": "SCRAM-SHA-512,SCRAM-SHA-256",
+        "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
+        "listener.name.secure.scram-sha-512.sasl.jaas.config": jaas,
+        "listener.name.secure.scram-sha-256.sasl.jaas.config": jaas,
+        "ssl.keystore.type": "PEM",
+        "ssl.keystore.location": str(security.keystore_file),
+        "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": str(security.ca_file),
+        "ssl.enabled.protocols": "TLSv1.3,TLSv1.2",
+        "ssl.endpoint.identification.algorithm": "https",
+        "listener.name.controller.ssl.client.auth": "required",
+        "ssl.principal.mapping.rules": "RULE:^CN=([A-Za-z0-9._-]+)$/$1/,DEFAULT",
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "allow.everyone.if.no.acl.found": "false",
+        "super.users": f"User:{BROKER_USER}",
+    }
+
+
+def server_properties(node: Node, cluster: Sequence[Node],
+                      security: BrokerSecurity | None = None) -> dict[str, str]:
+    """``node``'s configuration as a member of ``cluster`` (every node, ``node`` included),
+    secured with ``security`` (devstack/broker/security.py) unless it is None."""
     rf = str(replication_factor(len(cluster)))
     isr = str(min_insync_replicas(len(cluster)))
     return {
         "process.roles": "broker,controller",
         "node.id": str(node.node_id),
         "controller.quorum.voters": quorum_voters(cluster),
-        "listeners": f"PLAINTEXT://{h}:{p},CONTROLLER://{h}:{c}",
-        "advertised.listeners": f"PLAINTEXT://{h}:{p}",
-        "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        **listener_properties(node, security),
         "log.dirs": str(node.data_dir),
         "num.partitions": "6",
         "default.replication.factor": rf,

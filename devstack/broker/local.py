@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import os
 import shutil
 import subprocess
 import uuid
@@ -24,8 +25,10 @@ from devstack.broker import jars
 from devstack.broker.config import render, server_properties, with_overrides
 from devstack.broker.layout import Node, cluster_layout
 from devstack.broker.probe import answers_metadata
+from devstack.broker.security import BrokerSecurity, ensure_local_security, grant_local_admin
 from devstack.ports import port_in_use
 from devstack.processes import running_pid, tail, terminate, write_pid
+from runtime.kafka_security import CREDENTIALS_FILE, KafkaAccess, Role, kafka_access, read_credentials
 from runtime.settings import Settings
 from runtime.waiting import TimedOut, wait_until
 
@@ -109,11 +112,19 @@ class LocalBroker:
     def address(self) -> str:
         return self.node.address
 
-    def server_properties(self) -> str:
+    def security(self) -> BrokerSecurity | None:
+        """The home's TLS material and passwords (made if missing); None when plaintext."""
+        return ensure_local_security(self.settings) if self.settings.secured else None
+
+    def server_properties(self, security: BrokerSecurity | None = None) -> str:
         """The node's configuration (devstack/broker/config.py; the compose files mirror it)
         with the settings' ``kafka_server_properties`` over it."""
-        return render(with_overrides(server_properties(self.node, self.cluster),
+        return render(with_overrides(server_properties(self.node, self.cluster, security),
                                      self.settings.kafka_server_properties))
+
+    def access(self) -> KafkaAccess:
+        """How the probes connect to this node: as the admin role."""
+        return kafka_access(self.settings, Role.ADMIN)
 
     # -- state ---------------------------------------------------------------
     def _running_pid(self) -> int | None:
@@ -146,6 +157,7 @@ class LocalBroker:
         self.prepare(_random_cluster_id())
         proc = self.launch()
         self._wait_ready(proc)
+        grant_local_admin(self.settings)
         return self.status(), True
 
     def prepare(self, cluster_id: str) -> None:
@@ -171,9 +183,14 @@ class LocalBroker:
                     "stop it or set POSITIONING_KAFKA_LISTEN to another address"
                 ) from None
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.config_file.write_text(self.server_properties())
+        security = self.security()
+        # Mode 0600: a secured node's file holds its inter-broker password.
+        fd = os.open(self.config_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(self.server_properties(security))
+        os.chmod(self.config_file, 0o600)
         if not (self.data_dir / "meta.properties").exists():
-            self._format(self._jvm(), cluster_id)
+            self._format(self._jvm(), cluster_id, security)
 
     def _jvm(self) -> list[str]:
         """The java command line up to the main class.
@@ -235,11 +252,19 @@ class LocalBroker:
                 return value.strip()
         return None
 
-    def _format(self, jvm: list[str], cluster_id: str) -> None:
+    def _format(self, jvm: list[str], cluster_id: str, security: BrokerSecurity | None) -> None:
+        """Format the storage; secured, with every SCRAM user of the home (KIP-900), so the
+        nodes can authenticate to each other before any admin client could add one."""
         cmd = [*jvm, "kafka.tools.StorageTool", "format", "--ignore-formatted",
                f"--cluster-id={cluster_id}", "-c", str(self.config_file)]
+        if security is not None:
+            passwords = read_credentials(security.dir / CREDENTIALS_FILE)
+            for user, password in passwords.items():
+                cmd += ["--add-scram", f"SCRAM-SHA-512=[name={user},password={password}]",
+                        "--add-scram", f"SCRAM-SHA-256=[name={user},password={password}]"]
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
+            # The command line holds passwords; the tool's output does not repeat them.
             raise BrokerError(f"formatting the KRaft storage failed:\n{result.stdout}{result.stderr}")
 
     def _wait_ready(self, proc: subprocess.Popen[bytes]) -> None:
@@ -255,8 +280,8 @@ class LocalBroker:
             if error is not None:
                 raise error
             # A TCP probe first: the metadata client logs loudly while refused.
-            return port_in_use(self.host, self.port) and answers_metadata(self.address,
-                                                                           timeout_s=2.0)
+            return port_in_use(self.host, self.port) and answers_metadata(
+                self.address, self.access(), timeout_s=2.0)
 
         timeout_s = self.settings.kafka_start_timeout_s
         try:

@@ -31,7 +31,9 @@ import faust
 from faust.types import StreamT
 
 from pipeline.transport import broker_url
+from pipeline.worker import faust_credentials
 from runtime.fetch_tuning import FetchTuning
+from runtime.kafka_security import Role, kafka_access
 from runtime.settings import Settings
 
 # The fetch tuning the bench's worker runs with (the same environment), so the
@@ -45,6 +47,9 @@ def create_app(environ: dict[str, str]) -> faust.App:
     partitions = int(environ.get("FLOOR_PARTITIONS", "6"))
     app = faust.App(f"faust-floor-{uuid.uuid4().hex[:8]}",
                     broker=broker_url(environ["FLOOR_BOOTSTRAP"], FLOOR_FETCH),
+                    # The bench's settings come in the environment; the floor connects
+                    # as the admin role, which may use its own topics and group.
+                    broker_credentials=faust_credentials(kafka_access(Settings(), Role.ADMIN)),
                     store="positioning://",
                     datadir=environ["FLOOR_DATA_DIR"], topic_partitions=partitions,
                     web_enabled=False, producer_acks=-1, producer_linger=0.002,

@@ -37,6 +37,7 @@ from loadtest.bench.compare import Comparison, compare
 from loadtest.bench.cpu import CpuShares
 from loadtest.produce import produce
 from loadtest.stats import latency_summary
+from runtime.kafka_security import Role, client_options
 from runtime.settings import Settings
 from runtime.ticket_secret import ticket_secret
 from runtime.topics import ensure_topics
@@ -147,7 +148,8 @@ class Bench:
         offer = compute_offer(login, new_user_view(), created_at=1)
         payload = offer_codec().encode(offer)
         headers = offer_headers(offer)
-        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks=1,
+        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers,
+        **client_options(settings, Role.ADMIN), acks=1,
                                     linger_ms=20, max_batch_size=1024 * 1024)
         await producer.start()
         sample_every = max(1, count // 50_000)
@@ -441,7 +443,8 @@ class Bench:
         """The Faust floor (loadtest/bench/faust_floor.py, ``mode``) on ``count`` logins."""
         settings.home.mkdir(parents=True, exist_ok=True)  # the floor may run before the worker
         out = settings.home / "faust-floor.json"
-        env = {**os.environ, "FLOOR_MODE": mode, "FLOOR_BOOTSTRAP": settings.bootstrap_servers,
+        env = {**os.environ, **settings.to_env(), "FLOOR_MODE": mode,
+               "FLOOR_BOOTSTRAP": settings.bootstrap_servers,
                "FLOOR_TOPIC": settings.logins_topic, "FLOOR_COUNT": str(count),
                "FLOOR_DATA_DIR": str(settings.home / "faust-floor"),
                "FLOOR_PARTITIONS": str(settings.partitions), "FLOOR_OUT": str(out)}
@@ -530,7 +533,8 @@ async def _get_retrying(http: httpx.AsyncClient, url: str, params: dict[str, Any
 async def _time_offers(settings: Settings, count: int, timeout_s: float) -> tuple[int, float]:
     """Watch the offers topic's end offsets: (offers already there at the first look that
     found any, seconds from that look until ``count`` offers are there)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers,
+        **client_options(settings, Role.ADMIN), group_id=None)
     await consumer.start()
     try:
         tps = [TopicPartition(settings.offers_topic, p) for p in range(settings.partitions)]

@@ -21,6 +21,7 @@ from devstack.ports import free_port, port_in_use
 from devstack.processes import kill
 from devstack.stack import Stack, components
 from ops.components import running_url
+from runtime.kafka_security import Role, client_options
 from tests.conftest import unique_settings
 from tests.dashboard import exposed, load_dashboard, queries, scrape_jobs, selectors
 from tests.e2e.test_stack import LocalStack
@@ -82,7 +83,8 @@ def merged(pages: dict[str, dict[str, list[dict[str, str]]]]) -> dict[str, list[
 
 
 async def produce_poison(local: LocalStack) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=local.settings.bootstrap_servers, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=local.settings.bootstrap_servers,
+        **client_options(local.settings, Role.ADMIN), acks="all")
     await producer.start()
     try:
         await producer.send_and_wait(local.settings.logins_topic, b"not avro", key=b"mallory")

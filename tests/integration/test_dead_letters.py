@@ -21,6 +21,7 @@ from ops.dead_letter_replay import replay_dead_letters
 from ops.dead_letter_selection import OffsetRange, Selection
 from ops.dead_letters import DeadLetterError, count_by_error_type, replay_group
 from runtime.clock import now_us
+from runtime.kafka_security import Role, client_options
 from runtime.settings import Settings
 from runtime.topics import ensure_topics
 from schemas.codec import AvroCodec, load_schema, login_codec, offer_codec
@@ -62,7 +63,8 @@ def listed(settings: Settings, *args: str) -> dict[str, Any]:
 
 async def produce(settings: Settings, topic: str, records: list[Record]) -> list[Any]:
     """Produce and wait for the acks; the records' metadata (partition, offset)."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers,
+        **client_options(settings, Role.ADMIN), acks="all")
     await producer.start()
     try:
         return [await producer.send_and_wait(topic, value, key=key, headers=headers)
@@ -73,7 +75,8 @@ async def produce(settings: Settings, topic: str, records: list[Record]) -> list
 
 async def read_all(settings: Settings, topic: str) -> list[Any]:
     """Every record of ``topic`` up to its current end."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers,
+        **client_options(settings, Role.ADMIN), group_id=None,
                                 enable_auto_commit=False)
     await consumer.start()
     try:
@@ -92,7 +95,8 @@ async def read_all(settings: Settings, topic: str) -> list[Any]:
 
 
 async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers,
+        **client_options(settings, Role.ADMIN), group_id=None)
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
@@ -102,7 +106,8 @@ async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
 
 
 async def committed(settings: Settings, group: str) -> dict[Any, Any]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
+        **client_options(settings, Role.ADMIN))
     await admin.start()
     try:
         return {tp: (o.offset, o.metadata)
@@ -112,7 +117,8 @@ async def committed(settings: Settings, group: str) -> dict[Any, Any]:
 
 
 async def groups(settings: Settings) -> set[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
+        **client_options(settings, Role.ADMIN))
     await admin.start()
     try:
         return {group[0] for group in await admin.list_consumer_groups()}
@@ -275,7 +281,8 @@ def test_a_login_replayed_twice_counts_one_visit_and_keeps_its_offer(
         as_an_older_worker_dead_lettered(settings, event, source_offset=23)]))
     one = Selection.of(ranges=[OffsetRange(letter.partition, letter.offset, letter.offset)])
     first = asyncio.run(replay_dead_letters(settings, one))
-    again = asyncio.run(replay_dead_letters(settings, one, group="after-a-crash"))
+    again = asyncio.run(replay_dead_letters(settings, one,
+                                            group=f"{settings.worker_id}.dlq-replay-again"))
     assert len(first.replayed) == len(again.replayed) == 1
 
     def both() -> list[bytes] | None:

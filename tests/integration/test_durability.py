@@ -19,7 +19,7 @@ from loadtest.produce import produce
 from runtime.settings import Settings
 from runtime.topics import ensure_topics
 from schemas.tickets import _b64e
-from tests.conftest import unique_settings
+from tests.conftest import register_cluster, unique_settings
 from tests.helpers import (
     Component,
     OfferReader,
@@ -38,6 +38,7 @@ def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker
     home = tmp_path_factory.mktemp("paused-broker")
     broker = LocalBroker(Settings(home=home, kafka_listen=f"127.0.0.1:{free_port_pair()}"))
     broker.start()
+    register_cluster(broker.address, broker.settings)
     try:
         yield broker
     finally:

@@ -13,10 +13,11 @@ import httpx
 import pytest
 
 from edge.store import OfferStore
+from runtime.kafka_security import Role, client_options
 from runtime.settings import Settings
 from runtime.topics import ensure_topics
 from schemas.tickets import Ticket
-from tests.conftest import unique_settings
+from tests.conftest import register_cluster, unique_settings
 from tests.edge_node import Edge, served_offers
 from tests.helpers import wait_until, wait_until_async
 from tests.offers_feed import OfferFeed
@@ -172,7 +173,8 @@ async def test_partitions_added_later_are_materialized(kafka_bootstrap: str, tmp
     await ensure_topics(settings)
     edge = Edge(settings, "grow", tmp_path).start()
     try:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
+        **client_options(settings, Role.ADMIN))
         await admin.start()
         try:
             await admin.create_partitions({settings.offers_topic: NewPartitions(total_count=4)})
@@ -207,6 +209,7 @@ async def test_edge_follows_the_topic_again_after_the_broker_crashes(tmp_path: P
     broker = LocalBroker(Settings(home=tmp_path / "broker",
                                   kafka_listen=f"127.0.0.1:{free_port_pair()}"))
     status, _ = await asyncio.to_thread(broker.start)  # start() runs its own event loop
+    register_cluster(broker.address, broker.settings)
     try:
         settings = unique_settings(broker.address, tmp_path)
         await ensure_topics(settings)

@@ -14,6 +14,7 @@ from pipeline.worker import create_app
 from runtime.compat import MissingInternal
 from runtime.compat.aiokafka import FetchStep, asked_limits, fetch_limits, wrap_fetch_step
 from runtime.fetch_tuning import FIRST_RECORD_BURST, FetchTuning, adapt_to_traffic
+from runtime.kafka_security import Role, client_options
 from runtime.settings import Settings
 from runtime.topics import ensure_topics
 
@@ -26,11 +27,13 @@ async def test_quiet_topic_is_long_polled_and_a_record_still_arrives_at_once(
         base_settings: Settings) -> None:
     await ensure_topics(base_settings)
     topic = base_settings.offers_topic
-    consumer = AIOKafkaConsumer(bootstrap_servers=base_settings.bootstrap_servers, group_id=None,
+    consumer = AIOKafkaConsumer(bootstrap_servers=base_settings.bootstrap_servers,
+        **client_options(base_settings, Role.ADMIN), group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest",
                                 fetch_max_wait_ms=TUNING.wait_ms,
                                 fetch_min_bytes=TUNING.min_bytes)
-    producer = AIOKafkaProducer(bootstrap_servers=base_settings.bootstrap_servers)
+    producer = AIOKafkaProducer(bootstrap_servers=base_settings.bootstrap_servers,
+        **client_options(base_settings, Role.ADMIN))
     await consumer.start()
     await producer.start()
     try:
@@ -71,7 +74,8 @@ async def test_quiet_topic_is_long_polled_and_a_record_still_arrives_at_once(
 
 
 def _tuned_consumer(settings: Settings) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
+    return AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers,
+        **client_options(settings, Role.ADMIN), group_id=None,
                             enable_auto_commit=False, auto_offset_reset="earliest",
                             fetch_max_wait_ms=TUNING.wait_ms, fetch_min_bytes=TUNING.min_bytes)
 
@@ -83,7 +87,8 @@ async def test_a_trickle_costs_one_fetch_per_record_each_answered_on_arrival(
     await ensure_topics(base_settings)
     topic = base_settings.offers_topic
     consumer = _tuned_consumer(base_settings)
-    producer = AIOKafkaProducer(bootstrap_servers=base_settings.bootstrap_servers)
+    producer = AIOKafkaProducer(bootstrap_servers=base_settings.bootstrap_servers,
+        **client_options(base_settings, Role.ADMIN))
     await consumer.start()
     await producer.start()
     try:
@@ -120,7 +125,8 @@ async def test_a_stream_is_batched_at_about_one_fetch_per_wait(base_settings: Se
     await ensure_topics(base_settings)
     topic = base_settings.offers_topic
     consumer = _tuned_consumer(base_settings)
-    producer = AIOKafkaProducer(bootstrap_servers=base_settings.bootstrap_servers, linger_ms=0)
+    producer = AIOKafkaProducer(bootstrap_servers=base_settings.bootstrap_servers,
+        **client_options(base_settings, Role.ADMIN), linger_ms=0)
     await consumer.start()
     await producer.start()
     try:
@@ -166,14 +172,16 @@ async def test_a_consumer_still_holding_records_never_parks_a_long_poll(
     """A long poll on the quiet partitions would hold back the fetch of a partition just drained."""
     await ensure_topics(base_settings)
     topic = base_settings.offers_topic
-    producer = AIOKafkaProducer(bootstrap_servers=base_settings.bootstrap_servers)
+    producer = AIOKafkaProducer(bootstrap_servers=base_settings.bootstrap_servers,
+        **client_options(base_settings, Role.ADMIN))
     await producer.start()
     try:
         for i in range(5):
             await producer.send_and_wait(topic, b"offer-%d" % i, key=b"t%d" % i, partition=0)
     finally:
         await producer.stop()
-    consumer = AIOKafkaConsumer(bootstrap_servers=base_settings.bootstrap_servers, group_id=None,
+    consumer = AIOKafkaConsumer(bootstrap_servers=base_settings.bootstrap_servers,
+        **client_options(base_settings, Role.ADMIN), group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest",
                                 fetch_max_wait_ms=TUNING.wait_ms,
                                 fetch_min_bytes=TUNING.min_bytes)
@@ -218,7 +226,8 @@ async def test_records_the_application_never_takes_do_not_keep_a_quiet_consumer_
     ones (the control), it sends a 5 ms fetch after another."""
     await ensure_topics(base_settings)
     taken_topic, untaken_topic = base_settings.offers_topic, base_settings.dlq_topic
-    producer = AIOKafkaProducer(bootstrap_servers=base_settings.bootstrap_servers)
+    producer = AIOKafkaProducer(bootstrap_servers=base_settings.bootstrap_servers,
+        **client_options(base_settings, Role.ADMIN))
     await producer.start()
     try:
         await producer.send_and_wait(untaken_topic, b"state", key=b"user", partition=0)

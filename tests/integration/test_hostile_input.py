@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaProducer
 
 from devstack.ports import free_port
 from edge.store import OfferStore
+from runtime.kafka_security import Role, client_options
 from runtime.settings import Settings
 from schemas.codec import offer_codec
 from schemas.events import EXPIRES_AT_HEADER, LOGIN_ACCEPTED_AT_HEADER, offer_headers
@@ -170,7 +171,8 @@ async def test_bad_records_are_skipped_the_same_live_and_catching_up(
     settings, eu, us = two_edges
     async with OfferFeed(settings) as feed:
         good, _ = await feed.publish()
-        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers,
+        **client_options(settings, Role.ADMIN))
         await producer.start()
         try:
             bad_tickets = []

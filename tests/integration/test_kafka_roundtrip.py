@@ -7,6 +7,7 @@ import uuid
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from runtime.kafka_security import Role, client_options
 from runtime.settings import Settings
 from runtime.topics import ensure_topics
 
@@ -17,7 +18,8 @@ async def test_produce_then_consume_round_trip(base_settings: Settings) -> None:
     await ensure_topics(base_settings)
     topic = base_settings.logins_topic
     producer = AIOKafkaProducer(
-        bootstrap_servers=base_settings.bootstrap_servers, acks="all", enable_idempotence=True
+        bootstrap_servers=base_settings.bootstrap_servers,
+        **client_options(base_settings, Role.ADMIN), acks="all", enable_idempotence=True
     )
     await producer.start()
     sent = {f"user-{i}".encode(): uuid.uuid4().bytes for i in range(20)}
@@ -29,6 +31,7 @@ async def test_produce_then_consume_round_trip(base_settings: Settings) -> None:
 
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=base_settings.bootstrap_servers,
+        **client_options(base_settings, Role.ADMIN),
         auto_offset_reset="earliest", enable_auto_commit=False, group_id=None,
     )
     await consumer.start()

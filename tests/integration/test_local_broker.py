@@ -45,7 +45,7 @@ def test_start_status_stop_through_the_cli(broker: LocalBroker) -> None:
 
     started = _cli(broker, "kafka", "start")
     assert started.returncode == 0, started.stderr
-    assert answers_metadata(broker.address)
+    assert answers_metadata(broker.address, broker.access())
 
     again = _cli(broker, "kafka", "start")
     assert again.returncode == 0 and "already running" in again.stdout
@@ -55,7 +55,7 @@ def test_start_status_stop_through_the_cli(broker: LocalBroker) -> None:
 
     assert _cli(broker, "kafka", "stop").returncode == 0
     assert not broker.status().running
-    assert not answers_metadata(broker.address, timeout_s=1)
+    assert not answers_metadata(broker.address, broker.access(), timeout_s=1)
 
 
 def test_stale_pid_file_does_not_block_start(broker: LocalBroker) -> None:
@@ -76,7 +76,7 @@ def test_sigkilled_broker_restarts_with_its_data(broker: LocalBroker) -> None:
     assert broker.pid_file.exists()  # stale: the next start must cope with it
     restarted, started = broker.start()
     assert started and restarted.running and restarted.pid != status.pid
-    assert answers_metadata(broker.address)
+    assert answers_metadata(broker.address, broker.access())
 
 
 def test_port_taken_by_another_program_is_a_clear_error(broker: LocalBroker) -> None:

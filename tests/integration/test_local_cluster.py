@@ -10,6 +10,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -20,7 +21,7 @@ from devstack.ports import free_port_run
 from devstack.processes import kill, pid_alive
 from runtime.settings import Settings
 from runtime.waiting import wait_until_async
-from tests.failover import create_topic, producer
+from tests.failover import admin_options, create_topic, producer
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
@@ -52,8 +53,8 @@ class Stream:
     """Writes numbered records with acks=all, round the partitions, until stopped;
     remembers which the cluster acknowledged and which failed."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self.producer = producer(bootstrap, request_timeout_ms=30_000)
+    def __init__(self, bootstrap: str, topic: str, options: dict[str, Any]) -> None:
+        self.producer = producer(bootstrap, request_timeout_ms=30_000, options=options)
         self.topic = topic
         self.acked: set[bytes] = set()
         self.failed: list[BaseException] = []
@@ -86,8 +87,10 @@ class Stream:
         await wait_until_async(enough, timeout_s, f"{count} acknowledged records")
 
 
-async def _read_all(bootstrap: str, topic: str, expected: set[bytes]) -> set[bytes]:
+async def _read_all(bootstrap: str, topic: str, expected: set[bytes],
+                    options: dict[str, Any]) -> set[bytes]:
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                **options,
                                 enable_auto_commit=False, group_id=None)
     await consumer.start()
     seen: set[bytes] = set()
@@ -117,8 +120,9 @@ async def test_three_nodes_lose_one_mid_stream_and_no_acked_record(cluster: Loca
 
     bootstrap = cluster.bootstrap_servers
     topic = f"cluster-{uuid.uuid4().hex[:8]}"
-    await create_topic(bootstrap, topic, PARTITIONS, rf=NODES)
-    stream = Stream(bootstrap, topic)
+    options = admin_options(cluster)
+    await create_topic(bootstrap, topic, PARTITIONS, rf=NODES, options=options)
+    stream = Stream(bootstrap, topic, options)
     writing = asyncio.create_task(stream.run())
     try:
         await stream.acked_at_least(300, 60)
@@ -134,7 +138,7 @@ async def test_three_nodes_lose_one_mid_stream_and_no_acked_record(cluster: Loca
         await writing
     assert stream.failed == []
 
-    seen = await _read_all(bootstrap, topic, stream.acked)
+    seen = await _read_all(bootstrap, topic, stream.acked, options)
     assert stream.acked <= seen, f"{len(stream.acked - seen)} acknowledged records lost"
 
     degraded = await asyncio.to_thread(_cli, cluster, "kafka", "status")

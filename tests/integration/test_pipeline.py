@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from devstack.ports import free_port
 from pipeline.readiness import ready_url
+from runtime.kafka_security import Role, client_options
 from runtime.settings import Settings
 from runtime.topics import ensure_topics
 from schemas.codec import AvroCodec, load_schema, login_codec
@@ -93,6 +94,7 @@ async def test_second_login_sees_the_state_of_the_first(stack: Stack) -> None:
 
 async def _dead_letters(settings: Settings, count: int) -> list[Any]:
     consumer = AIOKafkaConsumer(settings.dlq_topic, bootstrap_servers=settings.bootstrap_servers,
+        **client_options(settings, Role.ADMIN),
                                 auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
     found: list[Any] = []
@@ -120,7 +122,8 @@ async def test_poison_messages_are_dead_lettered_and_the_stream_goes_on(stack: S
         AvroCodec(unknown).encode({**good_fields, "extra": 1}),
         login_codec().encode(good_fields),  # expires before it was accepted: refused
     ]
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers,
+        **client_options(settings, Role.ADMIN), acks="all")
     await producer.start()
     try:
         for value in poison:

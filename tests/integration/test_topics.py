@@ -6,6 +6,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from runtime.kafka_security import Role, client_options
 from runtime.settings import Settings
 from runtime.topics import (
     Durability,
@@ -20,7 +21,8 @@ pytestmark = pytest.mark.integration
 
 
 async def _topic_configs(settings: Settings, topic: str) -> dict[str, str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
+        **client_options(settings, Role.ADMIN))
     await admin.start()
     try:
         (response,) = await admin.describe_configs(
@@ -60,7 +62,8 @@ async def test_second_run_changes_nothing(base_settings: Settings) -> None:
 
 
 async def test_an_offers_topic_that_is_not_compacted_is_refused(base_settings: Settings) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=base_settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=base_settings.bootstrap_servers,
+        **client_options(base_settings, Role.ADMIN))
     await admin.start()
     try:
         await admin.create_topics([NewTopic(base_settings.offers_topic, 3, 1,
@@ -72,7 +75,8 @@ async def test_an_offers_topic_that_is_not_compacted_is_refused(base_settings: S
 
 
 async def _create(settings: Settings, topic: NewTopic) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
+        **client_options(settings, Role.ADMIN))
     await admin.start()
     try:
         await admin.create_topics([topic])
@@ -100,7 +104,8 @@ async def test_a_wrong_min_isr_is_refused_with_the_command_that_fixes_it(
 async def test_a_logins_partition_count_unlike_the_changelog_is_refused(
         base_settings: Settings) -> None:
     await ensure_topics(base_settings)
-    admin = AIOKafkaAdminClient(bootstrap_servers=base_settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=base_settings.bootstrap_servers,
+        **client_options(base_settings, Role.ADMIN))
     await admin.start()
     try:
         await admin.create_partitions({base_settings.logins_topic: NewPartitions(5)})

@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
 
 from runtime.clock import now_us
+from runtime.kafka_security import Role, client_options
 from runtime.settings import Settings
 from runtime.topics import Durability, ensure_topics
 from schemas.codec import AvroCodec, load_schema, login_codec
@@ -35,7 +36,8 @@ def login(user: str, ticket: str) -> dict[str, object]:
 
 async def produce(settings: Settings, records: list[tuple[str, bytes]]) -> None:
     """Each (user id, value) onto logins, keyed by user id as the origin does."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers,
+        **client_options(settings, Role.ADMIN), acks="all")
     await producer.start()
     try:
         for user, value in records:
@@ -50,14 +52,16 @@ def cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 async def records_in(settings: Settings, topic: str) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
+        **client_options(settings, Role.ADMIN))
     await admin.start()
     try:
         (described,) = await admin.describe_topics([topic])
     finally:
         await admin.close()
     tps = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers,
+        **client_options(settings, Role.ADMIN), group_id=None)
     await consumer.start()
     try:
         consumer.assign(tps)
@@ -79,7 +83,8 @@ async def visits_after(settings: Settings, tickets: dict[str, str]) -> dict[str,
 async def raise_logins_partitions(settings: Settings, total: int) -> None:
     """The incident: someone gives ``logins`` more partitions in place; returns once the
     cluster's metadata shows them (on a cluster the other nodes learn it a moment later)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
+        **client_options(settings, Role.ADMIN))
     await admin.start()
     try:
         await admin.create_partitions({settings.logins_topic: NewPartitions(total_count=total)})
@@ -121,7 +126,7 @@ async def test_a_new_partition_count_is_refused_then_migrated_with_visits_exact(
     # The procedure: a new generation, the state migrated, the new worker started.
     # Its workers need state directories of their own: Faust's RocksDB files do not
     # name the worker id, and offsets of the old changelog would not fit the new one.
-    new = old.replace(logins_topic=f"{old.logins_topic}.v2", worker_id=f"{old.worker_id}-v2",
+    new = old.replace(logins_topic=f"{old.logins_topic}.v2", worker_id=f"{old.worker_id}.v2",
                       partitions=4, worker_data_dir=tmp_path / "worker-v2")
     migrate = ["migrate-state", "--from-logins-topic", old.logins_topic,
                "--from-worker-id", old.worker_id]
@@ -190,7 +195,8 @@ async def test_the_breaker_stops_a_systematic_fault_and_loses_nothing(
         assert "CRITICAL" in worker.log_text() and "restart the worker" in worker.log_text()
 
         async def committed_up_to_the_trip() -> bool:
-            admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+            admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
+        **client_options(settings, Role.ADMIN))
             await admin.start()
             try:
                 offsets = await admin.list_consumer_group_offsets(settings.worker_id)

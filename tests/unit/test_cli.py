@@ -131,15 +131,22 @@ def test_a_broker_that_cannot_start_is_an_error_line(env: dict[str, str],
 
 
 def test_topics_without_a_broker_is_an_error_line(env: dict[str, str]) -> None:
-    result = run(env, "topics")
+    result = run({**env, "POSITIONING_KAFKA_SECURITY": "plaintext"}, "topics")
     assert result.exit_code == 1
     assert f"error: Kafka at {env['POSITIONING_KAFKA_LISTEN']} did not answer" in result.output
     assert "Traceback" not in result.output
 
 
+def test_topics_in_a_home_without_credentials_names_the_missing_file(env: dict[str, str]) -> None:
+    result = run(env, "topics")
+    assert result.exit_code == 1
+    assert result.output.startswith("error: cannot read the Kafka credentials file ")
+    assert "POSITIONING_KAFKA_PASSWORD" in result.output and "Traceback" not in result.output
+
+
 @pytest.mark.parametrize("args", [["dlq", "list"], ["dlq", "replay", "--all"]])
 def test_dlq_without_a_broker_is_an_error_line(env: dict[str, str], args: list[str]) -> None:
-    result = run(env, *args)
+    result = run({**env, "POSITIONING_KAFKA_SECURITY": "plaintext"}, *args)
     assert result.exit_code == 1
     assert f"error: Kafka at {env['POSITIONING_KAFKA_LISTEN']} did not answer" in result.output
     assert "Traceback" not in result.output

@@ -27,5 +27,5 @@ def test_a_reopened_partition_keeps_the_configured_block_cache(tmp_path: Path) -
 
 
 def test_the_worker_tables_use_this_store(tmp_path: Path) -> None:
-    app = create_app(Settings(home=tmp_path))
+    app = create_app(Settings(home=tmp_path, kafka_security="plaintext"))
     assert by_url(app.conf.store) is Store

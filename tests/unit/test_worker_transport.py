@@ -34,6 +34,7 @@ def test_the_worker_consumer_is_built_with_the_settings_fetch_tuning(tmp_path: P
     checks against the installed aiokafka; tests/integration/test_fetch_tuning.py
     shows the broker is asked for these values."""
     settings = Settings.from_env({"POSITIONING_HOME": str(tmp_path),
+                                  "POSITIONING_KAFKA_SECURITY": "plaintext",
                                   "POSITIONING_FETCH_WAIT_MS": "9",
                                   "POSITIONING_FETCH_MIN_BYTES": "12345",
                                   "POSITIONING_FETCH_IDLE_WAIT_MS": "321"})
