@@ -24,13 +24,12 @@ callers in an event loop run it in a thread.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.admin import (
     AclBinding,
     AclBindingFilter,
@@ -54,8 +53,7 @@ from runtime.kafka_security import (
     role_users,
 )
 from runtime.settings import Settings
-
-log = logging.getLogger(__name__)
+from runtime.topics import changelog_topic
 
 OPERATIONS_FIX = "docs/operations.md, 'Principals and ACLs'"
 
@@ -153,7 +151,7 @@ def expected_topic_operations(settings: Settings, role: Role) -> dict[str, set[A
 def _matches(grant: Grant, name: str) -> bool:
     if grant.pattern == PREFIXED:
         return name.startswith(grant.name)
-    return grant.name in ("*", name) or (grant.resource == CLUSTER and grant.name == CLUSTER_NAME)
+    return grant.name in ("*", name)
 
 
 def _bindings(principal: str, grants: Iterable[Grant]) -> list[AclBinding]:
@@ -163,10 +161,13 @@ def _bindings(principal: str, grants: Iterable[Grant]) -> list[AclBinding]:
 
 def admin_client(access: KafkaAccess, bootstrap_servers: str, timeout_s: float) -> AdminClient:
     """A confluent-kafka admin client connecting as ``access``'s principal."""
+    # librdkafka's own log lines (errors only) go to stderr: a Python logger on an
+    # AdminClient is served only by polling it (confluent-kafka-python #1734). Every
+    # failure also comes back through the call's future.
     config: dict[str, Any] = {"bootstrap.servers": bootstrap_servers,
                               "socket.timeout.ms": int(timeout_s * 1000),
                               "log_level": 3, **access.librdkafka_config()}
-    return AdminClient(config, logger=log)
+    return AdminClient(config)
 
 
 def _result(future: Future[Any], timeout_s: float) -> Any:
@@ -193,8 +194,6 @@ def extras(settings: Settings, role: Role, acls: Iterable[AclBinding]) -> list[s
     An ACL made for another deployment (another topic generation, say) is judged only
     by what it allows on this one's resources.
     """
-    from runtime.topics import changelog_topic
-
     grants = role_grants(settings, role)
     app = settings.worker_id
     names = {TOPIC: [settings.logins_topic, settings.offers_topic, settings.dlq_topic,
@@ -272,8 +271,6 @@ def ensure_principals(settings: Settings, timeout_s: float = 30.0) -> dict[str, 
 
 def _upsert_users(admin: AdminClient, passwords: dict[str, str], timeout_s: float) -> None:
     """Give each user its SCRAM-SHA-512 and -256 credentials where it has not got them."""
-    from confluent_kafka import KafkaError
-
     have: dict[str, set[ScramMechanism]] = {}
     for user, future in admin.describe_user_scram_credentials(
             list(passwords), request_timeout=timeout_s).items():
@@ -316,8 +313,6 @@ def check_own_access(settings: Settings, access: KafkaAccess, timeout_s: float =
         AclMismatch: the principal's rights differ from its role's, with the fix.
         KafkaException: the cluster did not answer.
     """
-    from confluent_kafka import KafkaError, TopicCollection
-
     if not access.secured:
         return
     expected = expected_topic_operations(settings, access.role)

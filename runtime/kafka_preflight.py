@@ -19,7 +19,9 @@ import ssl
 
 from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaError, SaslAuthenticationFailed, UnsupportedSaslMechanismError
+from confluent_kafka import KafkaException
 
+from runtime.acls import check_own_access
 from runtime.kafka_security import KafkaAccess, KafkaAccessError
 from runtime.settings import Settings, env_var
 
@@ -84,10 +86,6 @@ async def preflight(settings: Settings, access: KafkaAccess, timeout_s: float = 
         KafkaRefused: the TLS or the credentials were refused.
         runtime.acls.AclMismatch: the principal has more or less than its role.
     """
-    from confluent_kafka import KafkaException
-
-    from runtime.acls import check_own_access
-
     if not await check_connection(settings.bootstrap_servers, access, timeout_s):
         log.warning("Kafka at %s does not answer yet: the principal's rights are not "
                     "checked at this start", settings.bootstrap_servers)

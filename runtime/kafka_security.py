@@ -202,3 +202,11 @@ def client_options(settings: Settings, role: Role) -> dict[str, Any]:
     Raises KafkaAccessError as ``kafka_access`` does.
     """
     return kafka_access(settings, role).aiokafka_options()
+
+
+def security_files(cluster: Settings) -> dict[str, Any]:
+    """The settings with which another home connects to the local cluster of ``cluster``:
+    its CA and credentials files; plaintext if that cluster is."""
+    if not cluster.secured:
+        return {"kafka_security": "plaintext"}
+    return {"kafka_ca_file": ca_file(cluster), "kafka_credentials_file": credentials_file(cluster)}

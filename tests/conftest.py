@@ -28,7 +28,7 @@ from devstack.broker.local import LocalBroker
 from devstack.ports import free_port, free_port_pair, free_port_run
 from devstack.processes import kill
 from runtime.acls import ensure_principals
-from runtime.kafka_security import ca_file, credentials_file
+from runtime.kafka_security import security_files
 from runtime.settings import Settings
 
 
@@ -88,9 +88,9 @@ def security_of(bootstrap: str) -> dict[str, object]:
     files (an unknown address, e.g. a broker that is down, gets the first cluster's);
     plaintext for an external cluster (``KAFKA_BOOTSTRAP_SERVERS``)."""
     cluster = _CLUSTERS.get(bootstrap) or next(iter(_CLUSTERS.values()), None)
-    if cluster is None or not cluster.secured:
+    if cluster is None:
         return {"kafka_security": "plaintext"}
-    return {"kafka_ca_file": ca_file(cluster), "kafka_credentials_file": credentials_file(cluster)}
+    return security_files(cluster)
 
 
 @pytest.fixture(scope="session")

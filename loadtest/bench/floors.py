@@ -21,6 +21,7 @@ import uuid
 
 from loadtest.bench.runner import Bench
 from loadtest.produce import produce
+from runtime.acls import ensure_principals
 from runtime.settings import Settings
 from runtime.topics import ensure_topics
 
@@ -44,6 +45,7 @@ def run(rounds: int, logins: int) -> dict[str, list[float | None]]:
                     settings = base.replace(home=home, worker_id=f"floors-{uuid.uuid4().hex[:6]}",
                                             offers_topic=f"offers-{uuid.uuid4().hex[:6]}")
                     asyncio.run(ensure_topics(settings))
+                    ensure_principals(settings)
                     rate = bench.worker_alone(settings, logins)["logins_per_s"]
                 else:
                     rate = bench.faust_floor(base.replace(home=home), logins,

@@ -10,6 +10,12 @@ apart rather than runs apart::
     PYTHONPATH=$PWD python -m loadtest.bench.pairs --rounds 3 \\
         --a origin_linger_ms=1 --b origin_linger_ms=5
 
+The secured Kafka plane against plaintext, with a fresh edge's catch-up
+(what TLS and SCRAM cost)::
+
+    PYTHONPATH=$PWD python -m loadtest.bench.pairs --rounds 2 --edge-offers 100000 \\
+        --a kafka_security=plaintext --b kafka_security=sasl_ssl
+
 Each side is a comma-separated list of ``field=value`` (the fields of
 ``runtime.settings.Settings``; the broker's own settings go through
 ``kafka_server_properties``, with ``;`` between its lines). The JSON lands in
@@ -57,8 +63,11 @@ def figures(pipeline: dict[str, Any]) -> dict[str, dict[str, float | None]]:
     return out
 
 
-def run(base: Settings, sides: dict[str, dict[str, str]], rounds: int) -> dict[str, Any]:
-    """``rounds`` pairs, A first in even pairs and B first in odd ones; every round's figures."""
+def run(base: Settings, sides: dict[str, dict[str, str]], rounds: int,
+        edge_offers: int = 0) -> dict[str, Any]:
+    """``rounds`` pairs, A first in even pairs and B first in odd ones; every round's figures,
+    and with ``edge_offers`` the offers per second a fresh edge applies catching up on that
+    many (on the same broker, before the pipeline part)."""
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in sides}
     for i in range(rounds):
         order = ["A", "B"] if i % 2 == 0 else ["B", "A"]
@@ -67,11 +76,17 @@ def run(base: Settings, sides: dict[str, dict[str, str]], rounds: int) -> dict[s
             bench = Bench(base.replace(**sides[name]), quick=True, say=lambda _: None)
             bench.start_broker()
             try:
+                bootstrap = None
+                if edge_offers:
+                    _, stack, edge, _, boot = bench.edge_bootstrap(edge_offers, f"edge-{i}")
+                    stack.stop_component(edge)
+                    bootstrap = round(boot["applied"] / boot["seconds"]) if boot["seconds"] else None
                 pipeline = bench.bench_pipeline()
             finally:
                 bench.stop_broker()
             results[name].append({"figures": figures(pipeline),
-                                  "offers_per_s": pipeline["throughput"]["offers_per_s"]})
+                                  "offers_per_s": pipeline["throughput"]["offers_per_s"],
+                                  "edge_bootstrap_offers_per_s": bootstrap})
     return {"sides": sides, "rounds": results}
 
 
@@ -89,6 +104,12 @@ def table(report: dict[str, Any]) -> str:
             known = [r for r in ratios if r is not None]
             median = f"  (median {statistics.median(known):.2f})" if known else ""
             lines.append(f"{rate:>5} {fig:<24} {str(a):<28} {str(b):<28} {ratios}{median}")
+    a = [r.get("edge_bootstrap_offers_per_s") for r in a_rounds]
+    b = [r.get("edge_bootstrap_offers_per_s") for r in b_rounds]
+    if any(a):
+        ratios = [round(y / x, 2) if x and y else None for x, y in zip(a, b, strict=True)]
+        lines.append(f"{'-':>5} {'edge_bootstrap_offers_per_s':<24} {str(a):<28} {str(b):<28} "
+                     f"{ratios}")
     return "\n".join(lines)
 
 
@@ -97,9 +118,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--a", default="", help="settings of side A (default: the defaults)")
     parser.add_argument("--b", required=True, help="settings of side B")
     parser.add_argument("--rounds", type=int, default=3, help="pairs to run")
+    parser.add_argument("--edge-offers", type=int, default=0,
+                        help="also time a fresh edge catching up on this many offers")
     args = parser.parse_args(argv)
     base = Settings()
-    report = run(base, {"A": parse_side(args.a), "B": parse_side(args.b)}, args.rounds)
+    report = run(base, {"A": parse_side(args.a), "B": parse_side(args.b)}, args.rounds,
+                 args.edge_offers)
     out = base.home / "bench" / f"pairs-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))

@@ -37,7 +37,8 @@ from loadtest.bench.compare import Comparison, compare
 from loadtest.bench.cpu import CpuShares
 from loadtest.produce import produce
 from loadtest.stats import latency_summary
-from runtime.kafka_security import Role, client_options
+from runtime.acls import ensure_principals
+from runtime.kafka_security import Role, client_options, security_files
 from runtime.settings import Settings
 from runtime.ticket_secret import ticket_secret
 from runtime.topics import ensure_topics
@@ -91,9 +92,14 @@ class Bench:
             # Tickets of an hour, so none expires mid-run (edges refuse a longer lifetime).
             ticket_secret="bench:" + uuid.uuid4().hex, ticket_ttl_s=3600, model_latency_ms=0.0,
             # The bench talks to origin and edges directly; no health checks beside it.
-            front_door=False)
+            front_door=False,
+            **(security_files(self.broker.settings) if self.broker is not None else {}))
         values.update(changes)
-        return self.base.replace(**values)
+        settings = self.base.replace(**values)
+        if self.broker is not None or changes.get("kafka_bootstrap_servers"):
+            # Each role's principal gets its ACLs on this part's own topics.
+            ensure_principals(settings)
+        return settings
 
     def start_broker(self) -> None:
         if self.base.kafka_bootstrap_servers:
@@ -169,11 +175,17 @@ class Bench:
             finally:
                 await producer.stop()
 
-    def bench_edge(self) -> dict[str, Any]:
-        count = 200_000 if self.quick else 1_000_000
-        settings = self.settings("edge", partitions=6)
+    def edge_bootstrap(self, count: int, name: str = "edge"
+                       ) -> tuple[Settings, Stack, Component, Path, dict[str, float]]:
+        """``count`` offers written to a topic of their own, then a fresh edge started on it.
+
+        Returns the settings, stack and running edge, the tickets file, and
+        ``seconds`` (connected to caught up), ``applied`` and ``wall_seconds``
+        (spawn to ready).
+        """
+        settings = self.settings(name, partitions=6)
         asyncio.run(ensure_topics(settings))
-        tickets = self.root / "edge-tickets.txt"
+        tickets = self.root / f"{name}-tickets.txt"
         self.say(f"edge: writing {count:,} offers to {settings.offers_topic} ...")
         started = time.perf_counter()
         asyncio.run(self._flood(settings, count, tickets))
@@ -182,9 +194,17 @@ class Bench:
         edge = self.edge_component(settings, "bench")
         spawned = time.perf_counter()
         stack.run_component(edge, timeout=900)
-        bootstrap_wall = time.perf_counter() - spawned
+        wall = time.perf_counter() - spawned
         ready = httpx.get(f"http://127.0.0.1:{edge.port}/readyz", timeout=5).json()
-        seconds, applied = float(ready["caught_up_after_s"]), int(ready["applied_during_catch_up"])
+        return settings, stack, edge, tickets, {
+            "seconds": float(ready["caught_up_after_s"]),
+            "applied": int(ready["applied_during_catch_up"]), "wall_seconds": wall}
+
+    def bench_edge(self) -> dict[str, Any]:
+        count = 200_000 if self.quick else 1_000_000
+        settings, stack, edge, tickets, boot = self.edge_bootstrap(count)
+        bootstrap_wall = boot["wall_seconds"]
+        seconds, applied = boot["seconds"], int(boot["applied"])
         self.say(f"edge: bootstrap applied {applied:,} in {seconds:.2f}s; waiting for the "
                  "background pass that stores them as served JSON")
         rendered_in = _wait_json(f"http://127.0.0.1:{edge.port}/readyz", timeout=900)
@@ -332,7 +352,8 @@ class Bench:
         rounds, seconds = (2, 5) if self.quick else (3, 10)
         configs = {"1 node": self.settings("one-node"),
                    "3 nodes": self.settings("three-nodes",
-                                            kafka_bootstrap_servers=cluster.bootstrap_servers)}
+                                            kafka_bootstrap_servers=cluster.bootstrap_servers,
+                                            **security_files(cluster.settings))}
         stacks = {name: Stack(s, say=lambda _: None) for name, s in configs.items()}
         rounds_by: dict[str, list[dict[str, Any]]] = {name: [] for name in configs}
         try:
