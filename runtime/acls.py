@@ -24,8 +24,9 @@ callers in an event loop run it in a thread.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,11 +43,14 @@ from confluent_kafka.admin import (
     ScramMechanism,
     UserScramCredentialUpsertion,
 )
+from pydantic import SecretStr
 
+from runtime.kafka_connection import KafkaRefused, check_connection
 from runtime.kafka_security import (
     KafkaAccess,
     KafkaAccessError,
     Role,
+    ca_file,
     credentials_file,
     kafka_access,
     read_credentials,
@@ -231,7 +235,7 @@ def ensure_acls(settings: Settings, access: KafkaAccess, timeout_s: float = 30.0
     """
     admin = admin_client(access, settings.bootstrap_servers, timeout_s)
     if passwords:
-        _upsert_users(admin, passwords, timeout_s)
+        _upsert_users(admin, settings, passwords, timeout_s)
     created: dict[str, int] = {}
     problems: list[str] = []
     for role in Role:
@@ -269,27 +273,40 @@ def ensure_principals(settings: Settings, timeout_s: float = 30.0) -> dict[str, 
     return ensure_acls(settings, kafka_access(settings, Role.ADMIN), timeout_s, passwords)
 
 
-def _upsert_users(admin: AdminClient, passwords: dict[str, str], timeout_s: float) -> None:
-    """Give each user its SCRAM-SHA-512 and -256 credentials where it has not got them."""
-    have: dict[str, set[ScramMechanism]] = {}
-    for user, future in admin.describe_user_scram_credentials(
-            list(passwords), request_timeout=timeout_s).items():
-        try:
-            info = _result(future, timeout_s)
-            have[user] = {c.mechanism for c in info.scram_credential_infos}
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.RESOURCE_NOT_FOUND:
-                raise
-            have[user] = set()
+def _upsert_users(admin: AdminClient, settings: Settings, passwords: dict[str, str],
+                  timeout_s: float) -> None:
+    """Give SCRAM-SHA-512 and -256 credentials to each user that cannot log in with its
+    password. Whether a user can is tried with a login of its own: librdkafka's
+    DescribeUserScramCredentials aborted the process on a three-node cluster here."""
+    missing = _cannot_log_in(settings, passwords, timeout_s)
     for mechanism in (ScramMechanism.SCRAM_SHA_512, ScramMechanism.SCRAM_SHA_256):
         # One alteration per user per request (the broker refuses two).
         upserts = [UserScramCredentialUpsertion(user, ScramCredentialInfo(mechanism, 4096),
                                                 password.encode())
-                   for user, password in passwords.items() if mechanism not in have[user]]
+                   for user, password in missing.items()]
         if upserts:
             for future in admin.alter_user_scram_credentials(
                     upserts, request_timeout=timeout_s).values():
                 _result(future, timeout_s)
+
+
+def _cannot_log_in(settings: Settings, passwords: dict[str, str],
+                   timeout_s: float) -> dict[str, str]:
+    """The users of ``passwords`` whose login the cluster refuses."""
+    async def probe() -> dict[str, str]:
+        refused = {}
+        for user, password in passwords.items():
+            access = KafkaAccess(Role.ADMIN, True, user, SecretStr(password),
+                                 settings.kafka_sasl_mechanism, ca_file(settings))
+            try:
+                await check_connection(settings.bootstrap_servers, access, timeout_s)
+            except KafkaRefused:
+                refused[user] = password
+        return refused
+
+    # Callers may be inside an event loop (the tests): the probe runs in a loop of its own.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, probe()).result()
 
 
 def grant_admin(settings: Settings, superuser: KafkaAccess, timeout_s: float = 30.0) -> None:

@@ -47,7 +47,7 @@ from confluent_kafka.admin import (
 )
 from pydantic import SecretStr
 
-from devstack.broker.security import new_ca
+from devstack.broker.security import add_users, new_ca
 from runtime.acls import AclMismatch, admin_client, check_own_access, ensure_principals
 from runtime.kafka_preflight import KafkaRefused, check_connection
 from runtime.kafka_security import KafkaAccess, Role, kafka_access
@@ -347,3 +347,26 @@ def test_a_principal_with_less_than_its_role_is_refused(kafka_bootstrap: str,
                           origin.ca_file)
     with pytest.raises(AclMismatch, match=r"runs as the edge role but .*lacks DESCRIBE, READ on topic"):
         check_own_access(settings, as_edge)
+
+
+async def test_a_user_added_to_a_role_later_can_log_in_with_exactly_that_role(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    settings = unique_settings(kafka_bootstrap, tmp_path)
+    await ensure_topics(settings)
+    user = f"edge-late-{settings.worker_id[-8:]}"
+    late = settings.replace(kafka_principals=(*settings.kafka_principals, f"edge={user}"))
+    assert settings.kafka_credentials_file is not None
+    add_users(_cluster_home(settings.kafka_credentials_file), [user])
+    access = kafka_access(late.replace(kafka_username=user), Role.EDGE)
+    with pytest.raises(KafkaRefused):  # not on the cluster yet
+        await check_connection(late.bootstrap_servers, access)
+    created = await asyncio.to_thread(ensure_principals, late)
+    assert created[user] == 2  # READ and DESCRIBE on offers
+    assert await check_connection(late.bootstrap_servers, access)
+    await asyncio.to_thread(check_own_access, late, access)
+
+
+def _cluster_home(credentials: Path) -> Settings:
+    """The settings of the local cluster whose credentials file is ``credentials``
+    (``<home>/kafka/security/credentials.json``)."""
+    return Settings(home=credentials.parent.parent.parent)
