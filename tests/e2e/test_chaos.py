@@ -57,7 +57,10 @@ def test_chaos_kills_a_node_of_a_three_node_cluster_and_counts_no_loss(tmp_path:
     settings = unique_settings(f"127.0.0.1:{free_port()}", home, origin_port=free_port(),
                                worker_web_port=free_port(),
                                edges=(f"eu={free_port()}", f"us={free_port()}"))
-    settings = settings.replace(kafka_bootstrap_servers=None,
+    # A cluster of the chaos stack's own, with its own CA and passwords (secured, as
+    # every local cluster): not the session broker's.
+    settings = settings.replace(kafka_bootstrap_servers=None, kafka_security="sasl_ssl",
+                                kafka_ca_file=None, kafka_credentials_file=None,
                                 kafka_listen=f"127.0.0.1:{free_port_run(6)}")
     env = {**os.environ, **settings.to_env()}
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
