@@ -69,7 +69,9 @@ def test_chaos_kills_a_node_of_a_three_node_cluster_and_counts_no_loss(tmp_path:
             [sys.executable, "-m", "cli.main", "chaos", "--quiet", "--ttl", "40", "--nodes", "3",
              "--kill", "broker", "--runs", "2", "--logins", "200", "--rate", "80",
              "--seed", "9"], env=env, capture_output=True, text=True, timeout=900)
-        report = json.loads((home / "chaos" / "chaos-latest.json").read_text())
+        latest = home / "chaos" / "chaos-latest.json"
+        assert latest.exists(), (result.returncode, result.stdout[-2000:], result.stderr[-3000:])
+        report = json.loads(latest.read_text())
         assert result.returncode == 0, (result.stdout[-3000:], report["summary"])
         summary = report["summary"]
         assert summary["runs"] == 2 and summary["acked"] == 400
