@@ -50,10 +50,12 @@ async def check_connection(bootstrap_servers: str, access: KafkaAccess,
                 f"{env_var('kafka_ca_file')} to the CA that signed the brokers' "
                 "certificates") from None
         except ssl.SSLError as exc:
-            raise KafkaRefused(
-                f"the TLS handshake with the Kafka broker at {address} failed ({exc.reason}): "
-                f"is that listener TLS? A plaintext cluster needs "
-                f"{env_var('kafka_security')}=plaintext") from None
+            # Not fatal: a broker killed or stopping mid-handshake ends it the same way a
+            # plaintext listener does (EOF). Say what it may mean, and let retries decide.
+            log.warning("the TLS handshake with Kafka at %s failed (%s): if that listener is "
+                        "plaintext, set %s=plaintext", address, exc.reason,
+                        env_var("kafka_security"))
+            continue
         except (SaslAuthenticationFailed, UnsupportedSaslMechanismError) as exc:
             raise KafkaRefused(
                 f"the Kafka broker at {address} refused {access.principal} "

@@ -3,8 +3,8 @@
 aiokafka logs a refused certificate or password and then reports only that
 it could not bootstrap, so a component would retry a wrong password forever.
 ``preflight`` opens one connection itself, tells the faults that no retry
-can mend (a certificate that does not chain to the CA, a refused password,
-a TLS client at a plaintext listener) from a broker that is not up yet, and
+can mend (a certificate that does not chain to the CA, a refused password)
+from a broker that is not up yet or went away mid-handshake, and
 raises the first kind with what is wrong and the fix. Then it checks the
 principal's own rights on the topics (runtime/acls.py ``check_own_access``).
 A broker that does not answer is not an error here: the component's own
@@ -41,5 +41,5 @@ async def preflight(settings: Settings, access: KafkaAccess, timeout_s: float = 
         return
     try:
         await asyncio.to_thread(check_own_access, settings, access, timeout_s)
-    except KafkaException as exc:  # answered the connection, then not this: say so, go on
+    except (KafkaException, TimeoutError) as exc:  # answered, then not this: say so, go on
         log.warning("could not check %s's rights on the topics: %s", access.principal, exc)
