@@ -180,9 +180,19 @@ class Stack:
         """Start what is not running and wait until everything is ready.
 
         Raises:
-            StackError: a component did not come up, or the front door is on and
-                HAProxy is not installed (before anything starts).
+            StackError: a component did not come up, the front door is on and
+                HAProxy is not installed, or one Kafka user is set for every
+                component (before anything starts).
         """
+        if self.settings.secured and (self.settings.kafka_username is not None
+                                      or self.settings.kafka_password is not None):
+            # The components run as five roles; one principal for all would hold
+            # every role's rights, and each component's own check would refuse it.
+            raise StackError(
+                f"{env_var('kafka_username')} / {env_var('kafka_password')} name one Kafka "
+                f"user, and a stack runs a user per role: unset them, and give the roles' "
+                f"users in {env_var('kafka_principals')} with their passwords in "
+                f"{env_var('kafka_credentials_file')}")
         if self.settings.front_door:
             try:
                 front_door.haproxy_binary()

@@ -44,7 +44,7 @@ from edge.store import Change, OfferStore, StoredOffer
 from edge.waiters import Waiters
 from runtime.clock import now_us
 from runtime.fetch_tuning import FetchTuning, adapt_to_traffic
-from runtime.kafka_security import KafkaAccess, Role
+from runtime.kafka_security import KafkaAccess
 from runtime.retry import call_forever
 from runtime.strict_parsing import ascii_int
 from schemas.codec import HEADER_LEN, MAGIC, DecodeError, offer_codec
@@ -77,9 +77,10 @@ class Progress:
 class Materializer:
     def __init__(self, bootstrap_servers: str, topic: str, store: OfferStore, waiters: Waiters,
                  metrics: EdgeMetrics, ready_lag: int = 0, max_records: int = 20_000,
-                 fetch: FetchTuning = DEFAULT_FETCH, access: KafkaAccess | None = None) -> None:
+                 fetch: FetchTuning = DEFAULT_FETCH, *, access: KafkaAccess) -> None:
+        """``access``: how to connect; required, so no client is plaintext by omission."""
         self.bootstrap_servers = bootstrap_servers
-        self.access = access or KafkaAccess(Role.EDGE, secured=False)
+        self.access = access
         self.topic = topic
         self.store = store
         self.waiters = waiters

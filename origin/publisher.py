@@ -16,7 +16,7 @@ import logging
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from runtime.kafka_security import KafkaAccess, Role
+from runtime.kafka_security import KafkaAccess
 from runtime.retry import call_forever
 
 log = logging.getLogger(__name__)
@@ -29,12 +29,14 @@ class PublisherUnavailable(RuntimeError):
 class LoginPublisher:
     """``timeout_s``: how long a caller waits for its record's acknowledgement (and
     ``start`` for the first connection); ``linger_ms``: the producer's batching delay;
-    ``access``: how it connects (runtime/kafka_security.py; default plaintext)."""
+    ``access``: how it connects (runtime/kafka_security.py). It may be given
+    after construction (the origin resolves it when it starts serving), but
+    there is no default: ``start`` refuses to connect without one."""
 
     def __init__(self, bootstrap_servers: str, topic: str, timeout_s: float,
-                 linger_ms: int = 1, access: KafkaAccess | None = None) -> None:
+                 linger_ms: int = 1, *, access: KafkaAccess | None) -> None:
         self.bootstrap_servers = bootstrap_servers
-        self.access = access or KafkaAccess(Role.ORIGIN, secured=False)
+        self.access = access
         self.topic = topic
         self.timeout_s = timeout_s
         self.linger_ms = linger_ms
@@ -59,8 +61,13 @@ class LoginPublisher:
             request_timeout_ms=max(int(self.timeout_s * 500), 1000),
             # Ask for fresh metadata soon after a leader is lost.
             retry_backoff_ms=50,
-            **self.access.aiokafka_options(),
+            **self._access().aiokafka_options(),
         )
+
+    def _access(self) -> KafkaAccess:
+        if self.access is None:
+            raise RuntimeError("LoginPublisher has no KafkaAccess: set it before start()")
+        return self.access
 
     async def start(self) -> None:
         """Connect now if possible, else keep trying in the background."""

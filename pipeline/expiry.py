@@ -30,7 +30,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from runtime.clock import now_us
-from runtime.kafka_security import KafkaAccess, Role
+from runtime.kafka_security import KafkaAccess
 from schemas.codec import DecodeError, offer_codec
 from schemas.events import EXPIRES_AT_HEADER
 
@@ -156,9 +156,9 @@ class Expirer:
     def __init__(self, bootstrap_servers: str, topic: str, group_id: str,
                  send: Callable[[bytes], Awaitable[None]], sweep_every_s: float,
                  on_tombstone: Callable[[], None] = lambda: None,
-                 access: KafkaAccess | None = None) -> None:
+                 *, access: KafkaAccess) -> None:
         self.bootstrap_servers = bootstrap_servers
-        self.access = access or KafkaAccess(Role.WORKER, secured=False)
+        self.access = access
         self.topic = topic
         self.group_id = group_id
         self.send = send

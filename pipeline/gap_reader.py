@@ -36,14 +36,14 @@ class SourceRecord(NamedTuple):
 
 
 async def read_range(bootstrap_servers: str, topic: str, partition: int, start: int,
-                     end: int, timeout_s: float = 60.0,
-                     access: KafkaAccess | None = None) -> list[SourceRecord]:
+                     end: int, timeout_s: float = 60.0, *,
+                     access: KafkaAccess) -> list[SourceRecord]:
     """Records ``start`` to ``end`` (exclusive) of one partition, in order, read as
-    ``access`` (default: plaintext).
+    ``access``.
 
     Raises GapUnreadable if any of them cannot be read within ``timeout_s``.
     """
-    options = access.aiokafka_options() if access is not None else {}
+    options = access.aiokafka_options()
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="none", **options)
     tp = TopicPartition(topic, partition)

@@ -410,8 +410,8 @@ class LoginProcessor:
     """
 
     def __init__(self, users: MutableMapping[str, Any], settings: Settings, outbox: Outbox,
-                 ledger: OffsetLedger, metrics: WorkerMetrics,
-                 read_gap: ReadRange = read_range,
+                 ledger: OffsetLedger, metrics: WorkerMetrics, *,
+                 read_gap: ReadRange,
                  make_current: Callable[[Any], None] = lambda event: None) -> None:
         self.users = users
         self.settings = settings

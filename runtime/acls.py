@@ -73,6 +73,14 @@ _IMPLIED = {
 }
 _ALL_TOPIC_OPS = {Op.READ, Op.WRITE, Op.CREATE, Op.DELETE, Op.ALTER, Op.DESCRIBE,
                   Op.DESCRIBE_CONFIGS, Op.ALTER_CONFIGS}
+# What ALL stands for on each kind of resource (Kafka's AclEntry.supportedOperations).
+_ALL_OPS = {
+    ResourceType.TOPIC: _ALL_TOPIC_OPS,
+    ResourceType.GROUP: {Op.READ, Op.DESCRIBE, Op.DELETE},
+    ResourceType.BROKER: {Op.CREATE, Op.CLUSTER_ACTION, Op.DESCRIBE_CONFIGS, Op.ALTER_CONFIGS,
+                          Op.IDEMPOTENT_WRITE, Op.ALTER, Op.DESCRIBE},
+}
+WILDCARD_PRINCIPAL = "User:*"  # an ACL for everyone: counted as every principal's own
 
 
 class AclMismatch(KafkaAccessError):
@@ -130,11 +138,13 @@ def role_grants(settings: Settings, role: Role) -> list[Grant]:
     raise ValueError(f"unknown role {role!r}")
 
 
-def effective(operations: Iterable[AclOperation]) -> set[AclOperation]:
-    """``operations`` with those Kafka implies (READ implies DESCRIBE, ALL implies all)."""
+def effective(operations: Iterable[AclOperation],
+              resource: ResourceType = ResourceType.TOPIC) -> set[AclOperation]:
+    """``operations`` on a ``resource`` with those Kafka implies (READ implies DESCRIBE,
+    ALL implies every operation that kind of resource has)."""
     out = set(operations)
     if Op.ALL in out:
-        out |= _ALL_TOPIC_OPS | {Op.IDEMPOTENT_WRITE, Op.CLUSTER_ACTION}
+        out |= _ALL_OPS.get(resource, _ALL_TOPIC_OPS)
     for op in list(out):
         out |= _IMPLIED.get(op, set())
     return out
@@ -185,10 +195,15 @@ def principal_acls(admin: AdminClient, principal: str, timeout_s: float) -> list
     return list(_result(admin.describe_acls(flt, request_timeout=timeout_s), timeout_s))
 
 
+def everyones_acls(admin: AdminClient, timeout_s: float) -> list[AclBinding]:
+    """The ACLs granted to ``User:*``, which every principal holds as well as its own."""
+    return principal_acls(admin, WILDCARD_PRINCIPAL, timeout_s)
+
+
 def _allowed(grants: list[Grant], resource: ResourceType, name: str) -> set[AclOperation]:
     """What ``grants`` allow on the resource called ``name``, implied operations included."""
-    return effective(op for g in grants if g.resource == resource and _matches(g, name)
-                     for op in g.operations)
+    return effective((op for g in grants if g.resource == resource and _matches(g, name)
+                      for op in g.operations), resource)
 
 
 def extras(settings: Settings, role: Role, acls: Iterable[AclBinding]) -> list[str]:
@@ -198,7 +213,11 @@ def extras(settings: Settings, role: Role, acls: Iterable[AclBinding]) -> list[s
     An ACL made for another deployment (another topic generation, say) is judged only
     by what it allows on this one's resources.
     """
-    grants = role_grants(settings, role)
+    return _beyond(settings, role_grants(settings, role), acls)
+
+
+def _beyond(settings: Settings, grants: list[Grant], acls: Iterable[AclBinding]) -> list[str]:
+    """``extras`` against any list of grants (none, for ACLs everyone holds)."""
     app = settings.worker_id
     names = {TOPIC: [settings.logins_topic, settings.offers_topic, settings.dlq_topic,
                      changelog_topic(app)],
@@ -210,7 +229,7 @@ def extras(settings: Settings, role: Role, acls: Iterable[AclBinding]) -> list[s
             continue
         pattern = Grant(acl.restype, acl.name, acl.resource_pattern_type, frozenset())
         for name in names[acl.restype]:
-            if _matches(pattern, name) and not effective([acl.operation]) <= _allowed(
+            if _matches(pattern, name) and not effective([acl.operation], acl.restype) <= _allowed(
                     grants, acl.restype, name):
                 kind = str(acl.resource_pattern_type.name).lower()
                 out.append(f"{acl.operation.name} on {acl.restype.name.lower()} {acl.name!r} "
@@ -238,6 +257,10 @@ def ensure_acls(settings: Settings, access: KafkaAccess, timeout_s: float = 30.0
         _upsert_users(admin, settings, passwords, timeout_s)
     created: dict[str, int] = {}
     problems: list[str] = []
+    everyone = everyones_acls(admin, timeout_s)
+    # An ACL for everyone is every role's too: no role needs one, so any is refused.
+    problems += [f"{WILDCARD_PRINCIPAL} (every principal) may {extra}"
+                 for extra in _beyond(settings, [], everyone)]
     for role in Role:
         for user in role_users(settings, role):
             principal = f"User:{user}"

@@ -414,12 +414,19 @@ class Settings(BaseSettings):
     @classmethod
     def _principals_are_role_user(cls, pairs: tuple[str, ...]) -> tuple[str, ...]:
         roles = {"admin", "ops", "origin", "worker", "edge"}
+        role_of: dict[str, str] = {}
         for pair in pairs:
             role, sep, user = pair.partition("=")
-            if not sep or role.strip() not in roles or not re.fullmatch(r"[\w.@-]+", user.strip()):
+            role, user = role.strip(), user.strip()
+            if not sep or role not in roles or not re.fullmatch(r"[\w.@-]+", user):
                 raise ValueError(f"each entry is `role=user` with a role among "
                                  f"{', '.join(sorted(roles))} and a user of letters, digits "
                                  f"and `._@-`, not {pair!r}")
+            if role_of.setdefault(user, role) != role:
+                # A principal's ACLs are the union of its roles', so it would hold more
+                # than either and be refused by both.
+                raise ValueError(f"user {user!r} is given two roles, {role_of[user]} and "
+                                 f"{role}: give each role users of its own")
         return pairs
 
     @field_validator("kafka_server_properties")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import os
 import shutil
 import subprocess
 import uuid
@@ -29,6 +28,7 @@ from devstack.broker.security import BrokerSecurity, ensure_local_security, gran
 from devstack.ports import port_in_use
 from devstack.processes import running_pid, tail, terminate, write_pid
 from runtime.kafka_security import CREDENTIALS_FILE, KafkaAccess, Role, kafka_access, read_credentials
+from runtime.private_files import write_private
 from runtime.settings import Settings
 from runtime.waiting import TimedOut, wait_until
 
@@ -185,10 +185,7 @@ class LocalBroker:
         self.dir.mkdir(parents=True, exist_ok=True)
         security = self.security()
         # Mode 0600: a secured node's file holds its inter-broker password.
-        fd = os.open(self.config_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(self.server_properties(security))
-        os.chmod(self.config_file, 0o600)
+        write_private(self.config_file, self.server_properties(security).encode())
         if not (self.data_dir / "meta.properties").exists():
             self._format(self._jvm(), cluster_id, security)
 
@@ -255,16 +252,22 @@ class LocalBroker:
     def _format(self, jvm: list[str], cluster_id: str, security: BrokerSecurity | None) -> None:
         """Format the storage; secured, with every SCRAM user of the home (KIP-900), so the
         nodes can authenticate to each other before any admin client could add one."""
-        cmd = [*jvm, "kafka.tools.StorageTool", "format", "--ignore-formatted",
-               f"--cluster-id={cluster_id}", "-c", str(self.config_file)]
+        args = ["kafka.tools.StorageTool", "format", "--ignore-formatted",
+                f"--cluster-id={cluster_id}", "-c", str(self.config_file)]
         if security is not None:
             passwords = read_credentials(security.dir / CREDENTIALS_FILE)
             for user, password in passwords.items():
-                cmd += ["--add-scram", f"SCRAM-SHA-512=[name={user},password={password}]",
-                        "--add-scram", f"SCRAM-SHA-256=[name={user},password={password}]"]
-        result = subprocess.run(cmd, capture_output=True, text=True)
+                args += ["--add-scram", f"SCRAM-SHA-512=[name={user},password={password}]",
+                         "--add-scram", f"SCRAM-SHA-256=[name={user},password={password}]"]
+        # The main class and its arguments go in a java argument file (JEP 293) of mode
+        # 0600, so no password is on a command line that `ps` shows every local user.
+        argfile = self.dir / "format.args"
+        write_private(argfile, "\n".join(_argfile_quote(a) for a in args).encode())
+        try:
+            result = subprocess.run([*jvm, f"@{argfile}"], capture_output=True, text=True)
+        finally:
+            argfile.unlink(missing_ok=True)
         if result.returncode != 0:
-            # The command line holds passwords; the tool's output does not repeat them.
             raise BrokerError(f"formatting the KRaft storage failed:\n{result.stdout}{result.stderr}")
 
     def _wait_ready(self, proc: subprocess.Popen[bytes]) -> None:
@@ -306,3 +309,10 @@ class LocalBroker:
         terminate(pid, timeout_s)
         self.pid_file.unlink(missing_ok=True)
         return True
+
+
+def _argfile_quote(arg: str) -> str:
+    """One argument as a java argument file line: double-quoted, backslashes and quotes
+    escaped (the launcher's own syntax, JEP 293)."""
+    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
+

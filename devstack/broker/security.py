@@ -34,6 +34,7 @@ from pydantic import SecretStr
 
 from runtime.acls import grant_admin
 from runtime.kafka_security import CA_FILE, CREDENTIALS_FILE, KafkaAccess, Role, read_credentials
+from runtime.private_files import write_private
 from runtime.settings import Settings
 
 BROKER_USER = "broker"   # the nodes' own principal, on both listeners: the only super user
@@ -74,8 +75,8 @@ def ensure_local_security(settings: Settings) -> BrokerSecurity:
     ca_key_path, ca_path = root / CA_KEY_FILE, root / CA_FILE
     if not ca_path.exists() or not ca_key_path.exists():
         ca_key = ec.generate_private_key(ec.SECP256R1())
-        _write_private(ca_key_path, _pkcs8(ca_key))
-        _write_private(ca_path, _ca_certificate(ca_key).public_bytes(serialization.Encoding.PEM))
+        write_private(ca_key_path, _pkcs8(ca_key))
+        write_private(ca_path, _ca_certificate(ca_key).public_bytes(serialization.Encoding.PEM))
     keystore = root / KEYSTORE_FILE
     if not keystore.exists():
         ca_key_loaded = serialization.load_pem_private_key(ca_key_path.read_bytes(), None)
@@ -84,7 +85,7 @@ def ensure_local_security(settings: Settings) -> BrokerSecurity:
         key = ec.generate_private_key(ec.SECP256R1())
         cert = _leaf_certificate(key, ca_key_loaded, ca_cert, BROKER_USER,
                                  hosts=[host, "127.0.0.1", "localhost"])
-        _write_private(keystore, _pkcs8(key) + cert.public_bytes(serialization.Encoding.PEM)
+        write_private(keystore, _pkcs8(key) + cert.public_bytes(serialization.Encoding.PEM)
                        + ca_cert.public_bytes(serialization.Encoding.PEM))
     passwords = add_users(settings, [BROKER_USER, *principal_users(settings)])
     return BrokerSecurity(root, passwords[BROKER_USER])
@@ -121,10 +122,7 @@ def add_users(settings: Settings, users: list[str]) -> dict[str, str]:
     missing = [u for u in users if u not in passwords]
     if missing:
         passwords.update({u: secrets.token_urlsafe(32) for u in missing})
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.unlink(missing_ok=True)
-        _write_private(tmp, json.dumps(passwords, indent=1).encode())
-        tmp.replace(path)
+        write_private(path, json.dumps(passwords, indent=1).encode())
     return passwords
 
 
@@ -139,8 +137,8 @@ def issue_certificate(settings: Settings, name: str, directory: Path) -> tuple[P
     cert = _leaf_certificate(key, ca_key, ca_cert, name, hosts=["127.0.0.1", "localhost"])
     directory.mkdir(parents=True, exist_ok=True)
     key_path, cert_path = directory / f"{name}-key.pem", directory / f"{name}.pem"
-    _write_private(key_path, _pkcs8(key))
-    _write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    write_private(key_path, _pkcs8(key))
+    write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     return key_path, cert_path
 
 
@@ -150,21 +148,14 @@ def new_ca(directory: Path, name: str = "another CA") -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     directory.mkdir(parents=True, exist_ok=True)
     key_path, cert_path = directory / "ca-key.pem", directory / "ca.pem"
-    _write_private(key_path, _pkcs8(key))
-    _write_private(cert_path, _ca_certificate(key, name).public_bytes(serialization.Encoding.PEM))
+    write_private(key_path, _pkcs8(key))
+    write_private(cert_path, _ca_certificate(key, name).public_bytes(serialization.Encoding.PEM))
     return key_path, cert_path
 
 
 def _pkcs8(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-    os.chmod(path, 0o600)
 
 
 def _ca_certificate(key: ec.EllipticCurvePrivateKey,

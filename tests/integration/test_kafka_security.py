@@ -305,7 +305,8 @@ def test_a_missing_ca_file_is_named(kafka_bootstrap: str, tmp_path: Path) -> Non
 def _extra_write_on_offers(settings: Settings, user: str, add: bool) -> None:
     admin = admin_client(kafka_access(settings, Role.ADMIN), settings.bootstrap_servers, 15)
     binding = AclBinding(ResourceType.TOPIC, settings.offers_topic, ResourcePatternType.LITERAL,
-                         f"User:{user}", "*", AclOperation.WRITE, AclPermissionType.ALLOW)
+                         user if user.startswith("User:") else f"User:{user}", "*",
+                         AclOperation.WRITE, AclPermissionType.ALLOW)
     if add:
         futures: Any = admin.create_acls([binding], request_timeout=15)
         for future in futures.values():
@@ -333,6 +334,21 @@ def test_a_principal_with_more_than_its_role_is_refused(kafka_bootstrap: str,
             ensure_principals(settings)
     finally:
         _extra_write_on_offers(settings, str(edge.username), add=False)
+    ensure_principals(settings)
+
+
+def test_an_acl_for_every_principal_is_refused(kafka_bootstrap: str, tmp_path: Path) -> None:
+    settings = unique_settings(kafka_bootstrap, tmp_path)
+    asyncio.run(ensure_topics(settings))
+    _extra_write_on_offers(settings, "User:*", add=True)
+    try:
+        with pytest.raises(AclMismatch, match=r"User:\* \(every principal\) may WRITE on topic"):
+            ensure_principals(settings)
+        with pytest.raises(AclMismatch, match=r"User:edge runs as the edge role but may also "
+                                              r"WRITE on topic"):
+            check_own_access(settings, kafka_access(settings, Role.EDGE))
+    finally:
+        _extra_write_on_offers(settings, "User:*", add=False)
     ensure_principals(settings)
 
 

@@ -14,8 +14,12 @@ from starlette.testclient import TestClient
 from edge.app import create_app
 from edge.materializer import Materializer
 from edge.store import OfferStore, StoredOffer
+from runtime.kafka_security import KafkaAccess, Role
 from runtime.settings import Settings
 from schemas.tickets import TicketSigner
+
+PLAINTEXT_EDGE = KafkaAccess(Role.EDGE, secured=False)  # no broker is reached here
+
 
 SECRET = "test:" + "k" * 32
 
@@ -106,7 +110,8 @@ def test_readyz_reports_the_catch_up_once_caught_up(tmp_path: Path) -> None:
     node = app.state.node
     store = OfferStore(tmp_path / "store")
     try:
-        m = Materializer("unused:9092", "offers", store, node.waiters, node.metrics)
+        m = Materializer("unused:9092", "offers", store, node.waiters, node.metrics,
+                         access=PLAINTEXT_EDGE)
         m.progress.targets = {0: 3}
         node.materializer = m
         m.apply({TopicPartition("offers", 0): [_tombstone(0), _tombstone(1)]})

@@ -16,7 +16,11 @@ from edge.metrics import EdgeMetrics
 from edge.store import OfferStore
 from edge.waiters import Waiters
 from origin.publisher import LoginPublisher, PublisherUnavailable
+from runtime.kafka_security import KafkaAccess, Role
 from tests.helpers import wait_until_async
+
+PLAINTEXT_EDGE = KafkaAccess(Role.EDGE, secured=False)  # no broker is reached here
+
 
 
 def _failures(caplog: pytest.LogCaptureFixture, logger: str, level: int) -> list[str]:
@@ -28,7 +32,8 @@ async def test_the_publisher_keeps_trying_and_answers_unavailable_meanwhile(
         caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="origin.publisher")
     nowhere = f"127.0.0.1:{free_port()}"
-    publisher = LoginPublisher(nowhere, "logins", timeout_s=0.2)
+    publisher = LoginPublisher(nowhere, "logins", timeout_s=0.2,
+                               access=KafkaAccess(Role.ORIGIN, secured=False))
     await publisher.start()  # returns after timeout_s, still trying
     try:
         assert not publisher.ready
@@ -49,7 +54,8 @@ async def test_the_materializer_keeps_trying_until_cancelled(
     caplog.set_level(logging.ERROR, logger="edge.materializer")
     nowhere = f"127.0.0.1:{free_port()}"
     store = OfferStore(tmp_path)
-    m = Materializer(nowhere, "offers", store, Waiters(10), EdgeMetrics("t"))
+    m = Materializer(nowhere, "offers", store, Waiters(10), EdgeMetrics("t"),
+                     access=PLAINTEXT_EDGE)
     running = asyncio.create_task(m.run())
     try:
         async def failed_three_times() -> bool:

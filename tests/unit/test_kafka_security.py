@@ -200,3 +200,41 @@ def test_an_access_without_a_ca_file_says_which_setting(tmp_path: Path) -> None:
     access = KafkaAccess(Role.EDGE, True, "edge", SecretStr("x" * 20), "SCRAM-SHA-512", None)
     with pytest.raises(KafkaAccessError, match="POSITIONING_KAFKA_CA_FILE"):
         access.ssl_context()
+
+
+def test_a_user_given_two_roles_is_refused_at_the_setting() -> None:
+    with pytest.raises(ValueError, match="two roles, edge and origin"):
+        Settings(kafka_principals=("edge=shared", "origin=shared"))
+    Settings(kafka_principals=("edge=edge-eu", "edge=edge-us"))  # several users, one role
+
+
+def test_all_on_a_group_means_a_groups_operations_only() -> None:
+    settings = Settings()
+    app = settings.worker_id
+    worker = [AclBinding(ResourceType.GROUP, app, ResourcePatternType.LITERAL, "User:worker",
+                         "*", AclOperation.ALL, AclPermissionType.ALLOW)]
+    # ALL on its own group reaches DELETE, which the worker's READ does not.
+    (found,) = extras(settings, Role.WORKER, worker)
+    assert "ALL on group" in found
+    assert expected_topic_operations(settings, Role.ADMIN)[settings.offers_topic] >= {
+        AclOperation.READ, AclOperation.WRITE, AclOperation.ALTER_CONFIGS}
+    assert AclOperation.IDEMPOTENT_WRITE not in expected_topic_operations(
+        settings, Role.ADMIN)[settings.offers_topic]
+
+
+def test_a_private_file_never_keeps_a_wider_mode(tmp_path: Path) -> None:
+    from runtime.private_files import write_private
+
+    target = tmp_path / "secret"
+    target.write_text("old")
+    target.chmod(0o644)
+    write_private(target, b"new")
+    assert target.read_bytes() == b"new"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["secret"]  # no temporary file left
+
+
+def test_format_arguments_survive_the_java_argument_file_quoting() -> None:
+    from devstack.broker.local import _argfile_quote
+
+    assert _argfile_quote('a b"c\\d') == '"a b\\"c\\\\d"'

@@ -89,12 +89,16 @@ class Acks:
         return ack
 
 
+async def no_gap(bootstrap_servers: str, topic: str, partition: int, start: int,
+                 end: int) -> list[SourceRecord]:
+    raise AssertionError(f"no gap was expected, yet {topic}[{partition}] {start}..{end} was read")
+
+
 def make(users: dict[str, bytes] | None = None, read_gap: Any = None,
          settings: Settings = SETTINGS) -> tuple[LoginProcessor, Sent, OffsetLedger, WorkerMetrics]:
     sent, ledger, metrics = Sent(), OffsetLedger("logins"), WorkerMetrics()
-    extra = {} if read_gap is None else {"read_gap": read_gap}
     processor = LoginProcessor({} if users is None else users, settings, sent, ledger, metrics,
-                               **extra)
+                               read_gap=no_gap if read_gap is None else read_gap)
     return processor, sent, ledger, metrics
 
 
@@ -325,7 +329,7 @@ def breaker_processor(threshold: int, base: Settings = SETTINGS,
                       ) -> tuple[LoginProcessor, Sent, OffsetLedger, WorkerMetrics]:
     sent, ledger, metrics = Sent(), OffsetLedger("logins"), WorkerMetrics()
     settings = base.replace(breaker_dead_letters=threshold)
-    return LoginProcessor({}, settings, sent, ledger, metrics), sent, ledger, metrics
+    return LoginProcessor({}, settings, sent, ledger, metrics, read_gap=no_gap), sent, ledger, metrics
 
 
 async def test_the_breaker_trips_after_dead_letters_of_one_type_in_a_row() -> None:
@@ -641,7 +645,7 @@ async def test_a_failed_delivery_in_a_batch_is_retried_until_acknowledged(
     metrics = WorkerMetrics()
     deliveries = Deliveries(SimpleNamespace(producer=producer), metrics)
     ledger = OffsetLedger("logins")
-    processor = LoginProcessor({}, BATCHING, deliveries, ledger, metrics)
+    processor = LoginProcessor({}, BATCHING, deliveries, ledger, metrics, read_gap=no_gap)
     acks = Acks()
     await processor.on_batch([incoming(o, event(f"t{o}"), acks) for o in range(4)])
     await settle(processor)
@@ -665,7 +669,7 @@ async def test_a_batch_whose_delivery_keeps_failing_is_never_finished(
     metrics = WorkerMetrics()
     deliveries = Deliveries(SimpleNamespace(producer=Away()), metrics)
     ledger = OffsetLedger("logins")
-    processor = LoginProcessor({}, SETTINGS, deliveries, ledger, metrics)
+    processor = LoginProcessor({}, SETTINGS, deliveries, ledger, metrics, read_gap=no_gap)
     acks = Acks()
     await processor.on_batch([incoming(o, event(f"t{o}"), acks) for o in range(2)])
 

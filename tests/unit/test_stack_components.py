@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from devstack.stack import components, worker_component, worker_components
+import pytest
+from pydantic import SecretStr
+
+from devstack.stack import Stack, StackError, components, worker_component, worker_components
 from runtime.settings import Settings
 
 
@@ -47,3 +50,9 @@ def test_several_workers_without_a_web_port_each_get_a_free_one(tmp_path: Path) 
 def test_a_lone_worker_keeps_its_name_and_state_dir(tmp_path: Path) -> None:
     [worker] = worker_components(Settings(home=tmp_path, workers=1))
     assert worker.name == "worker" and "POSITIONING_WORKER_DATA_DIR" not in worker.env
+
+
+def test_a_stack_refuses_one_kafka_user_for_every_component(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, kafka_username="admin", kafka_password=SecretStr("x"))
+    with pytest.raises(StackError, match="a stack runs a user per role"):
+        Stack(settings).up()
