@@ -31,6 +31,7 @@ import click
 
 from runtime.http_protocol import HttpLimits
 from runtime.kafka_security import KafkaAccessError
+from runtime.offer_keys import OfferKeyError
 from runtime.settings import Settings, env_var
 
 if TYPE_CHECKING:
@@ -394,7 +395,7 @@ def worker(crashes: int) -> int:
             crashes, reason, time.monotonic() - started))
         Worker(app, loglevel="info", redirect_stdouts=False).execute_from_commandline()
         return 0
-    except (TopicMismatch, KafkaAccessError, AclMismatch) as exc:  # systematic: no restart
+    except (TopicMismatch, KafkaAccessError, AclMismatch, OfferKeyError) as exc:  # systematic
         raise _Failed(str(exc)) from None
     except SystemExit as exc:
         if exc.code in (0, None):
@@ -638,7 +639,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
-    except KafkaAccessError as exc:  # missing or refused credentials, rights not the role's
+    except (KafkaAccessError, OfferKeyError) as exc:  # credentials, rights or keys unusable
         click.echo(f"error: {exc}", err=True)
         return EXIT_FAILED
     except SystemExit as exc:

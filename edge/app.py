@@ -47,6 +47,7 @@ from edge.waiters import TooManyWaiters, Waiters
 from runtime.fetch_tuning import FetchTuning
 from runtime.kafka_preflight import preflight
 from runtime.kafka_security import Role, kafka_access
+from runtime.offer_keys import verify_keyring
 from runtime.settings import Settings
 from runtime.strict_parsing import decimal
 from schemas.tickets import TicketSigner, signer_from_settings
@@ -88,9 +89,11 @@ class EdgeNode:
         Raises:
             KafkaRefused: the TLS or the credentials were refused.
             AclMismatch: the principal has more or less than the edge role.
+            OfferKeyError: offers are signed and the verify file is unusable.
         """
         settings = self.settings
         access = kafka_access(settings, Role.EDGE)
+        keyring = verify_keyring(settings)
         await preflight(settings, access)
         # A tombstone is remembered as a revocation as long as a ticket can live.
         remember_us = int((settings.ticket_ttl_s + settings.ticket_clock_skew_s) * 1e6)
@@ -102,7 +105,7 @@ class EdgeNode:
                                          self.waiters, self.metrics,
                                          ready_lag=settings.edge_ready_lag,
                                          fetch=FetchTuning.from_settings(settings),
-                                         access=access)
+                                         access=access, keyring=keyring)
         self.metrics.track_waiters(lambda: self.waiters.count)
         self.metrics.track_stored(store.estimated_count)
         self._task = asyncio.create_task(self._run_materializer())

@@ -23,6 +23,13 @@ made by the render pass, which deletes what a live node would have skipped,
 so nodes reading the same topic end with the same state. A tombstone is
 stored as a revocation until any ticket it concerns has expired, so a
 revoked offer answers 410, not "pending".
+
+With ``offer_signing=ed25519`` (the default) a record is applied only if it
+verifies (schemas/offer_signatures.py) against a key the verify file trusts,
+tombstones included, live and catching up alike; and only if it is not
+older than what the store holds for its ticket (edge/store.py). A record
+that fails either is counted (``edge_records_refused_total`` by reason),
+logged with its partition and offset, and skipped.
 """
 
 from __future__ import annotations
@@ -45,10 +52,18 @@ from edge.waiters import Waiters
 from runtime.clock import now_us
 from runtime.fetch_tuning import FetchTuning, adapt_to_traffic
 from runtime.kafka_security import KafkaAccess
+from runtime.offer_keys import VerifyKeyring
 from runtime.retry import call_forever
 from runtime.strict_parsing import ascii_int
 from schemas.codec import HEADER_LEN, MAGIC, DecodeError, offer_codec
-from schemas.events import EXPIRES_AT_HEADER, OFFER_TIME_HEADERS
+from schemas.events import EXPIRES_AT_HEADER, LOGIN_ACCEPTED_AT_HEADER
+from schemas.offer_signatures import (
+    SIG_HEADER,
+    SIG_KID_HEADER,
+    SIG_PROOF_HEADER,
+    OfferVerifier,
+    SignedFields,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +92,11 @@ class Progress:
 class Materializer:
     def __init__(self, bootstrap_servers: str, topic: str, store: OfferStore, waiters: Waiters,
                  metrics: EdgeMetrics, ready_lag: int = 0, max_records: int = 20_000,
-                 fetch: FetchTuning = DEFAULT_FETCH, *, access: KafkaAccess) -> None:
-        """``access``: how to connect; required, so no client is plaintext by omission."""
+                 fetch: FetchTuning = DEFAULT_FETCH, *, access: KafkaAccess,
+                 keyring: VerifyKeyring | None) -> None:
+        """``access``: how to connect; ``keyring``: the keys offers must be signed with
+        (None: ``offer_signing=off``, nothing is checked). Both required, so nothing is
+        plaintext or trusted by omission."""
         self.bootstrap_servers = bootstrap_servers
         self.access = access
         self.topic = topic
@@ -92,6 +110,9 @@ class Materializer:
         self._consumer: AIOKafkaConsumer | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._codec = offer_codec()
+        self.keyring = keyring
+        self._verifier = (None if keyring is None
+                          else OfferVerifier(topic, keyring.get))
         self._known: set[bytes] = set()  # schema fingerprints seen to be readable
         self._started = time.monotonic()
         self._stalled_checks = 0
@@ -198,20 +219,28 @@ class Materializer:
         """Write one fetch to the store atomically, then wake its waiters."""
         applied_at = now_us()
         changes: list[Change] = []
+        sources: list[ConsumerRecord] = []
+        accepted: list[int] = []
         next_offsets: dict[int, int] = {}
-        login_times: list[int] = []
         live = self.progress.ready  # positioning latency means something only when live
-        add = changes.append
         for tp, records in batches.items():
             for record in records:
                 change, accepted_at = self._to_change(record, live)
                 if change is not None:
-                    add(change)
-                    if accepted_at and live:
-                        login_times.append(accepted_at)
+                    changes.append(change)
+                    sources.append(record)
+                    accepted.append(accepted_at)
             if records:
                 next_offsets[tp.partition] = records[-1].offset + 1
-        self.store.apply(changes, next_offsets, applied_at, logged=live)
+        stale = self.store.apply(changes, next_offsets, applied_at, logged=live)
+        if stale:
+            for i in stale:
+                self._refuse(sources[i], "stale", "older than the record this edge holds for "
+                             "its ticket (a replay)")
+            gone = set(stale)
+            changes = [c for i, c in enumerate(changes) if i not in gone]
+            accepted = [a for i, a in enumerate(accepted) if i not in gone]
+        login_times = [a for a in accepted if a] if live else []
         self.progress.next_offsets.update(next_offsets)
         self.progress.applied_since_start += len(changes)
         self.metrics.applied.inc(len(changes))
@@ -231,6 +260,25 @@ class Materializer:
                     record.offset, why)
         return None, 0
 
+    def _refuse(self, record: ConsumerRecord, reason: str, why: str) -> tuple[None, int]:
+        """Count and log a record that is well formed but not to be trusted; skip it."""
+        self.metrics.refused.labels(self.metrics.region, reason).inc()
+        log.warning("offers record at partition %d offset %d refused: %s", record.partition,
+                    record.offset, why)
+        return None, 0
+
+    def _check_signature(self, record: ConsumerRecord, fields: SignedFields, kid: bytes | None,
+                         proof: bytes | None, signature: bytes | None) -> bool:
+        assert self._verifier is not None
+        why = self._verifier.check(fields, kid, proof, signature)
+        if why is None:
+            return True
+        reason = ("unsigned" if why == "unsigned" else
+                  "untrusted_key" if "does not trust" in why else
+                  "forged" if "does not verify" in why else "malformed_signature")
+        self._refuse(record, reason, why)
+        return False
+
     def _to_change(self, record: ConsumerRecord, live: bool) -> tuple[Change | None, int]:
         """The change a record makes, and its login time (0 if unknown or a tombstone).
 
@@ -243,15 +291,10 @@ class Materializer:
         if key is None or not TICKET_ID.fullmatch(key):
             return self._skip(record, "its key is not a ticket id")
         value = record.value
-        if value is None:
-            return Change(key, None), 0
-        if value[:2] != MAGIC or value[2:HEADER_LEN] not in self._known:
-            if len(value) < HEADER_LEN or not self._codec.knows(value[2:HEADER_LEN]):
-                return self._skip(record, "not a known Avro offer")
-            self._known.add(value[2:HEADER_LEN])
         expires_at = accepted_at = 0
+        kid = proof = signature = None
         for name, raw in record.headers:
-            if name in OFFER_TIME_HEADERS:
+            if name == EXPIRES_AT_HEADER or name == LOGIN_ACCEPTED_AT_HEADER:
                 try:
                     number = ascii_int(raw, f"header {name}")
                 except ValueError as exc:
@@ -260,6 +303,21 @@ class Materializer:
                     expires_at = number
                 else:
                     accepted_at = number
+            elif name == SIG_HEADER:
+                signature = raw
+            elif name == SIG_PROOF_HEADER:
+                proof = raw
+            elif name == SIG_KID_HEADER:
+                kid = raw
+        if value is not None and (value[:2] != MAGIC or value[2:HEADER_LEN] not in self._known):
+            if len(value) < HEADER_LEN or not self._codec.knows(value[2:HEADER_LEN]):
+                return self._skip(record, "not a known Avro offer")
+            self._known.add(value[2:HEADER_LEN])
+        if self._verifier is not None and not self._check_signature(
+                record, SignedFields(key, value, expires_at, accepted_at), kid, proof, signature):
+            return None, 0
+        if value is None:
+            return Change(key, None, expires_at), 0
         if expires_at and not live:
             return Change(key, value, expires_at), accepted_at
         try:
@@ -359,9 +417,21 @@ class Materializer:
             except Exception as exc:  # a wedged client may not stop cleanly; it is dropped
                 log.warning("stopping the old consumer failed (%r)", exc)
 
+    def refresh_keys(self) -> None:
+        """Re-read a changed verify file; a change of trusted keys drops remembered roots."""
+        if self.keyring is None or self._verifier is None:
+            return
+        if self.keyring.refresh(now_us()):
+            self._verifier.forget()
+            log.info("trusting offer keys %s", sorted(self.keyring.trusted))
+        if self.keyring.problem:
+            log.error("the verify file is unusable, so the keys read before stay: %s",
+                      self.keyring.problem)
+
     async def _housekeeping(self) -> None:
-        """Notice new partitions, update lag gauges."""
+        """Notice new partitions and key changes, update lag gauges."""
         assert self._consumer is not None
+        self.refresh_keys()
         partitions = await self._partitions()
         if partitions - set(self.progress.targets):
             log.info("%s now has %d partitions; assigning the new ones", self.topic, len(partitions))

@@ -19,6 +19,11 @@ class EdgeMetrics:
         self.undecodable = Counter("edge_records_undecodable_total",
                                    "Records skipped because they could not be decoded",
                                    ["region"], registry=self.registry).labels(**labels)
+        self.refused = Counter("edge_records_refused_total",
+                               "Records skipped because they are not to be trusted: unsigned, "
+                               "forged, signed by an untrusted key, malformed signature, or "
+                               "older than what is held (stale)", ["region", "reason"],
+                               registry=self.registry)
         self.swept = Counter("edge_offers_expired_total", "Expired offers swept out", ["region"],
                              registry=self.registry).labels(**labels)
         self.lag = Gauge("edge_partition_lag", "High watermark minus next offset",

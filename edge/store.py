@@ -24,6 +24,14 @@ live), so logged records and offsets never land on top of unflushed unlogged
 ones. The other writes (rendering an entry as JSON, sweeping expired ones)
 only rewrite or drop an entry whose record would be read again anyway.
 
+Of two records for one ticket the newer wins, whatever order they come in:
+an offer's version is its expiry, which only grows for a ticket (a retried
+login extends it), and a tombstone's the expiry of the offer it ends, kept
+with the revocation. ``apply`` refuses an offer older than what is stored, or
+no newer than a revocation, and a tombstone older than the stored offer; so
+a replayed old record never replaces a newer one (a tombstone without a
+version, from an unsigned producer, always applies).
+
 Expired offers are never served (the ticket says when it expires, and so does
 the entry); they are swept out for space by a cursor that walks the store a
 slice at a time, so applying a record costs one put, not two.
@@ -34,7 +42,7 @@ Ticket ids are base64url, so they never start with ``\\x00``.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -78,8 +86,32 @@ class Change(NamedTuple):
 
     ticket_id: bytes
     payload: bytes | None  # None: a tombstone
-    expires_at: int = 0
+    expires_at: int = 0    # µs; for a tombstone, its version: the expiry it ends (0: none)
     is_json: bool = False
+
+
+def _version(raw: bytes) -> tuple[int, bool]:
+    """A stored entry's version, and whether it is a revocation."""
+    expires_at, _, kind = _HEADER.unpack_from(raw)
+    if kind == REVOKED:
+        body = raw[_HEADER.size:]
+        return (_U64.unpack(body)[0] if len(body) == _U64.size else 0), True
+    return expires_at, False
+
+
+def supersedes(change: Change, stored: tuple[int, bool] | None) -> bool:
+    """Whether ``change`` may replace an entry of version and kind ``stored`` (None: none).
+
+    An offer replaces an offer no newer than itself (an equal one is a
+    re-send) and a revocation older than itself; a tombstone replaces what is
+    no newer than the expiry it ends, and one without a version anything.
+    """
+    if stored is None:
+        return True
+    version, revoked = stored
+    if change.payload is None:
+        return change.expires_at == 0 or change.expires_at >= version
+    return change.expires_at > version if revoked else change.expires_at >= version
 
 
 def _options(block_cache_mb: int) -> Options:
@@ -138,8 +170,9 @@ class OfferStore:
         if raw is None:
             return None
         expires_at, applied_at, kind = _HEADER.unpack_from(raw)
-        return StoredOffer(expires_at, applied_at, raw[_HEADER.size:], kind == JSON,
-                           kind == REVOKED)
+        if kind == REVOKED:  # its body is the tombstone's version, nothing to serve
+            return StoredOffer(expires_at, applied_at, b"", False, True)
+        return StoredOffer(expires_at, applied_at, raw[_HEADER.size:], kind == JSON)
 
     def replace_with_json(self, ticket_id: bytes, stored: StoredOffer, body: bytes) -> None:
         """Keep the rendered JSON of an offer that was stored as Avro (read once, render once)."""
@@ -158,28 +191,43 @@ class OfferStore:
             it.next()
         return out
 
-    def apply(self, changes: Iterable[Change], next_offsets: dict[int, int],
-              applied_at: int, logged: bool = True) -> None:
+    def apply(self, changes: Sequence[Change], next_offsets: dict[int, int],
+              applied_at: int, logged: bool = True) -> list[int]:
         """Apply records and advance the partitions' offsets in one atomic write.
 
         ``next_offsets`` may run past the last change: records that were
         skipped (undecodable) still count as read. ``logged=False`` skips the
-        write-ahead log (catching up; see the module docstring).
+        write-ahead log (catching up; see the module docstring). Returns the
+        indexes of the changes refused as older than what is stored (see the
+        module docstring); the others are applied, in order.
         """
         batch = WriteBatch(raw_mode=True)
-        revoked = _HEADER.pack(applied_at + self.remember_revoked_us, applied_at, REVOKED)
-        for change in changes:
+        revoked_head = _HEADER.pack(applied_at + self.remember_revoked_us, applied_at, REVOKED)
+        stale: list[int] = []
+        seen: dict[bytes, tuple[int, bool]] = {}  # this batch's own latest, by ticket
+        stored = self._db.get([c.ticket_id for c in changes]) if changes else []
+        assert isinstance(stored, list)
+        for i, change in enumerate(changes):
+            ticket_id = change.ticket_id
+            before = seen.get(ticket_id)
+            raw = stored[i]
+            if before is None and raw is not None:
+                before = _version(raw)
+            if not supersedes(change, before):
+                stale.append(i)
+                continue
+            seen[ticket_id] = (change.expires_at, change.payload is None)
             if change.payload is None:
-                batch.put(change.ticket_id, revoked)
+                batch.put(ticket_id, revoked_head + _U64.pack(change.expires_at))
             else:
                 if not change.is_json:
                     batch.delete(ALL_JSON_KEY)
                 header = _HEADER.pack(change.expires_at, applied_at, JSON if change.is_json else AVRO)
-                batch.put(change.ticket_id, header + change.payload)
+                batch.put(ticket_id, header + change.payload)
         for partition, offset in next_offsets.items():
             batch.put(OFFSET_PREFIX + str(partition).encode(), _U64.pack(offset))
         if batch.is_empty():
-            return
+            return stale
         if logged:
             self.make_durable()
             self._db.write(batch)
@@ -190,6 +238,7 @@ class OfferStore:
             if self._since_flush >= self.flush_every:
                 self._db.flush(wait=False)  # in the background; the count starts over
                 self._since_flush = 0
+        return stale
 
     def _next_slice(self, cursor: str, limit: int) -> tuple[list[tuple[bytes, bytes]], bool]:
         """Up to ``limit`` offers from the named cursor on, and whether it reached the end.

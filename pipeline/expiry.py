@@ -20,7 +20,6 @@ move (both owners, once each) is harmless: it deletes what is deleted.
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import logging
 import time
@@ -36,7 +35,7 @@ from schemas.events import EXPIRES_AT_HEADER
 
 log = logging.getLogger(__name__)
 
-SEND_CONCURRENCY = 256
+SEND_CONCURRENCY = 256  # tombstones handed to ``send`` at once (and signed together)
 # An offer matters to expiry only once it expires, minutes later: the broker may gather a
 # MiB or wait half a second before answering, so this consumer fetches about twice a
 # second whatever the traffic, not once per offer (docs/decisions/0014-answer-on-the-first-record.md).
@@ -98,8 +97,8 @@ class ExpiryIndex:
         self._expiry[ticket] = (partition, expires_at)
         heapq.heappush(self._heap, (expires_at, ticket))
 
-    def due(self, now: int) -> list[bytes]:
-        """Tickets of loaded partitions whose offer expired by ``now`` (each given once)."""
+    def due(self, now: int) -> list[tuple[bytes, int]]:
+        """``(ticket, expiry)`` of loaded partitions' offers expired by ``now`` (each once)."""
         out = []
         deferred = []
         while self._heap and self._heap[0][0] <= now:
@@ -111,7 +110,7 @@ class ExpiryIndex:
                 deferred.append((expires_at, ticket))
                 continue
             del self._expiry[ticket]
-            out.append(ticket)
+            out.append((ticket, expires_at))
         for entry in deferred:
             heapq.heappush(self._heap, entry)
         return out
@@ -148,13 +147,14 @@ class _Listener(ConsumerRebalanceListener):
 class Expirer:
     """Reads ``offers`` in a consumer group and tombstones expired offers through ``send``.
 
-    ``send(ticket_id)`` must return once the tombstone is acknowledged (it may retry
-    for as long as it takes). ``run`` returns only when cancelled; a Kafka error
-    it cannot ride out propagates.
+    ``send([(ticket_id, expires_at), ...])`` must return once those tombstones are
+    acknowledged (it may retry for as long as it takes). ``run`` returns only when
+    cancelled; a Kafka error it cannot ride out propagates.
     """
 
     def __init__(self, bootstrap_servers: str, topic: str, group_id: str,
-                 send: Callable[[bytes], Awaitable[None]], sweep_every_s: float,
+                 send: Callable[[list[tuple[bytes, int]]], Awaitable[None]],
+                 sweep_every_s: float,
                  on_tombstone: Callable[[], None] = lambda: None,
                  *, access: KafkaAccess) -> None:
         self.bootstrap_servers = bootstrap_servers
@@ -224,7 +224,7 @@ class Expirer:
         """Tombstone every due offer (acknowledged before this returns); how many."""
         due = self.index.due(now_us())
         for start in range(0, len(due), SEND_CONCURRENCY):
-            await asyncio.gather(*(self.send(t) for t in due[start:start + SEND_CONCURRENCY]))
+            await self.send(due[start:start + SEND_CONCURRENCY])
         for _ in due:
             self.on_tombstone()
         return len(due)

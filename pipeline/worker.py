@@ -54,7 +54,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, NamedTuple, Protocol, cast
+from typing import Any, Protocol, cast
 
 import faust
 import orjson
@@ -76,18 +76,21 @@ from pipeline.batching import NaturalBatches
 from pipeline.breaker import DeadLetterBreaker
 from pipeline.expiry import Expirer
 from pipeline.gap_reader import SourceRecord, read_range
+from pipeline.offer_signing import BatchSigning
 from pipeline.offset_ledger import Admission, OffsetLedger
 from pipeline.readiness import READY_PATH, WEB_HOST, not_ready_because, readiness_body
+from pipeline.records import OutRecord
 from pipeline.transport import Consumer, broker_url
 from runtime.clock import now_us
 from runtime.compat import faust as faust_compat
 from runtime.fetch_tuning import FetchTuning
 from runtime.kafka_security import KafkaAccess, Role, kafka_access
+from runtime.offer_keys import signing_keyring
 from runtime.retry import call_forever
 from runtime.settings import Settings
 from runtime.topics import USER_STATE_TABLE, durability
 from schemas.codec import DecodeError, login_codec, offer_codec
-from schemas.events import dead_letter_headers, offer_headers
+from schemas.events import EXPIRES_AT_HEADER, dead_letter_headers, offer_headers
 
 log = logging.getLogger(__name__)
 
@@ -97,15 +100,6 @@ Ack = Callable[[], Awaitable[Any]] | None
 BATCH_SHARE_OF_CONCURRENCY = 2
 """A batch holds at most ``worker_concurrency`` / this many logins, so the next batch is
 begun while the one before waits for its acks."""
-
-
-class OutRecord(NamedTuple):
-    """A record to produce: topic, key, value (None: a tombstone) and headers."""
-
-    topic: str
-    key: bytes
-    value: bytes | None
-    headers: list[tuple[str, bytes]] | None = None
 
 
 class Sending(Protocol):
@@ -411,7 +405,7 @@ class LoginProcessor:
 
     def __init__(self, users: MutableMapping[str, Any], settings: Settings, outbox: Outbox,
                  ledger: OffsetLedger, metrics: WorkerMetrics, *,
-                 read_gap: ReadRange,
+                 read_gap: ReadRange, signing: BatchSigning | None,
                  make_current: Callable[[Any], None] = lambda event: None) -> None:
         self.users = users
         self.settings = settings
@@ -419,6 +413,7 @@ class LoginProcessor:
         self.ledger = ledger
         self.metrics = metrics
         self.read_gap = read_gap
+        self.signing = signing
         self.model_latency_ms = settings.model_latency_ms
         self.offers_topic = settings.offers_topic
         self.codec = login_codec()
@@ -584,7 +579,8 @@ class LoginProcessor:
             await simulate_model_latency(self.model_latency_ms)  # the batch's calls, together
             if previous is not None:
                 await asyncio.shield(previous)  # the batch before has handed its records over
-            sending = await self.outbox.enqueue(batch.records)
+            records = batch.records if self.signing is None else self.signing.sign(batch.records)
+            sending = await self.outbox.enqueue(records)
             _release(enqueued)
             await sending.acknowledged()
             # Not in a finally: a batch cut short by shutdown stays unfinished, so its
@@ -635,9 +631,17 @@ class LoginProcessor:
         if self.ledger.expected(tp) != end:  # offsets with no record (none in `logins`): step over
             self.ledger.step_to(tp, end)
 
-    async def tombstone(self, ticket_id: bytes) -> None:
-        """Delete an expired offer: a tombstone on ``offers``, acknowledged before this returns."""
-        await self.outbox.send(self.settings.offers_topic, ticket_id, None)
+    async def tombstones(self, due: Sequence[tuple[bytes, int]]) -> None:
+        """Delete expired offers, ``(ticket id, expiry µs)`` each: tombstones on ``offers``,
+        signed together, each carrying the expiry it ends as its version (edge/store.py);
+        acknowledged before this returns."""
+        offers = self.offers_topic
+        records = [OutRecord(offers, ticket_id, None, [(EXPIRES_AT_HEADER, str(expires_at).encode())])
+                   for ticket_id, expires_at in due]
+        if self.signing is not None:
+            records = self.signing.sign(records)
+        sending = await self.outbox.enqueue(records)
+        await sending.acknowledged()
 
 
 class ConsumerWedged(RuntimeError):
@@ -805,9 +809,12 @@ def create_app(settings: Settings,
                        end: int) -> list[SourceRecord]:
         return await read_range(bootstrap_servers, topic, partition, start, end, access=access)
 
-    processor = LoginProcessor(users, settings, deliveries, ledger, metrics, read_gap=read_gap)
+    keyring = signing_keyring(settings)
+    signing = None if keyring is None else BatchSigning(settings.offers_topic, keyring)
+    processor = LoginProcessor(users, settings, deliveries, ledger, metrics, read_gap=read_gap,
+                               signing=signing)
     expirer = Expirer(settings.bootstrap_servers, settings.offers_topic,
-                      f"{settings.worker_id}-expiry", processor.tombstone, settings.expiry_sweep_s,
+                      f"{settings.worker_id}-expiry", processor.tombstones, settings.expiry_sweep_s,
                       on_tombstone=metrics.tombstones.inc, access=access)
     health = Health(app, settings, ledger, deliveries, expirer, metrics, processor.breaker)
 

@@ -212,6 +212,23 @@ class Settings(BaseSettings):
         description="seconds a ticket's issue time may lie in the future (the clocks of "
                     "origin and edge differ); beyond it, 401")
 
+    # -- offer signatures (runtime/offer_keys.py, schemas/offer_signatures.py) --
+    offer_signing: Literal["ed25519", "off"] = Field(
+        default="ed25519",
+        description="`ed25519`: the worker signs every record of `offers` and edges serve only "
+                    "what verifies; `off`: the explicit opt-out, for a trusted network only "
+                    "(the worker does not sign, edges do not check)")
+    offer_signing_keys_file: Path | None = Field(
+        default=None,
+        description="the worker's signing keys (JSON, mode 0600; `positioning keys` writes "
+                    "it); unset: the local home's, `<home>/keys/offer-signing.json`, made "
+                    "on first use")
+    offer_verify_keys_file: Path | None = Field(
+        default=None,
+        description="the public keys edges verify offers with (JSON; no secret in it); "
+                    "unset: the local home's, `<home>/keys/offer-verify.json`. Re-read when "
+                    "it changes, so keys rotate without a restart")
+
     # -- origin ---------------------------------------------------------------
     origin_host: str = Field(default="127.0.0.1", description="where the origin listens")
     origin_port: PositiveInt = Field(default=8000, description="the origin's port")
@@ -500,6 +517,11 @@ class Settings(BaseSettings):
     def kafka_security_dir(self) -> Path:
         """The local cluster's CA, certificates and passwords (mode 0700)."""
         return self.kafka_dir / "security"
+
+    @property
+    def signs_offers(self) -> bool:
+        """Whether offers are signed and verified (``offer_signing`` is ``ed25519``)."""
+        return self.offer_signing == "ed25519"
 
     @property
     def secured(self) -> bool:

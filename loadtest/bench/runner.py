@@ -37,8 +37,11 @@ from loadtest.bench.compare import Comparison, compare
 from loadtest.bench.cpu import CpuShares
 from loadtest.produce import produce
 from loadtest.stats import latency_summary
+from pipeline.offer_signing import BatchSigning
+from pipeline.records import OutRecord
 from runtime.acls import ensure_principals
 from runtime.kafka_security import Role, client_options, security_files
+from runtime.offer_keys import signing_keyring
 from runtime.settings import Settings
 from runtime.ticket_secret import ticket_secret
 from runtime.topics import ensure_topics
@@ -158,16 +161,26 @@ class Bench:
         **client_options(settings, Role.ADMIN), acks=1,
                                     linger_ms=20, max_batch_size=1024 * 1024)
         await producer.start()
+        # Signed as the worker signs: a batch at a time, of the size its batches reach.
+        keyring = signing_keyring(settings)
+        signing = None if keyring is None else BatchSigning(settings.offers_topic, keyring)
+        batch_size = max(1, settings.worker_concurrency // 2)
         sample_every = max(1, count // 50_000)
         with open(tickets_path, "w") as sample:
             try:
                 pending = []
+                batch: list[OutRecord] = []
                 for i in range(count):
                     ticket = signer.issue()
                     if i % sample_every == 0:
                         sample.write(ticket.token + "\n")
-                    pending.append(await producer.send(settings.offers_topic, payload,
-                                                       key=ticket.ticket_id.encode(), headers=headers))
+                    batch.append(OutRecord(settings.offers_topic, ticket.ticket_id.encode(),
+                                           payload, headers))
+                    if len(batch) >= batch_size or i == count - 1:
+                        for r in batch if signing is None else signing.sign(batch):
+                            pending.append(await producer.send(r.topic, r.value, key=r.key,
+                                                               headers=r.headers))
+                        batch = []
                     if len(pending) >= 20_000:
                         await asyncio.gather(*pending)
                         pending.clear()

@@ -111,7 +111,7 @@ def test_readyz_reports_the_catch_up_once_caught_up(tmp_path: Path) -> None:
     store = OfferStore(tmp_path / "store")
     try:
         m = Materializer("unused:9092", "offers", store, node.waiters, node.metrics,
-                         access=PLAINTEXT_EDGE)
+                         access=PLAINTEXT_EDGE, keyring=None)
         m.progress.targets = {0: 3}
         node.materializer = m
         m.apply({TopicPartition("offers", 0): [_tombstone(0), _tombstone(1)]})

@@ -55,7 +55,7 @@ async def test_the_materializer_keeps_trying_until_cancelled(
     nowhere = f"127.0.0.1:{free_port()}"
     store = OfferStore(tmp_path)
     m = Materializer(nowhere, "offers", store, Waiters(10), EdgeMetrics("t"),
-                     access=PLAINTEXT_EDGE)
+                     access=PLAINTEXT_EDGE, keyring=None)
     running = asyncio.create_task(m.run())
     try:
         async def failed_three_times() -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -98,7 +99,8 @@ def make(users: dict[str, bytes] | None = None, read_gap: Any = None,
          settings: Settings = SETTINGS) -> tuple[LoginProcessor, Sent, OffsetLedger, WorkerMetrics]:
     sent, ledger, metrics = Sent(), OffsetLedger("logins"), WorkerMetrics()
     processor = LoginProcessor({} if users is None else users, settings, sent, ledger, metrics,
-                               read_gap=no_gap if read_gap is None else read_gap)
+                               read_gap=no_gap if read_gap is None else read_gap,
+                               signing=None)
     return processor, sent, ledger, metrics
 
 
@@ -261,10 +263,53 @@ async def test_the_pool_bounds_the_logins_in_flight() -> None:
     assert len(sent.records) == SETTINGS.worker_concurrency + 1
 
 
-async def test_a_tombstone_is_a_null_offer_for_the_ticket() -> None:
+async def test_a_tombstone_is_a_null_offer_carrying_the_expiry_it_ends() -> None:
     processor, sent, _, _ = make()
-    await processor.tombstone(b"t9")
-    assert sent.records == [("offers", b"t9", None, {})]
+    await processor.tombstones([(b"t9", 1234), (b"t8", 99)])
+    assert sent.records == [("offers", b"t9", None, {"expires_at": b"1234"}),
+                            ("offers", b"t8", None, {"expires_at": b"99"})]
+    assert sent.batches == [2]  # handed over (and signed) together
+
+
+async def test_a_batchs_offers_and_tombstones_are_signed_and_verify_at_an_edge(
+        tmp_path: Path) -> None:
+    from pipeline.offer_signing import BatchSigning
+    from runtime.offer_keys import (
+        SigningKeyring,
+        VerifyKeyring,
+        ensure_local_offer_keys,
+        signing_keys_file,
+        verify_keys_file,
+    )
+    from schemas.offer_signatures import OfferVerifier, SignedFields
+
+    settings = SETTINGS.replace(home=tmp_path)
+    ensure_local_offer_keys(settings)
+    signing = BatchSigning("offers", SigningKeyring(signing_keys_file(settings)))
+    sent, ledger, metrics = Sent(), OffsetLedger("logins"), WorkerMetrics()
+    processor = LoginProcessor({}, settings, sent, ledger, metrics, read_gap=no_gap,
+                               signing=signing)
+    acks = Acks()
+    await processor.on_batch([Incoming(TP("logins", 0), record(o, event(f"tk{o}")),
+                                       acks.for_offset(o)) for o in range(3)]
+                             + [Incoming(TP("logins", 0), record(3, b"junk"), acks.for_offset(3))])
+    await settle(processor)
+    await processor.tombstones([(b"gone", 77)])
+    verifier = OfferVerifier("offers", VerifyKeyring(verify_keys_file(settings)).get)
+    checked = 0
+    for topic, key, value, headers in sent.records:
+        if topic != "offers":
+            assert "sig" not in headers  # a dead letter is not an offer
+            continue
+        fields = SignedFields(key, value, int(headers["expires_at"]),
+                              int(headers.get("login_accepted_at", b"0")))
+        assert verifier.check(fields, headers["sig.kid"], headers["sig.proof"],
+                              headers["sig"]) is None
+        moved = fields._replace(key=b"another-ticket")
+        assert verifier.check(moved, headers["sig.kid"], headers["sig.proof"],
+                              headers["sig"]) is not None
+        checked += 1
+    assert checked == 4
 
 
 async def test_deliveries_retry_past_any_attempt_count(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -329,7 +374,8 @@ def breaker_processor(threshold: int, base: Settings = SETTINGS,
                       ) -> tuple[LoginProcessor, Sent, OffsetLedger, WorkerMetrics]:
     sent, ledger, metrics = Sent(), OffsetLedger("logins"), WorkerMetrics()
     settings = base.replace(breaker_dead_letters=threshold)
-    return LoginProcessor({}, settings, sent, ledger, metrics, read_gap=no_gap), sent, ledger, metrics
+    processor = LoginProcessor({}, settings, sent, ledger, metrics, read_gap=no_gap, signing=None)
+    return processor, sent, ledger, metrics
 
 
 async def test_the_breaker_trips_after_dead_letters_of_one_type_in_a_row() -> None:
@@ -645,7 +691,7 @@ async def test_a_failed_delivery_in_a_batch_is_retried_until_acknowledged(
     metrics = WorkerMetrics()
     deliveries = Deliveries(SimpleNamespace(producer=producer), metrics)
     ledger = OffsetLedger("logins")
-    processor = LoginProcessor({}, BATCHING, deliveries, ledger, metrics, read_gap=no_gap)
+    processor = LoginProcessor({}, BATCHING, deliveries, ledger, metrics, read_gap=no_gap, signing=None)
     acks = Acks()
     await processor.on_batch([incoming(o, event(f"t{o}"), acks) for o in range(4)])
     await settle(processor)
@@ -669,7 +715,7 @@ async def test_a_batch_whose_delivery_keeps_failing_is_never_finished(
     metrics = WorkerMetrics()
     deliveries = Deliveries(SimpleNamespace(producer=Away()), metrics)
     ledger = OffsetLedger("logins")
-    processor = LoginProcessor({}, SETTINGS, deliveries, ledger, metrics, read_gap=no_gap)
+    processor = LoginProcessor({}, SETTINGS, deliveries, ledger, metrics, read_gap=no_gap, signing=None)
     acks = Acks()
     await processor.on_batch([incoming(o, event(f"t{o}"), acks) for o in range(2)])
 
