@@ -354,6 +354,27 @@ def _serve(app: Callable[..., Any], host: str, port: int, limits: HttpLimits) ->
     return 0 if server.started else EXIT_FAILED
 
 
+@positioning.group(cls=_InOrder, help="the keys offers are signed with (docs/operations.md)")
+def keys() -> None:
+    pass
+
+
+@keys.command("rotate", help="add an offer signing key that signs in --publish seconds, "
+                             "retire the others once every offer they signed has expired")
+@click.option("--publish", type=click.FloatRange(min=0), default=60.0, show_default=True,
+              help="seconds the new public key is published before the worker signs with it")
+def keys_rotate(publish: float) -> int:
+    from runtime.offer_keys import rotate_offer_keys
+
+    rotation = rotate_offer_keys(_settings(), time.time_ns() // 1000, publish)
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(rotation.sign_from_us / 1e6))
+    until = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(rotation.retire_at_us / 1e6))
+    click.echo(f"key {rotation.kid} signs from {when} UTC; older keys are trusted until "
+               f"{until} UTC" + (f"; removed {', '.join(rotation.retired)}"
+                                 if rotation.retired else ""))
+    return 0
+
+
 @positioning.command(help="run the origin (login API, sync baseline, web client)")
 @click.option("--port", type=int, default=None, help="default: POSITIONING_ORIGIN_PORT (8000)")
 def origin(port: int | None) -> int:

@@ -353,3 +353,41 @@ def signing_keyring(settings: Settings) -> SigningKeyring | None:
     keyring = SigningKeyring(signing_keys_file(settings))
     keyring.current(time.time_ns() // 1000)  # fail now, not at the first offer
     return keyring
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """What ``rotate_offer_keys`` did: the new key, when it signs, and when the old retire."""
+
+    kid: str
+    sign_from_us: int
+    retire_at_us: int
+    retired: tuple[str, ...]
+
+
+def rotate_offer_keys(settings: Settings, now_us: int, publish_s: float = 60.0) -> Rotation:
+    """Add a key that signs ``publish_s`` from now, and retire the others after every offer
+    they may still sign has expired.
+
+    The new public key goes to the verify file first, then the private key
+    to the signing file, so no edge meets a key it does not know yet (edges
+    re-read within seconds; ``publish_s`` leaves them a minute). The other
+    keys get ``retire_at_us`` = the switch + the ticket lifetime + the clock
+    skew in the verify file, and keys retired before now leave both files.
+
+    Raises OfferKeyError: a file is unreadable, unsafe or malformed.
+    """
+    ensure_local_offer_keys(settings)
+    signing_path, verify_path = signing_keys_file(settings), verify_keys_file(settings)
+    signing, verify = read_signing_keys(signing_path), read_verify_keys(verify_path)
+    sign_from = now_us + int(publish_s * 1e6)
+    new = new_signing_key(now_us, sign_from)
+    lifetime_us = int((settings.ticket_ttl_s + settings.ticket_clock_skew_s) * 1e6)
+    retire_at = sign_from + lifetime_us
+    kept = [k for k in verify if k.trusted_at(now_us)]
+    gone = {k.kid for k in verify} - {k.kid for k in kept}
+    verify = [VerifyKey(k.kid, k.public, min(retire_at, k.retire_at_us or retire_at))
+              for k in kept] + [new.public()]
+    write_verify_keys(verify_path, verify)
+    write_signing_keys(signing_path, [k for k in signing if k.kid not in gone] + [new])
+    return Rotation(new.kid, sign_from, retire_at, tuple(sorted(gone)))

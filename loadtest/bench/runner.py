@@ -42,7 +42,7 @@ from pipeline.records import OutRecord
 from runtime.acls import ensure_principals
 from runtime.kafka_security import Role, client_options, security_files
 from runtime.offer_keys import signing_keyring
-from runtime.settings import Settings
+from runtime.settings import Settings, env_var
 from runtime.ticket_secret import ticket_secret
 from runtime.topics import ensure_topics
 from runtime.waiting import wait_until, wait_until_async
@@ -60,6 +60,7 @@ GOALS = {
     "positioning_p99_ms": ("<=", 50.0),
     "edge_lookup_ratio": (">=", 0.7),
     "bootstrap_offers_per_s": (">=", 100_000.0),
+    "bootstrap_verified_ratio": (">=", 0.8),
     "restart_ready_s": ("<=", 0.5),
 }
 
@@ -142,11 +143,42 @@ class Bench:
             self.broker.stop()
             self.broker, self.bootstrap = first, first_bootstrap
 
-    def edge_component(self, settings: Settings, region: str) -> Component:
+    def edge_component(self, settings: Settings, region: str,
+                       env: dict[str, str] | None = None) -> Component:
         port = settings.edge_ports.get(region) or free_port()
         return Component(f"edge-{region}", ["edge", "--region", region, "--port", str(port),
                                             "--data-dir", str(settings.home / f"edge-{region}")],
-                         ready_url=f"http://127.0.0.1:{port}/readyz", port=port)
+                         ready_url=f"http://127.0.0.1:{port}/readyz", port=port, env=env or {})
+
+    def _bootstrap_rate(self, settings: Settings, stack: Stack, region: str,
+                        verify: bool) -> float:
+        """Offers/s of one more fresh edge catching up on ``settings``' signed topic,
+        verifying signatures or (``verify=False``) trusting them."""
+        env = {} if verify else {env_var("offer_signing"): "off"}
+        edge = self.edge_component(settings, region, env)
+        stack.run_component(edge, timeout=900)
+        try:
+            ready = httpx.get(f"http://127.0.0.1:{edge.port}/readyz", timeout=5).json()
+        finally:
+            stack.stop_component(edge)
+        seconds = float(ready["caught_up_after_s"])
+        return int(ready["applied_during_catch_up"]) / seconds if seconds else 0.0
+
+    def verification_cost(self, settings: Settings, stack: Stack, first: float) -> dict[str, Any]:
+        """Bootstrap with signature checks against without, alternating on one topic: ``first``
+        (the verifying bootstrap already run), then without, with, without."""
+        verified, trusted = [first], []
+        pairs = 2 if self.quick else 3
+        for i in range(pairs):
+            trusted.append(self._bootstrap_rate(settings, stack, f"trusting{i}", verify=False))
+            if i < pairs - 1:
+                verified.append(self._bootstrap_rate(settings, stack, f"verifying{i}",
+                                                     verify=True))
+        ratio = statistics.median(verified) / statistics.median(trusted)
+        self.say(f"edge: bootstrap verifying {[round(v) for v in verified]} offers/s, trusting "
+                 f"{[round(t) for t in trusted]}: ratio {ratio:.2f}")
+        return {"verified_offers_per_s": verified, "trusted_offers_per_s": trusted,
+                "ratio": ratio}
 
     # -- edge: bootstrap, restart, lookups -------------------------------------
     async def _flood(self, settings: Settings, count: int, tickets_path: Path) -> None:
@@ -222,6 +254,8 @@ class Bench:
                  "background pass that stores them as served JSON")
         rendered_in = _wait_json(f"http://127.0.0.1:{edge.port}/readyz", timeout=900)
         self.say(f"edge: all served as JSON after {rendered_in:.1f}s more; restarting it")
+        verification = (self.verification_cost(settings, stack, applied / seconds)
+                        if settings.signs_offers and seconds else None)
 
         stack.stop_component(edge)
         spawned = time.perf_counter()
@@ -238,7 +272,7 @@ class Bench:
             "offers": count, "bootstrap_seconds": seconds, "bootstrap_applied": applied,
             "bootstrap_offers_per_s": applied / seconds if seconds else None,
             "bootstrap_wall_seconds": bootstrap_wall, "restart_ready_s": restart,
-            "render_to_json_seconds": rendered_in,
+            "render_to_json_seconds": rendered_in, "verification": verification,
             "lookup": lookups.as_dict(),
         }
 
@@ -530,6 +564,7 @@ class Bench:
             "worker_faust_floor_per_s": worker["faust_floor"]["events_per_s"],
             "worker_ratio_to_floor": worker["ratio_to_floor"],
             "bootstrap_offers_per_s": edge["bootstrap_offers_per_s"],
+            "bootstrap_verified_ratio": (edge["verification"] or {}).get("ratio"),
             "restart_ready_s": edge["restart_ready_s"],
             "positioning_p50_ms_at_100_1_node": cluster["p50_ms_1_node"],
             "positioning_p50_ms_at_100_3_nodes": cluster["p50_ms_3_nodes"],
@@ -658,6 +693,7 @@ def render_table(report: dict[str, Any]) -> str:
             ("worker_logins_per_s", "worker logins/s, worker alone"),
             ("worker_faust_floor_per_s", "Faust floor events/s (table row + record)"),
             ("bootstrap_offers_per_s", "edge bootstrap offers/s"),
+            ("bootstrap_verified_ratio", "edge bootstrap verifying / trusting signatures"),
             ("restart_ready_s", "edge restart to ready (s)"),
             ("positioning_p50_ms_at_100_1_node", "positioning p50 at 100/s, 1 node (ms)"),
             ("positioning_p50_ms_at_100_3_nodes", "positioning p50 at 100/s, 3 nodes (ms)"),

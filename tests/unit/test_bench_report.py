@@ -18,7 +18,8 @@ def _report(**overrides: float | None) -> dict:
                "origin_login_failed_requests": 0,
                "pipeline_offers_per_s": 6_000.0, "worker_logins_per_s": None,
                "worker_faust_floor_per_s": 2_500.0,
-               "bootstrap_offers_per_s": 120_000.0, "restart_ready_s": 0.3,
+               "bootstrap_offers_per_s": 120_000.0, "bootstrap_verified_ratio": 0.9,
+               "restart_ready_s": 0.3,
                "positioning_p50_ms_at_100_1_node": 8.0, "positioning_p50_ms_at_100_3_nodes": 9.5,
                "positioning_p99_ms_at_100_1_node": 14.0,
                "positioning_p99_ms_at_100_3_nodes": 17.0, **overrides}

@@ -15,8 +15,8 @@ from click.testing import CliRunner, Result
 import cli.main as cli_main
 from devstack.ports import free_port_pair
 
-COMMANDS = ["kafka", "topics", "migrate-state", "dlq", "origin", "worker", "edge", "front-door", "up",
-            "down", "story", "bench", "chaos", "produce", "status"]
+COMMANDS = ["kafka", "topics", "migrate-state", "dlq", "keys", "origin", "worker", "edge", "front-door",
+            "up", "down", "story", "bench", "chaos", "produce", "status"]
 
 
 @pytest.fixture

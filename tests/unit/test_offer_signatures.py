@@ -167,3 +167,27 @@ def test_a_retired_key_is_no_longer_trusted_and_a_bad_file_keeps_the_last_good_k
     keyring.refresh(now_us=10)
     assert keyring.problem and "not JSON" in keyring.problem
     assert key["kid"] == kid
+
+
+def test_a_rotation_publishes_first_switches_later_and_retires_after_the_longest_ticket(
+        tmp_path: Path) -> None:
+    from runtime.offer_keys import read_verify_keys, rotate_offer_keys
+
+    s = Settings(home=tmp_path, ticket_ttl_s=900, ticket_clock_skew_s=5)
+    ensure_local_offer_keys(s)
+    (old,) = read_signing_keys(signing_keys_file(s))
+    now = 10**16
+    rotation = rotate_offer_keys(s, now, publish_s=60)
+    assert rotation.sign_from_us == now + 60_000_000
+    assert rotation.retire_at_us == rotation.sign_from_us + 905_000_000
+    keyring = SigningKeyring(signing_keys_file(s), check_every_s=0)
+    assert keyring.current(now).kid == old.kid                      # not yet
+    assert keyring.current(rotation.sign_from_us).kid == rotation.kid
+    verify = VerifyKeyring(verify_keys_file(s), check_every_s=0)
+    assert verify.refresh(now) is False and verify.trusted == {old.kid, rotation.kid}
+    assert verify.refresh(rotation.retire_at_us) and verify.trusted == {rotation.kid}
+    # The next rotation, after the old key retired, drops it from both files.
+    later = rotate_offer_keys(s, rotation.retire_at_us + 1)
+    assert later.retired == (old.kid,)
+    assert old.kid not in {k.kid for k in read_verify_keys(verify_keys_file(s))}
+    assert old.kid not in {k.kid for k in read_signing_keys(signing_keys_file(s))}
