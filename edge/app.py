@@ -41,7 +41,7 @@ from edge.lookup import Answer, Lookups
 from edge.materializer import Materializer
 from edge.metrics import EdgeMetrics
 from edge.openapi import edge_openapi_document
-from edge.render import CorruptOffer
+from edge.render import CorruptOffer, Refused, Renderer
 from edge.store import OfferStore
 from edge.waiters import TooManyWaiters, Waiters
 from runtime.fetch_tuning import FetchTuning
@@ -50,6 +50,7 @@ from runtime.kafka_security import Role, kafka_access
 from runtime.offer_keys import verify_keyring
 from runtime.settings import Settings
 from runtime.strict_parsing import decimal
+from schemas.offer_signatures import OfferVerifier, refusal_reason
 from schemas.tickets import TicketSigner, signer_from_settings
 
 log = logging.getLogger(__name__)
@@ -77,10 +78,17 @@ class EdgeNode:
         self.base_headers = {"cache-control": "private, no-store", "x-edge-region": region}
         self.cors = CorsPolicy(settings.cors_origins)
 
-    def use_store(self, store: OfferStore) -> Lookups:
-        """Serve lookups from ``store`` (``start`` opens the node's own); returns the Lookups."""
+    def use_store(self, store: OfferStore, renderer: Renderer) -> Lookups:
+        """Serve lookups from ``store`` (``start`` opens the node's own), checking what it
+        stored unchecked with ``renderer``; returns the Lookups."""
         self.store = store
-        self.lookups = Lookups(self.signer, store, self.metrics.lookup_seconds, self.region)
+        refused = self.metrics.refused
+
+        def count_refused(why: str) -> None:
+            refused.labels(self.region, refusal_reason(why)).inc()
+
+        self.lookups = Lookups(self.signer, store, self.metrics.lookup_seconds, self.region,
+                               renderer, on_refused=count_refused)
         return self.lookups
 
     async def start(self) -> None:
@@ -100,12 +108,15 @@ class EdgeNode:
         store = OfferStore(self.data_dir, flush_every=settings.edge_catch_up_flush_records,
                            block_cache_mb=settings.edge_block_cache_mb,
                            remember_revoked_us=remember_us)
-        self.use_store(store)
+        verifier = (None if keyring is None
+                    else OfferVerifier(settings.offers_topic, keyring.get))
+        renderer = Renderer(verifier)
+        self.use_store(store, renderer)
         self.materializer = Materializer(settings.bootstrap_servers, settings.offers_topic, store,
                                          self.waiters, self.metrics,
                                          ready_lag=settings.edge_ready_lag,
                                          fetch=FetchTuning.from_settings(settings),
-                                         access=access, keyring=keyring)
+                                         access=access, keyring=keyring, renderer=renderer)
         self.metrics.track_waiters(lambda: self.waiters.count)
         self.metrics.track_stored(store.estimated_count)
         self._task = asyncio.create_task(self._run_materializer())
@@ -257,6 +268,9 @@ async def offer_events(request: Request) -> Response:
                 body = lookups.render(key, stored)
             except CorruptOffer:
                 yield b"event: error\ndata: {\"error\": \"the stored offer is corrupt\"}\n\n"
+                return
+            except Refused:  # stored unchecked, and its signature does not hold: none here
+                yield b"event: timeout\ndata: {\"status\": \"pending\"}\n\n"
                 return
             yield (b": applied_at=" + str(stored.applied_at).encode() + b"\n"
                    b"event: offer\ndata: " + body + b"\n\n")

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import orjson
 from prometheus_client import Histogram
 
-from edge.render import CorruptOffer, offer_json
+from edge.render import CorruptOffer, Refused, Renderer
 from edge.store import OfferStore, StoredOffer
 from runtime.clock import now_us
 from schemas.tickets import Ticket, TicketError, TicketSigner
@@ -40,13 +41,17 @@ class Lookups:
     """Offer lookups against one node's store, timed into its lookup histogram.
 
     ``lookup_seconds`` is the histogram labelled by region and outcome
-    (``found``, ``pending``, ``rejected``); ``store`` is the node's open store.
+    (``found``, ``pending``, ``rejected``); ``store`` is the node's open store;
+    ``renderer`` checks an entry stored unchecked before it is served.
     """
 
     def __init__(self, signer: TicketSigner, store: OfferStore, lookup_seconds: Histogram,
-                 region: str) -> None:
+                 region: str, renderer: Renderer,
+                 on_refused: Callable[[str], None] = lambda why: None) -> None:
         self.signer = signer
         self.store = store
+        self.renderer = renderer
+        self.on_refused = on_refused
         self.observe_found = lookup_seconds.labels(region, "found").observe
         self.observe_pending = lookup_seconds.labels(region, "pending").observe
         self.observe_rejected = lookup_seconds.labels(region, "rejected").observe
@@ -60,8 +65,19 @@ class Lookups:
             return json_answer(exc.status_code, {"status": "rejected", "error": str(exc)})
 
     def render(self, key: bytes, stored: StoredOffer) -> bytes:
-        """The offer's JSON; an Avro entry is rendered once and kept as JSON."""
-        body = offer_json(stored)
+        """The offer's JSON; an Avro entry is checked and rendered once and kept as JSON.
+
+        Raises Refused (deleted here: a node that checked it on arrival would
+        never have stored it) or CorruptOffer.
+        """
+        try:
+            body = self.renderer.json(key, stored)
+        except Refused as exc:
+            log.warning("stored offer %s refused at first read and deleted: %s",
+                        key.decode(errors="replace"), exc)
+            self.store.delete(key)
+            self.on_refused(str(exc))
+            raise
         if not stored.is_json:
             self.store.replace_with_json(key, stored, body)
         return body
@@ -81,6 +97,10 @@ class Lookups:
         except CorruptOffer as exc:
             log.error("stored offer does not decode: %s", exc)
             return json_answer(502, {"status": "error", "error": "the stored offer is corrupt"})
+        except Refused:
+            self.observe_pending(time.perf_counter() - started)
+            return json_answer(404, {"status": "pending", "ticket_id": ticket.ticket_id,
+                                     "expires_at": ticket.expires_at_us})
         elapsed = time.perf_counter() - started
         since_apply_ms = max(0, now_us() - stored.applied_at) / 1000
         self.observe_found(elapsed)

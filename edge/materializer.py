@@ -24,12 +24,17 @@ so nodes reading the same topic end with the same state. A tombstone is
 stored as a revocation until any ticket it concerns has expired, so a
 revoked offer answers 410, not "pending".
 
-With ``offer_signing=ed25519`` (the default) a record is applied only if it
+With ``offer_signing=ed25519`` (the default) a record is served only if it
 verifies (schemas/offer_signatures.py) against a key the verify file trusts,
-tombstones included, live and catching up alike; and only if it is not
-older than what the store holds for its ticket (edge/store.py). A record
-that fails either is counted (``edge_records_refused_total`` by reason),
-logged with its partition and offset, and skipped.
+tombstones included, and only if it is not older than what the store holds
+for its ticket (edge/store.py). Live, each record is checked as it is
+applied. Catching up, an unsigned record or a tombstone is checked at once,
+and a signed offer is stored unchecked and checked when first read, by the
+render pass, or as soon as it meets another record of its ticket, so a
+bootstrap does not pay a check per record and ends in the same state. A
+record that fails is counted (``edge_records_refused_total`` by reason),
+logged with its partition and offset (or its ticket, when checked later),
+and skipped or deleted, never served.
 """
 
 from __future__ import annotations
@@ -45,8 +50,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
+from edge import unverified
 from edge.metrics import EdgeMetrics
-from edge.render import avro_to_json
+from edge.render import Refused, Renderer
 from edge.store import Change, OfferStore, StoredOffer
 from edge.waiters import Waiters
 from runtime.clock import now_us
@@ -61,8 +67,7 @@ from schemas.offer_signatures import (
     SIG_HEADER,
     SIG_KID_HEADER,
     SIG_PROOF_HEADER,
-    OfferVerifier,
-    SignedFields,
+    refusal_reason,
 )
 
 log = logging.getLogger(__name__)
@@ -93,10 +98,11 @@ class Materializer:
     def __init__(self, bootstrap_servers: str, topic: str, store: OfferStore, waiters: Waiters,
                  metrics: EdgeMetrics, ready_lag: int = 0, max_records: int = 20_000,
                  fetch: FetchTuning = DEFAULT_FETCH, *, access: KafkaAccess,
-                 keyring: VerifyKeyring | None) -> None:
+                 keyring: VerifyKeyring | None, renderer: Renderer) -> None:
         """``access``: how to connect; ``keyring``: the keys offers must be signed with
-        (None: ``offer_signing=off``, nothing is checked). Both required, so nothing is
-        plaintext or trusted by omission."""
+        (None: ``offer_signing=off``, nothing is checked); ``renderer``: how stored
+        offers become JSON, checked with the keyring's keys. All required, so nothing
+        is plaintext or trusted by omission."""
         self.bootstrap_servers = bootstrap_servers
         self.access = access
         self.topic = topic
@@ -111,8 +117,8 @@ class Materializer:
         self._admin: AIOKafkaAdminClient | None = None
         self._codec = offer_codec()
         self.keyring = keyring
-        self._verifier = (None if keyring is None
-                          else OfferVerifier(topic, keyring.get))
+        self.renderer = renderer
+        self._verifier = renderer.verifier
         self._known: set[bytes] = set()  # schema fingerprints seen to be readable
         self._started = time.monotonic()
         self._stalled_checks = 0
@@ -232,12 +238,17 @@ class Materializer:
                     accepted.append(accepted_at)
             if records:
                 next_offsets[tp.partition] = records[-1].offset + 1
-        stale = self.store.apply(changes, next_offsets, applied_at, logged=live)
-        if stale:
-            for i in stale:
+        done = self.store.apply(changes, next_offsets, applied_at, logged=live,
+                                verify=None if self._verifier is None else self.renderer.check)
+        if done.stale or done.refused or done.dropped:
+            for i in done.stale:
                 self._refuse(sources[i], "stale", "older than the record this edge holds for "
                              "its ticket (a replay)")
-            gone = set(stale)
+            for i, why in done.refused:
+                self._refuse_unverified(sources[i], why)
+            for ticket_id, why in done.dropped:
+                self._refuse_stored(ticket_id, why)
+            gone = set(done.stale) | {i for i, _ in done.refused}
             changes = [c for i, c in enumerate(changes) if i not in gone]
             accepted = [a for i, a in enumerate(accepted) if i not in gone]
         login_times = [a for a in accepted if a] if live else []
@@ -248,7 +259,8 @@ class Materializer:
             self.metrics.positioning_seconds.observe(max(0, applied_at - accepted_at) / 1e6)
         revoked_until = applied_at + self.store.remember_revoked_us
         self.waiters.notify(
-            (c.ticket_id, StoredOffer(c.expires_at, applied_at, c.payload, c.is_json)
+            (c.ticket_id, StoredOffer(c.expires_at, applied_at, c.payload, c.is_json, False,
+                                      c.unverified)
              if c.payload is not None else StoredOffer(revoked_until, applied_at, b"", False, True))
             for c in changes)
         if not self.progress.ready:
@@ -267,17 +279,14 @@ class Materializer:
                     record.offset, why)
         return None, 0
 
-    def _check_signature(self, record: ConsumerRecord, fields: SignedFields, kid: bytes | None,
-                         proof: bytes | None, signature: bytes | None) -> bool:
-        assert self._verifier is not None
-        why = self._verifier.check(fields, kid, proof, signature)
-        if why is None:
-            return True
-        reason = ("unsigned" if why == "unsigned" else
-                  "untrusted_key" if "does not trust" in why else
-                  "forged" if "does not verify" in why else "malformed_signature")
-        self._refuse(record, reason, why)
-        return False
+    def _refuse_stored(self, ticket_id: bytes, why: str) -> None:
+        """Count and log a stored, not yet checked offer that failed its check (deleted)."""
+        self.metrics.refused.labels(self.metrics.region, refusal_reason(why)).inc()
+        log.warning("stored offer %s refused when checked, and deleted: %s",
+                    ticket_id.decode(errors="replace"), why)
+
+    def _refuse_unverified(self, record: ConsumerRecord, why: str) -> tuple[None, int]:
+        return self._refuse(record, refusal_reason(why), why)
 
     def _to_change(self, record: ConsumerRecord, live: bool) -> tuple[Change | None, int]:
         """The change a record makes, and its login time (0 if unknown or a tombstone).
@@ -313,9 +322,18 @@ class Materializer:
             if len(value) < HEADER_LEN or not self._codec.knows(value[2:HEADER_LEN]):
                 return self._skip(record, "not a known Avro offer")
             self._known.add(value[2:HEADER_LEN])
-        if self._verifier is not None and not self._check_signature(
-                record, SignedFields(key, value, expires_at, accepted_at), kid, proof, signature):
-            return None, 0
+        verifier = self._verifier
+        if verifier is not None:
+            if kid is None or proof is None or signature is None:
+                return self._refuse_unverified(record, "unsigned")
+            if expires_at and not live and value is not None:
+                # Catching up: stored unchecked, checked when first read or rendered, or at
+                # once if it meets another record of its ticket (edge/store.py).
+                return Change(key, unverified.pack(kid, proof, signature, accepted_at, value),
+                              expires_at, unverified=True), accepted_at
+            why = verifier.check_record(key, value, expires_at, accepted_at, kid, proof, signature)
+            if why is not None:
+                return self._refuse_unverified(record, why)
         if value is None:
             return Change(key, None, expires_at), 0
         if expires_at and not live:
@@ -342,8 +360,11 @@ class Materializer:
         total = 0
         pass_rendered = 0
         while True:
-            rendered, finished, dropped = self.store.render_slice(avro_to_json)
-            for ticket_id in dropped:
+            rendered, finished, dropped = self.store.render_slice(self.renderer.avro)
+            for ticket_id, error in dropped:
+                if isinstance(error, Refused):
+                    self._refuse_stored(ticket_id, str(error))
+                    continue
                 self.metrics.undecodable.inc()
                 log.warning("stored offer %s does not decode; deleted, as a live node would "
                             "have skipped its record", ticket_id.decode(errors="replace"))

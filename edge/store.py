@@ -3,8 +3,10 @@
 Layout (raw bytes keys and values):
 
 - ``<ticket_id>`` → 8-byte expiry (µs, big-endian) + 8-byte applied-at (µs)
-  + a format byte + the offer: ``J`` the JSON the node serves, or ``A`` the
-  Avro record exactly as it came off Kafka. A node that is catching up
+  + a format byte + the offer: ``J`` the JSON the node serves, ``A`` the
+  Avro record exactly as it came off Kafka, ``S`` that record with its
+  signature headers, not checked yet (edge/unverified.py), or ``R`` a
+  revocation with the version of its tombstone. A node that is catching up
   (bootstrapping a million offers) stores Avro, which costs no decode; a
   live node stores JSON, so a lookup serves bytes as they are. An Avro entry
   is turned into JSON the first time it is read, and once the node has caught
@@ -42,9 +44,10 @@ Ticket ids are base64url, so they never start with ``\\x00``.
 from __future__ import annotations
 
 import struct
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from rocksdict import (
     BlockBasedOptions,
@@ -55,6 +58,7 @@ from rocksdict import (
     WriteOptions,
 )
 
+from edge import unverified
 from runtime.rocksdb import open_keeping_options
 
 OFFSET_PREFIX = b"\x00offset\x00"
@@ -65,6 +69,7 @@ _HEADER = struct.Struct(">QQc")
 JSON = b"J"
 AVRO = b"A"
 REVOKED = b"R"  # a tombstone, remembered until any ticket it could concern has expired
+SIGNED = b"S"   # a signed Avro record whose signature is still to be checked
 
 
 class StoredOffer(NamedTuple):
@@ -72,9 +77,32 @@ class StoredOffer(NamedTuple):
 
     expires_at: int   # µs (for a revocation: until when it is remembered)
     applied_at: int   # µs, when this node applied it
-    payload: bytes    # JSON to serve, or the Avro record as produced; empty if revoked
+    payload: bytes    # JSON to serve, the Avro record, or edge/unverified.py's; empty if revoked
     is_json: bool
     revoked: bool = False
+    unverified: bool = False  # its signature is still to be checked (edge/unverified.py)
+
+
+def _entry(raw: bytes) -> StoredOffer:
+    expires_at, applied_at, kind = _HEADER.unpack_from(raw)
+    if kind == REVOKED:  # its body is the tombstone's version, nothing to serve
+        return StoredOffer(expires_at, applied_at, b"", False, True)
+    return StoredOffer(expires_at, applied_at, raw[_HEADER.size:], kind == JSON, False,
+                       kind == SIGNED)
+
+
+Verify = Callable[[bytes, int, bytes], "str | None"]
+"""``verify(ticket_id, expires_at, unverified payload)``: None if its signature holds, else why."""
+
+
+class Applied(NamedTuple):
+    """What ``OfferStore.apply`` did not apply: indexes of changes refused as older than what
+    is stored, indexes (and why) of unverified changes that failed their check, and stored
+    unverified entries (and why) that failed theirs and were deleted."""
+
+    stale: list[int]
+    refused: list[tuple[int, str]]
+    dropped: list[tuple[bytes, str]]
 
 
 class Change(NamedTuple):
@@ -88,6 +116,7 @@ class Change(NamedTuple):
     payload: bytes | None  # None: a tombstone
     expires_at: int = 0    # µs; for a tombstone, its version: the expiry it ends (0: none)
     is_json: bool = False
+    unverified: bool = False  # payload is edge/unverified.py's: signature not checked yet
 
 
 def _version(raw: bytes) -> tuple[int, bool]:
@@ -169,10 +198,11 @@ class OfferStore:
         raw = self._db.get(ticket_id)
         if raw is None:
             return None
-        expires_at, applied_at, kind = _HEADER.unpack_from(raw)
-        if kind == REVOKED:  # its body is the tombstone's version, nothing to serve
-            return StoredOffer(expires_at, applied_at, b"", False, True)
-        return StoredOffer(expires_at, applied_at, raw[_HEADER.size:], kind == JSON)
+        return _entry(raw)
+
+    def delete(self, ticket_id: bytes) -> None:
+        """Forget one entry (an unverified offer that failed its check when read)."""
+        self._db.delete(ticket_id)
 
     def replace_with_json(self, ticket_id: bytes, stored: StoredOffer, body: bytes) -> None:
         """Keep the rendered JSON of an offer that was stored as Avro (read once, render once)."""
@@ -192,42 +222,71 @@ class OfferStore:
         return out
 
     def apply(self, changes: Sequence[Change], next_offsets: dict[int, int],
-              applied_at: int, logged: bool = True) -> list[int]:
+              applied_at: int, logged: bool = True, verify: Verify | None = None) -> Applied:
         """Apply records and advance the partitions' offsets in one atomic write.
 
         ``next_offsets`` may run past the last change: records that were
         skipped (undecodable) still count as read. ``logged=False`` skips the
-        write-ahead log (catching up; see the module docstring). Returns the
-        indexes of the changes refused as older than what is stored (see the
-        module docstring); the others are applied, in order.
+        write-ahead log (catching up; see the module docstring). Changes older
+        than what is stored are refused (``Applied.stale``).
+
+        An unverified change (kind ``S``) is stored unchecked unless it would
+        replace an entry or share its ticket with another change of the batch:
+        then ``verify`` checks it now (refused: ``Applied.refused``), and checks
+        an unverified entry it is compared with (deleted if it fails:
+        ``Applied.dropped``). So a record that fails its check never takes the
+        place of one that passes, and nodes that check at once and nodes that
+        check later end the same.
         """
         batch = WriteBatch(raw_mode=True)
         revoked_head = _HEADER.pack(applied_at + self.remember_revoked_us, applied_at, REVOKED)
-        stale: list[int] = []
+        out = Applied([], [], [])
         seen: dict[bytes, tuple[int, bool]] = {}  # this batch's own latest, by ticket
-        stored = self._db.get([c.ticket_id for c in changes]) if changes else []
+        keys: list[Any] = [c.ticket_id for c in changes]  # (rocksdict's stub: a list of keys)
+        stored = self._db.get(keys) if changes else []
         assert isinstance(stored, list)
+        shared = ({k for k, n in Counter(keys).items() if n > 1}
+                  if verify is not None and len(keys) > 1 else set())
+        checked: set[bytes] = set()  # tickets whose stored entry was checked in this batch
         for i, change in enumerate(changes):
             ticket_id = change.ticket_id
             before = seen.get(ticket_id)
             raw = stored[i]
-            if before is None and raw is not None:
-                before = _version(raw)
+            if before is None and raw is not None and ticket_id not in checked:
+                if verify is not None and raw[_HEADER.size - 1:_HEADER.size] == SIGNED:
+                    checked.add(ticket_id)
+                    why = verify(ticket_id, _HEADER.unpack_from(raw)[0], raw[_HEADER.size:])
+                    if why is not None:
+                        batch.delete(ticket_id)
+                        out.dropped.append((ticket_id, why))
+                        raw = None
+                if raw is not None:
+                    before = _version(raw)
+            if change.unverified and verify is not None and (
+                    before is not None or ticket_id in shared):
+                assert change.payload is not None
+                why = verify(ticket_id, change.expires_at, change.payload)
+                if why is not None:
+                    out.refused.append((i, why))
+                    continue
+                change = change._replace(payload=unverified.unpack(change.payload).value,
+                                         unverified=False)
             if not supersedes(change, before):
-                stale.append(i)
+                out.stale.append(i)
                 continue
             seen[ticket_id] = (change.expires_at, change.payload is None)
             if change.payload is None:
                 batch.put(ticket_id, revoked_head + _U64.pack(change.expires_at))
             else:
-                if not change.is_json:
+                kind = JSON if change.is_json else SIGNED if change.unverified else AVRO
+                if kind != JSON:
                     batch.delete(ALL_JSON_KEY)
-                header = _HEADER.pack(change.expires_at, applied_at, JSON if change.is_json else AVRO)
-                batch.put(ticket_id, header + change.payload)
+                batch.put(ticket_id, _HEADER.pack(change.expires_at, applied_at, kind)
+                          + change.payload)
         for partition, offset in next_offsets.items():
             batch.put(OFFSET_PREFIX + str(partition).encode(), _U64.pack(offset))
         if batch.is_empty():
-            return stale
+            return out
         if logged:
             self.make_durable()
             self._db.write(batch)
@@ -238,7 +297,7 @@ class OfferStore:
             if self._since_flush >= self.flush_every:
                 self._db.flush(wait=False)  # in the background; the count starts over
                 self._since_flush = 0
-        return stale
+        return out
 
     def _next_slice(self, cursor: str, limit: int) -> tuple[list[tuple[bytes, bytes]], bool]:
         """Up to ``limit`` offers from the named cursor on, and whether it reached the end.
@@ -268,24 +327,25 @@ class OfferStore:
             self._db.write(batch)
         return removed
 
-    def render_slice(self, render: Callable[[bytes], bytes], limit: int = 200
-                     ) -> tuple[int, bool, list[bytes]]:
-        """Store the next ``limit`` entries' Avro as the JSON they are served as.
+    def render_slice(self, render: Callable[[bytes, StoredOffer], bytes], limit: int = 200
+                     ) -> tuple[int, bool, list[tuple[bytes, ValueError]]]:
+        """Store the next ``limit`` entries' Avro (checked or not) as the JSON they are
+        served as: ``render(ticket_id, entry)`` gives it, or raises ValueError.
 
         Returns how many were rendered, whether the pass reached the end of
-        the store, and the ticket ids of records that did not render: those
-        are deleted, as a live node would have skipped them.
+        the store, and the ticket ids (with the error) of records that did
+        not render: those are deleted, as a live node would have skipped them.
         """
         batch = WriteBatch(raw_mode=True)
         entries, finished = self._next_slice("render", limit)
         dropped = []
         for key, value in entries:
-            if value[_HEADER.size - 1:_HEADER.size] == AVRO:
+            if value[_HEADER.size - 1:_HEADER.size] in (AVRO, SIGNED):
                 try:
-                    body = render(value[_HEADER.size:])
-                except ValueError:
+                    body = render(key, _entry(value))
+                except ValueError as exc:
                     batch.delete(key)
-                    dropped.append(key)
+                    dropped.append((key, exc))
                     continue
                 batch.put(key, value[:_HEADER.size - 1] + JSON + body)
         rendered = batch.len() - len(dropped)

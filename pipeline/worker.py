@@ -810,7 +810,8 @@ def create_app(settings: Settings,
         return await read_range(bootstrap_servers, topic, partition, start, end, access=access)
 
     keyring = signing_keyring(settings)
-    signing = None if keyring is None else BatchSigning(settings.offers_topic, keyring)
+    signing = None if keyring is None else BatchSigning(settings.offers_topic, keyring,
+                                                           settings.partitions)
     processor = LoginProcessor(users, settings, deliveries, ledger, metrics, read_gap=read_gap,
                                signing=signing)
     expirer = Expirer(settings.bootstrap_servers, settings.offers_topic,

@@ -33,7 +33,8 @@ class OfferFeed:
                                          **client_options(settings, Role.ADMIN), acks="all",
                                          linger_ms=5, max_batch_size=512 * 1024)
         keyring = signing_keyring(settings)
-        self.signing = None if keyring is None else BatchSigning(settings.offers_topic, keyring)
+        self.signing = None if keyring is None else BatchSigning(settings.offers_topic, keyring,
+                                                           settings.partitions)
 
     def signed(self, records: list[OutRecord]) -> list[OutRecord]:
         return records if self.signing is None else self.signing.sign(records)

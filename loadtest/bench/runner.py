@@ -195,7 +195,8 @@ class Bench:
         await producer.start()
         # Signed as the worker signs: a batch at a time, of the size its batches reach.
         keyring = signing_keyring(settings)
-        signing = None if keyring is None else BatchSigning(settings.offers_topic, keyring)
+        signing = None if keyring is None else BatchSigning(settings.offers_topic, keyring,
+                                                           settings.partitions)
         batch_size = max(1, settings.worker_concurrency // 2)
         sample_every = max(1, count // 50_000)
         with open(tickets_path, "w") as sample:

@@ -13,6 +13,7 @@ from starlette.testclient import TestClient
 
 from edge.app import create_app
 from edge.materializer import Materializer
+from edge.render import Renderer
 from edge.store import OfferStore, StoredOffer
 from runtime.kafka_security import KafkaAccess, Role
 from runtime.settings import Settings
@@ -39,7 +40,7 @@ def make_app(tmp_path: Path, **changes: object):  # noqa: ANN201
     settings = Settings(home=tmp_path, ticket_secret=SECRET, **changes)  # type: ignore[arg-type]
     app = create_app(settings, "test", tmp_path / "edge")
     spy = SpyStore()
-    app.state.node.use_store(spy)
+    app.state.node.use_store(spy, Renderer(None))
     return app, spy
 
 
@@ -111,7 +112,7 @@ def test_readyz_reports_the_catch_up_once_caught_up(tmp_path: Path) -> None:
     store = OfferStore(tmp_path / "store")
     try:
         m = Materializer("unused:9092", "offers", store, node.waiters, node.metrics,
-                         access=PLAINTEXT_EDGE, keyring=None)
+                         access=PLAINTEXT_EDGE, keyring=None, renderer=Renderer(None))
         m.progress.targets = {0: 3}
         node.materializer = m
         m.apply({TopicPartition("offers", 0): [_tombstone(0), _tombstone(1)]})

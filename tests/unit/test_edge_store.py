@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge.store import Change, OfferStore
+from edge.store import Change, OfferStore, StoredOffer
 from tests.edge_node import block_cache_bytes, stored_entries, stored_ticket_ids
 
 
@@ -98,16 +98,16 @@ def test_background_render_turns_avro_into_served_json(tmp_path: Path) -> None:
                 + [Change(b"bad", b"broken", 100)], {0: 51}, applied_at=1)
     assert not store.all_json
 
-    def render(payload: bytes) -> bytes:
-        if payload == b"broken":
+    def render(ticket_id: bytes, stored: StoredOffer) -> bytes:
+        if stored.payload == b"broken":
             raise ValueError("does not decode")
-        return b'{"p":"' + payload + b'"}'
+        return b'{"p":"' + stored.payload + b'"}'
 
     total, finished, dropped = 0, False, []
     while not finished:
         rendered, finished, bad = store.render_slice(render, limit=7)
         total += rendered
-        dropped += bad
+        dropped += [key for key, _ in bad]
     assert total == 50
     live = store.get(b"t007")
     assert live is not None and live.is_json and live.payload == b'{"p":"avro-7"}'

@@ -13,6 +13,7 @@ import pytest
 from devstack.ports import free_port
 from edge.materializer import Materializer
 from edge.metrics import EdgeMetrics
+from edge.render import Renderer
 from edge.store import OfferStore
 from edge.waiters import Waiters
 from origin.publisher import LoginPublisher, PublisherUnavailable
@@ -55,7 +56,7 @@ async def test_the_materializer_keeps_trying_until_cancelled(
     nowhere = f"127.0.0.1:{free_port()}"
     store = OfferStore(tmp_path)
     m = Materializer(nowhere, "offers", store, Waiters(10), EdgeMetrics("t"),
-                     access=PLAINTEXT_EDGE, keyring=None)
+                     access=PLAINTEXT_EDGE, keyring=None, renderer=Renderer(None))
     running = asyncio.create_task(m.run())
     try:
         async def failed_three_times() -> bool:

@@ -285,7 +285,7 @@ async def test_a_batchs_offers_and_tombstones_are_signed_and_verify_at_an_edge(
 
     settings = SETTINGS.replace(home=tmp_path)
     ensure_local_offer_keys(settings)
-    signing = BatchSigning("offers", SigningKeyring(signing_keys_file(settings)))
+    signing = BatchSigning("offers", SigningKeyring(signing_keys_file(settings)), 6)
     sent, ledger, metrics = Sent(), OffsetLedger("logins"), WorkerMetrics()
     processor = LoginProcessor({}, settings, sent, ledger, metrics, read_gap=no_gap,
                                signing=signing)

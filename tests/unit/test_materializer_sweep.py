@@ -7,6 +7,7 @@ from pathlib import Path
 from edge import materializer as materializer_module
 from edge.materializer import Materializer, now_us
 from edge.metrics import EdgeMetrics
+from edge.render import Renderer
 from edge.store import Change, OfferStore
 from edge.waiters import Waiters
 from runtime.kafka_security import KafkaAccess, Role
@@ -19,7 +20,7 @@ def test_sweep_takes_one_slice_at_a_time_and_removes_only_the_expired(tmp_path: 
     store = OfferStore(tmp_path)
     metrics = EdgeMetrics("t")
     m = Materializer("unused:9092", "offers", store, Waiters(10), metrics,
-                     access=PLAINTEXT_EDGE, keyring=None)
+                     access=PLAINTEXT_EDGE, keyring=None, renderer=Renderer(None))
     slice_size = materializer_module.SWEEP_SLICE
     expired_count = 2 * slice_size + slice_size // 2
     later = now_us() + 3_600_000_000

@@ -9,6 +9,7 @@ from aiokafka import TopicPartition
 
 from edge.materializer import Materializer
 from edge.metrics import EdgeMetrics
+from edge.render import Renderer
 from edge.store import OfferStore
 from edge.waiters import Waiters
 from runtime.fetch_tuning import FetchTuning
@@ -32,7 +33,7 @@ class EndOffsets:
 
 def materializer(tmp_path: Path) -> tuple[Materializer, EndOffsets, list[str]]:
     m = Materializer("unused:9092", "offers", OfferStore(tmp_path), Waiters(10), EdgeMetrics("t"),
-                     access=PLAINTEXT_EDGE, keyring=None)
+                     access=PLAINTEXT_EDGE, keyring=None, renderer=Renderer(None))
     consumer = EndOffsets()
     m._consumer = consumer  # type: ignore[assignment]
     m.progress.targets = {0: 10}
@@ -75,7 +76,7 @@ async def test_an_unreachable_broker_is_not_a_stall(tmp_path: Path) -> None:
 
 def test_the_consumer_fetches_with_the_configured_wait_and_minimum(tmp_path: Path) -> None:
     m = Materializer("unused:9092", "offers", OfferStore(tmp_path), Waiters(10), EdgeMetrics("t"),
-                     access=PLAINTEXT_EDGE, keyring=None,
+                     access=PLAINTEXT_EDGE, keyring=None, renderer=Renderer(None),
                      fetch=FetchTuning(wait_ms=9, min_bytes=12345, idle_wait_ms=300))
 
     async def build() -> tuple[int, int]:

@@ -125,15 +125,15 @@ def test_the_leaf_covers_each_field_separately() -> None:
 def test_newer_wins_whatever_the_order(tmp_path: Path) -> None:
     store = OfferStore(tmp_path)
     t = b"t" * 22
-    assert store.apply([Change(t, b"old", 100, True)], {}, 1) == []
-    assert store.apply([Change(t, b"new", 200, True)], {}, 2) == []          # a retry: later
-    assert store.apply([Change(t, b"old", 100, True)], {}, 3) == [0]         # replayed: refused
+    assert store.apply([Change(t, b"old", 100, True)], {}, 1).stale == []
+    assert store.apply([Change(t, b"new", 200, True)], {}, 2).stale == []          # a retry: later
+    assert store.apply([Change(t, b"old", 100, True)], {}, 3).stale == [0]         # replayed: refused
     assert store.get(t).payload == b"new"  # type: ignore[union-attr]
-    assert store.apply([Change(t, None, 100)], {}, 4) == [0]  # ends an older offer: refused
+    assert store.apply([Change(t, None, 100)], {}, 4).stale == [0]  # ends an older offer: refused
     assert store.apply([Change(t, b"new", 200, True), Change(t, None, 200),
-                        Change(t, b"new", 200, True)], {}, 5) == [2]  # same batch, in order
+                        Change(t, b"new", 200, True)], {}, 5).stale == [2]  # same batch, in order
     assert store.get(t).revoked  # type: ignore[union-attr]
-    assert store.apply([Change(t, None, 0)], {}, 6) == []  # an unversioned tombstone applies
+    assert store.apply([Change(t, None, 0)], {}, 6).stale == []  # an unversioned tombstone applies
 
 
 def test_local_keys_are_made_once_private_and_public_apart(tmp_path: Path) -> None:
@@ -191,3 +191,40 @@ def test_a_rotation_publishes_first_switches_later_and_retires_after_the_longest
     assert later.retired == (old.kid,)
     assert old.kid not in {k.kid for k in read_verify_keys(verify_keys_file(s))}
     assert old.kid not in {k.kid for k in read_signing_keys(signing_keys_file(s))}
+
+
+def test_what_is_stored_unchecked_never_takes_the_place_of_what_checks(tmp_path: Path) -> None:
+    """Catching up, offers are stored unchecked (kind S) unless they meet another record of
+    their ticket: then both are checked, so a forged record can neither replace a real one
+    nor, stored first, keep a real one out by claiming a higher version."""
+    from edge import unverified
+
+    def s(value: bytes, expires_at: int, ticket: bytes = b"t" * 22) -> Change:
+        return Change(ticket, unverified.pack(b"k", b"p", b"s", 0, value), expires_at,
+                      unverified=True)
+
+    def verify(ticket_id: bytes, expires_at: int, payload: bytes) -> str | None:
+        return None if unverified.unpack(payload).value.startswith(b"good") else "forged"
+
+    store = OfferStore(tmp_path)
+    t = b"t" * 22
+    # Alone, unchecked: stored as S, checked when read.
+    assert store.apply([s(b"bad", 10**9)], {}, 1, verify=verify) == ([], [], [])
+    assert store.get(t).unverified  # type: ignore[union-attr]
+    # The real one arrives, older by its version: the stored S is checked, fails, goes.
+    done = store.apply([s(b"good-1", 100)], {}, 2, verify=verify)
+    assert done.dropped == [(t, "forged")] and done.refused == [] and done.stale == []
+    def value(ticket: bytes) -> bytes:
+        entry = store.get(ticket)
+        assert entry is not None
+        return unverified.unpack(entry.payload).value if entry.unverified else entry.payload
+
+    assert value(t) == b"good-1"
+    # A forged one after it, newer by its claim: checked at once, refused; the real stays.
+    assert store.apply([s(b"bad", 10**9)], {}, 3, verify=verify).refused == [(0, "forged")]
+    assert value(t) == b"good-1"
+    # Two records of one new ticket in one batch: both checked, the forged one refused.
+    u = b"u" * 22
+    done = store.apply([s(b"good-2", 100, u), s(b"bad", 10**9, u)], {}, 4, verify=verify)
+    assert done.refused == [(1, "forged")]
+    assert value(u) == b"good-2"
