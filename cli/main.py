@@ -359,19 +359,33 @@ def keys() -> None:
     pass
 
 
-@keys.command("rotate", help="add an offer signing key that signs in --publish seconds, "
-                             "retire the others once every offer they signed has expired")
+@keys.command("rotate", help="add a ticket key and an offer signing key that sign in "
+                             "--publish seconds; retire the others once every ticket and offer "
+                             "they signed has expired. No component restarts")
 @click.option("--publish", type=click.FloatRange(min=0), default=60.0, show_default=True,
-              help="seconds the new public key is published before the worker signs with it")
-def keys_rotate(publish: float) -> int:
+              help="seconds the new keys are known to every component before they sign")
+@click.option("--only", type=click.Choice(["tickets", "offers"]), default=None,
+              help="rotate one kind of key only")
+def keys_rotate(publish: float, only: str | None) -> int:
     from runtime.offer_keys import rotate_offer_keys
+    from runtime.ticket_secret import SecretFileError, rotate_ticket_keys
 
-    rotation = rotate_offer_keys(_settings(), time.time_ns() // 1000, publish)
-    when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(rotation.sign_from_us / 1e6))
-    until = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(rotation.retire_at_us / 1e6))
-    click.echo(f"key {rotation.kid} signs from {when} UTC; older keys are trusted until "
-               f"{until} UTC" + (f"; removed {', '.join(rotation.retired)}"
-                                 if rotation.retired else ""))
+    def utc(us: int) -> str:
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(us / 1e6))
+
+    settings, now = _settings(), time.time_ns() // 1000
+    if only in (None, "tickets"):
+        try:
+            ticket = rotate_ticket_keys(settings, now, publish)
+        except SecretFileError as exc:
+            raise _Failed(str(exc)) from None
+        click.echo(f"tickets  key {ticket.kid} signs from {utc(ticket.sign_from_us)}; older "
+                   f"keys verify until {utc(ticket.retire_at_us)}")
+    if only in (None, "offers"):
+        offer = rotate_offer_keys(settings, now, publish)
+        click.echo(f"offers   key {offer.kid} signs from {utc(offer.sign_from_us)}; older keys "
+                   f"are trusted until {utc(offer.retire_at_us)}"
+                   + (f"; removed {', '.join(offer.retired)}" if offer.retired else ""))
     return 0
 
 

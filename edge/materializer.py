@@ -75,6 +75,7 @@ log = logging.getLogger(__name__)
 HOUSEKEEPING_EVERY_S = 5.0
 SWEEP_EVERY_S = 0.25
 SWEEP_SLICE = 1_000
+KEY_LOOK_EVERY_S = 0.5
 STALLED_CHECKS_BEFORE_RECONNECT = 2
 DEFAULT_FETCH = FetchTuning()
 TICKET_ID = re.compile(rb"[A-Za-z0-9_-]{22}")  # 16 bytes in base64url, no padding
@@ -119,6 +120,7 @@ class Materializer:
         self.keyring = keyring
         self.renderer = renderer
         self._verifier = renderer.verifier
+        self._next_key_look = 0.0
         self._known: set[bytes] = set()  # schema fingerprints seen to be readable
         self._started = time.monotonic()
         self._stalled_checks = 0
@@ -332,6 +334,9 @@ class Materializer:
                 return Change(key, unverified.pack(kid, proof, signature, accepted_at, value),
                               expires_at, unverified=True), accepted_at
             why = verifier.check_record(key, value, expires_at, accepted_at, kid, proof, signature)
+            if why is not None and refusal_reason(why) == "untrusted_key" and self._look_for_keys():
+                why = verifier.check_record(key, value, expires_at, accepted_at, kid, proof,
+                                            signature)
             if why is not None:
                 return self._refuse_unverified(record, why)
         if value is None:
@@ -437,6 +442,20 @@ class Materializer:
                 await asyncio.wait_for(old.stop(), timeout=5)
             except Exception as exc:  # a wedged client may not stop cleanly; it is dropped
                 log.warning("stopping the old consumer failed (%r)", exc)
+
+    def _look_for_keys(self) -> bool:
+        """A record names a key this node does not trust: read the verify file now, in case
+        a rotation published it a moment ago (at most every ``KEY_LOOK_EVERY_S``). True if
+        the trusted keys changed."""
+        now = time.monotonic()
+        if self.keyring is None or now < self._next_key_look:
+            return False
+        self._next_key_look = now + KEY_LOOK_EVERY_S
+        changed = self.keyring.refresh(now_us(), force=True)
+        if changed and self._verifier is not None:
+            self._verifier.forget()
+            log.info("trusting offer keys %s", sorted(self.keyring.trusted))
+        return changed
 
     def refresh_keys(self) -> None:
         """Re-read a changed verify file; a change of trusted keys drops remembered roots."""

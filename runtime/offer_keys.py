@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from runtime.private_files import write_private
 from runtime.settings import Settings, env_var
+from runtime.watched_file import WatchedFile
 
 KEYS_DIR = "keys"
 SIGNING_FILE = "offer-signing.json"
@@ -160,32 +161,6 @@ def write_verify_keys(path: Path, keys: list[VerifyKey]) -> None:
     os.chmod(path, 0o644)
 
 
-class _Watched:
-    """A file read again when its modification time or size changes, looked at most every
-    ``check_every_s`` seconds."""
-
-    def __init__(self, path: Path, check_every_s: float) -> None:
-        self.path = path
-        self.check_every_s = check_every_s
-        self._seen: tuple[int, int] | None = None
-        self._next_check = 0.0
-
-    def changed(self) -> bool:
-        now = time.monotonic()
-        if now < self._next_check:
-            return False
-        self._next_check = now + self.check_every_s
-        try:
-            st = self.path.stat()
-        except OSError:
-            return self._seen is None  # first look: let the reader raise
-        seen = (st.st_mtime_ns, st.st_size)
-        if seen == self._seen:
-            return False
-        self._seen = seen
-        return True
-
-
 class SigningKeyring:
     """The worker's signing file, re-read when it changes (checked every ``check_every_s``).
 
@@ -196,7 +171,7 @@ class SigningKeyring:
     """
 
     def __init__(self, path: Path, check_every_s: float = 1.0) -> None:
-        self._file = _Watched(path, check_every_s)
+        self._file = WatchedFile(path, check_every_s)
         self._keys: list[SigningKey] | None = None
         self.problem: str | None = None
 
@@ -229,7 +204,7 @@ class VerifyKeyring:
     """
 
     def __init__(self, path: Path, check_every_s: float = 2.0) -> None:
-        self._file = _Watched(path, check_every_s)
+        self._file = WatchedFile(path, check_every_s)
         self._keys: dict[str, tuple[VerifyKey, Ed25519PublicKey]] = {}
         self._trusted: frozenset[str] = frozenset()
         self.problem: str | None = None
@@ -240,9 +215,10 @@ class VerifyKeyring:
     def _load(self, keys: list[VerifyKey]) -> None:
         self._keys = {k.kid: (k, Ed25519PublicKey.from_public_bytes(k.public)) for k in keys}
 
-    def refresh(self, now_us: int) -> bool:
-        """Re-read the file if it changed; True if the keys trusted at ``now_us`` changed."""
-        if self._file.changed():
+    def refresh(self, now_us: int, force: bool = False) -> bool:
+        """Re-read the file if it changed (``force``: look now); True if the keys trusted at
+        ``now_us`` changed."""
+        if self._file.changed(force):
             try:
                 self._load(read_verify_keys(self._file.path))
                 self.problem = None

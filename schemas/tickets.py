@@ -23,10 +23,11 @@ import re
 import secrets
 import struct
 import time
+from collections.abc import Callable
 from typing import NamedTuple
 
 from runtime.settings import Settings
-from runtime.ticket_secret import ticket_secret
+from runtime.ticket_secret import key_reloader, ticket_secret
 
 log = logging.getLogger(__name__)
 
@@ -99,14 +100,30 @@ class Ticket(NamedTuple):
 
 
 def parse_keys(spec: str) -> dict[str, bytes]:
-    """``kid:secret[,kid:secret...]`` into an ordered mapping; the first key signs."""
-    keys: dict[str, bytes] = {}
+    """``kid:secret[,kid:secret...]`` into an ordered mapping; the first key signs.
+
+    Raises ValueError: a part is not ``kid:secret``, a kid is repeated, a secret is short.
+    """
+    pairs = []
     for part in spec.split(","):
         part = part.strip()
         if not part:
             continue
         kid, sep, secret = part.partition(":")
-        if not sep or not _KID.fullmatch(kid):
+        if not sep:
+            raise ValueError(f"ticket key {kid!r}: expected kid:secret")
+        pairs.append((kid, secret))
+    return checked_keys(pairs)
+
+
+def checked_keys(pairs: list[tuple[str, str]]) -> dict[str, bytes]:
+    """``(kid, secret)`` pairs, the signing key first, checked, as the signer holds them.
+
+    Raises ValueError as ``parse_keys``.
+    """
+    keys: dict[str, bytes] = {}
+    for kid, secret in pairs:
+        if not _KID.fullmatch(kid):
             raise ValueError(f"ticket key {kid!r}: expected kid:secret with kid of "
                              "[A-Za-z0-9_-]{1,16}")
         if len(secret) < MIN_SECRET_LEN:
@@ -122,13 +139,17 @@ def parse_keys(spec: str) -> dict[str, bytes]:
 class TicketSigner:
     """Issues and verifies tickets under a set of keys."""
 
-    def __init__(self, keys: dict[str, bytes], ttl_s: int, clock_skew_s: float = 5.0) -> None:
+    def __init__(self, keys: dict[str, bytes], ttl_s: int, clock_skew_s: float = 5.0,
+                 reload: Callable[[], dict[str, str] | None] | None = None) -> None:
         """``ttl_s``: the lifetime of issued tickets, and the longest one honoured;
-        ``clock_skew_s``: how far in the future an issue time may be (clocks differ)."""
+        ``clock_skew_s``: how far in the future an issue time may be (clocks differ);
+        ``reload``: asked before each issue and check, gives new keys (signing key first)
+        when they changed (runtime/ticket_secret.py ``key_reloader``), else None."""
         if not keys:
             raise ValueError("at least one key is needed")
         self._keys = dict(keys)
         self._signing_kid = next(iter(self._keys))
+        self._reload = reload
         self.ttl_ms = ttl_s * 1000
         self.skew_ms = int(clock_skew_s * 1000)
 
@@ -138,6 +159,25 @@ class TicketSigner:
     @classmethod
     def from_spec(cls, spec: str, ttl_s: int, clock_skew_s: float = 5.0) -> TicketSigner:
         return cls(parse_keys(spec), ttl_s, clock_skew_s)
+
+    def _refresh(self) -> None:
+        if self._reload is None:
+            return
+        fresh = self._reload()
+        if fresh is None:
+            return
+        try:
+            keys = checked_keys(list(fresh.items()))
+        except ValueError as exc:  # keep signing with the keys in use; say why, loudly
+            log.error("the new ticket keys are refused, the old ones stay: %s", exc)
+            return
+        self._keys, self._signing_kid = keys, next(iter(keys))
+        log.info("ticket keys now %s, signing with %s", list(keys), self._signing_kid)
+
+    @property
+    def signing_kid(self) -> str:
+        self._refresh()
+        return self._signing_kid
 
     def _mac(self, key: bytes, signed: str | bytes) -> bytes:
         return hmac.digest(key, signed.encode("ascii") if isinstance(signed, str) else signed,
@@ -150,11 +190,13 @@ class TicketSigner:
         same user and key give the same ticket id on any origin, with no
         state, and nobody without the secret can predict one. Raises nothing.
         """
+        self._refresh()
         message = b"idempotency\0" + user_id.encode() + b"\0" + idempotency_key.encode()
         return self._mac(self._keys[self._signing_kid], message)[:16]
 
     def issue(self, now_ms: int | None = None, raw_id: bytes | None = None) -> Ticket:
         """A new ticket; ``raw_id`` (16 bytes) fixes its id, else it is random."""
+        self._refresh()
         issued = int(time.time() * 1000) if now_ms is None else now_ms
         if raw_id is None:
             raw_id = secrets.token_bytes(16)
@@ -169,6 +211,7 @@ class TicketSigner:
         """The ticket, or TicketMalformed / TicketForged / TicketExpired."""
         if not isinstance(token, str) or len(token) > MAX_TICKET_LEN:
             raise TicketMalformed("ticket is not a string of a sensible length")
+        self._refresh()
         parts = token.split(".")
         if len(parts) != 3:
             raise TicketMalformed("ticket must have three dot-separated parts")
@@ -209,5 +252,7 @@ class TicketSigner:
 def signer_from_settings(settings: Settings) -> TicketSigner:
     """The signer of a component: the configured key, else the local home's own
     (runtime/ticket_secret.py), the TTL and the clock skew from the settings."""
-    return TicketSigner.from_spec(ticket_secret(settings), settings.ticket_ttl_s,
-                                  settings.ticket_clock_skew_s)
+    reload = key_reloader(settings)
+    first = reload() if reload is not None else None  # the keys of now, and primes it
+    keys = checked_keys(list(first.items())) if first else parse_keys(ticket_secret(settings))
+    return TicketSigner(keys, settings.ticket_ttl_s, settings.ticket_clock_skew_s, reload=reload)

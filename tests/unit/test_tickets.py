@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -163,3 +164,38 @@ def test_base64url_helpers_match_the_standard_library() -> None:
         text = _b64e(raw)
         assert text == base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
         assert _b64d(text) == raw
+
+
+def test_a_ticket_key_rotation_verifies_old_tickets_and_signs_new_ones_when_due(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from runtime import ticket_secret as ts
+    from schemas.tickets import signer_from_settings
+
+    settings = Settings(home=tmp_path, ticket_ttl_s=60, ticket_clock_skew_s=5)
+    origin, edge = signer_from_settings(settings), signer_from_settings(settings)
+    old = origin.issue()
+    now = [time.time_ns() // 1000]
+    monkeypatch.setattr(ts.time, "time_ns", lambda: now[0] * 1000)
+    rotation = ts.rotate_ticket_keys(settings, now[0], publish_s=30)
+    for signer in (origin, edge):
+        signer._reload.check_every_s = 0  # type: ignore[union-attr]  # look at every call
+        signer._reload._next = 0  # type: ignore[union-attr]
+    assert origin.issue().kid == old.kid          # published, not signing yet
+    assert edge.verify(old.token).ticket_id == old.ticket_id
+    now[0] = rotation.sign_from_us
+    new = origin.issue()
+    assert new.kid == rotation.kid
+    assert edge.verify(new.token).kid == rotation.kid  # the edge knew it before it signed
+    assert edge.verify(old.token).kid == old.kid       # old tickets verify until they expire
+    now[0] = rotation.retire_at_us
+    with pytest.raises(TicketForged):
+        edge.verify(old.token, now_ms=old.issued_at_ms)  # retired: its key is gone
+    assert edge.verify(new.token, now_ms=new.issued_at_ms).kid == rotation.kid
+
+
+def test_rotating_keys_set_in_the_settings_is_refused_with_the_way(tmp_path: Path) -> None:
+    from runtime.ticket_secret import SecretFileError, rotate_ticket_keys
+
+    settings = Settings(home=tmp_path, ticket_secret="k1:" + "s" * 20)
+    with pytest.raises(SecretFileError, match="rotate them there"):
+        rotate_ticket_keys(settings, 0, 60)
