@@ -98,13 +98,10 @@ def ready_url(settings: Settings) -> str:
 
 
 def origin_address(settings: Settings) -> str:
-    """The IP address the front door connects to the origin at, and connects from.
+    """The IP address the front door connects to the origin at.
 
-    A connection to an address of this machine leaves from that same
-    address, so this is also the peer address the origin sees for the
-    front door, the one its ``trusted_proxies`` must hold. A host name is
-    resolved here, once, and the configuration uses the address: the origin
-    compares peer addresses, never names.
+    A host name is resolved here, once, and the configuration uses the
+    address. Where it connects from is ``source_address``.
 
     Raises:
         FrontDoorError: the host is not an address or a valid host name, or does not resolve.
@@ -138,10 +135,44 @@ def _checked_host(host: str, setting: str) -> str:
     return host
 
 
+def source_address(settings: Settings) -> str:
+    """The address the front door connects to the origin from: pinned in its configuration
+    (HAProxy's ``source``), so it is the one address the origin trusts, by construction.
+
+    ``front_door_source`` if set; for an origin on IPv4 loopback, a loopback
+    address that is neither the origin's nor 127.0.0.1, the one every local
+    program connects from by default (so their ``X-Forwarded-For`` sent
+    straight to the origin is not believed); otherwise the address this
+    machine's routes pick to reach the origin.
+
+    Raises:
+        FrontDoorError: the setting is not an IP address, or the origin is unreachable.
+    """
+    if settings.front_door_source:
+        try:
+            return str(ipaddress.ip_address(settings.front_door_source))
+        except ValueError:
+            raise FrontDoorError(f"{env_var('front_door_source')}="
+                                 f"{settings.front_door_source!r} is not an IP address") from None
+    origin = ipaddress.ip_address(origin_address(settings))
+    if origin.is_loopback and origin.version == 4:
+        return next(a for a in ("127.0.0.2", "127.0.0.3") if a != str(origin))
+    if origin.is_loopback:
+        return str(origin)  # IPv6 has one loopback address
+    family = socket.AF_INET6 if origin.version == 6 else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:  # sends nothing
+            probe.connect((str(origin), settings.origin_port))
+            return str(probe.getsockname()[0])
+    except OSError as exc:
+        raise FrontDoorError(f"no route to the origin at {origin}: {exc}") from None
+
+
 def origin_env(settings: Settings) -> dict[str, str]:
-    """The origin's environment when the front door is on: the front door is a trusted proxy."""
+    """The origin's environment when the front door is on: the front door's pinned source
+    address (``source_address``) is a trusted proxy."""
     trusted = settings.trusted_proxies
-    address = origin_address(settings)
+    address = source_address(settings)
     if address not in trusted:
         trusted = (*trusted, address)
     return {env_var("trusted_proxies"): ",".join(trusted)}
@@ -275,8 +306,9 @@ def render_config(settings: Settings) -> str:
         "    http-request disable-l7-retry if METH_POST",
         "    option httpchk GET /readyz",
         "    http-check expect status 200",
+        # From a pinned address, the one the origin trusts (``source_address``).
         f"    server origin {_hostport(origin_address(settings), settings.origin_port)} "
-        f"check {check}",
+        f"source {source_address(settings)} check {check}",
     ]
     edge_host = _checked_host(connectable(settings.edge_host), "edge_host")
     ports = settings.edge_ports

@@ -89,14 +89,20 @@ def components(settings: Settings) -> list[Component]:
     """The stack's processes in start order: workers, origin, edges, the front door last.
 
     With the front door on, the origin trusts the address the front door
-    connects from (its ``X-Forwarded-For``; devstack/front_door.py).
+    connects from (its ``X-Forwarded-For``; devstack/front_door.py). Unless
+    set to ``any``, the stack's origin lets clients on this machine's
+    loopback choose a login's ``ip`` (``login_ip_from_body=local``), which the
+    story and the web client use to play users of other countries; nobody
+    else may. (A real deployment runs its origin itself, with ``never``.)
     """
     host = settings.origin_host
+    env = front_door.origin_env(settings) if settings.front_door else {}
+    if settings.login_ip_from_body == "never":
+        env[env_var("login_ip_from_body")] = "local"
     out = [
         *worker_components(settings),
         Component("origin", ["origin"], ready_url=f"http://{host}:{settings.origin_port}/readyz",
-                  port=settings.origin_port,
-                  env=front_door.origin_env(settings) if settings.front_door else {}),
+                  port=settings.origin_port, env=env),
     ]
     for region, port in settings.edge_ports.items():
         out.append(Component(f"edge-{region}", ["edge", "--region", region, "--port", str(port)],

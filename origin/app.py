@@ -40,6 +40,7 @@ from origin.requests import (
     BadRequest,
     client_address,
     idempotency_key,
+    may_choose_ip,
     parse_login,
     read_json_body,
 )
@@ -70,6 +71,7 @@ class Logins:
         self.signer = signer
         self.metrics = metrics
         self._trusted_proxies = settings.trusted_proxies
+        self._ip_mode = settings.login_ip_from_body
         self._regions = tuple(settings.edge_ports)
         if not self._regions:
             raise ValueError(f"{env_var('edges')} lists no edge: the origin names each "
@@ -84,8 +86,9 @@ class Logins:
         started = time.perf_counter()
         try:
             body = await read_json_body(request)
-            req = parse_login(body, client_address(request, self._trusted_proxies),
-                              request.headers.get("user-agent"))
+            client = client_address(request, self._trusted_proxies)
+            req = parse_login(body, client, request.headers.get("user-agent"),
+                              may_choose_ip(self._ip_mode, client))
             key = idempotency_key(request)
         except BadRequest as exc:
             self.metrics.logins.labels("rejected").inc()
@@ -125,8 +128,9 @@ class Logins:
         """200 with the offer computed inside the request (the baseline); 4xx for a bad request."""
         try:
             body = await read_json_body(request)
-            req = parse_login(body, client_address(request, self._trusted_proxies),
-                              request.headers.get("user-agent"))
+            client = client_address(request, self._trusted_proxies)
+            req = parse_login(body, client, request.headers.get("user-agent"),
+                              may_choose_ip(self._ip_mode, client))
         except BadRequest as exc:
             return _error(exc)
         ticket = self.signer.issue()

@@ -104,12 +104,31 @@ def client_address(request: Request, trusted_proxies: tuple[str, ...]) -> str:
     return peer
 
 
-def parse_login(data: dict[str, Any], fallback_ip: str, user_agent: str | None) -> LoginRequest:
+def may_choose_ip(mode: str, client: str) -> bool:
+    """Whether a client at address ``client`` may give the login's ``ip`` itself, under
+    ``login_ip_from_body`` = ``mode``."""
+    if mode == "any":
+        return True
+    if mode != "local":
+        return False
+    try:
+        return ipaddress.ip_address(client).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_login(data: dict[str, Any], fallback_ip: str, user_agent: str | None,
+                ip_from_body: bool = False) -> LoginRequest:
     """The login request in ``data``; BadRequest (422, naming the field) if a field is
-    unknown, missing or invalid. ``fallback_ip`` is used when ``ip`` is absent."""
+    unknown, missing or invalid, or if ``ip`` is given and ``ip_from_body`` is false (the
+    address is the network's: ``fallback_ip``, the client's own)."""
     unknown = sorted(set(data) - {"user_id", "ip"})
     if unknown:
         raise BadRequest(422, f"unknown field {unknown[0]!r}", unknown[0])
+    if "ip" in data and not ip_from_body:
+        raise BadRequest(422, "ip is the address the login comes from, set by the network, "
+                              "not the body (a test stack may allow it: "
+                              "POSITIONING_LOGIN_IP_FROM_BODY)", "ip")
     if "user_id" not in data:
         raise BadRequest(422, "user_id is required", "user_id")
     try:

@@ -235,6 +235,15 @@ class Settings(BaseSettings):
     trusted_proxies: Csv = Field(
         default=(),
         description="comma-separated proxy addresses whose `X-Forwarded-For` is believed")
+    login_ip_from_body: Literal["never", "local", "any"] = Field(
+        default="never",
+        description="who may choose the address a login is placed by, with `ip` in the body "
+                    "(to play users of other countries: the story, the bench, load tests): "
+                    "`never` (a body with `ip` is refused, 422: the address is the "
+                    "connection's, or the trusted front door's `X-Forwarded-For`), `local` "
+                    "(only a client on this machine's loopback; `positioning up` raises "
+                    "`never` to it for its origin, which the story needs), `any` (test "
+                    "stacks only)")
     login_timeout_s: NonNegativeFloat = Field(
         default=5.0, validation_alias="POSITIONING_LOGIN_TIMEOUT",
         description="seconds a login waits for Kafka's acknowledgement before `503`")
@@ -358,6 +367,12 @@ class Settings(BaseSettings):
         default="127.0.0.1:8080",
         description="the front door's address, `host:port`: `/offers/…` to the edge of "
                     "the user's region, everything else to the origin")
+    front_door_source: str | None = Field(
+        default=None,
+        description="the IP address the front door connects to the origin from, the one "
+                    "the origin trusts; unset: for a loopback origin 127.0.0.2 (not "
+                    "127.0.0.1, which every local program uses), else the address this "
+                    "machine's routes pick to reach the origin")
     front_door_check_interval_s: PositiveFloat = Field(
         default=1.0, validation_alias="POSITIONING_FRONT_DOOR_CHECK_INTERVAL",
         description="seconds between the front door's health checks of each server "

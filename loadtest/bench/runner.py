@@ -97,6 +97,8 @@ class Bench:
             ticket_secret="bench:" + uuid.uuid4().hex, ticket_ttl_s=3600, model_latency_ms=0.0,
             # The bench talks to origin and edges directly; no health checks beside it.
             front_door=False,
+            # Its load generators play users of several countries from this machine.
+            login_ip_from_body="local",
             **(security_files(self.broker.settings) if self.broker is not None else {}))
         values.update(changes)
         settings = self.base.replace(**values)

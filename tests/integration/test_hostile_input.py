@@ -53,6 +53,14 @@ async def raw_exchange(port: int, data: bytes, timeout: float = 10) -> bytes:
 
 # -- kind 1: trust -------------------------------------------------------------
 
+def test_a_client_cannot_choose_the_address_its_login_comes_from(origin: str) -> None:
+    for path in ("/login", "/offers/sync"):
+        response = httpx.post(f"{origin}{path}", json={"user_id": "u1", "ip": "81.2.69.160"},
+                              timeout=10)
+        assert response.status_code == 422, response.text
+        assert response.json()["field"] == "ip"
+
+
 def test_a_client_chosen_forwarded_for_is_not_believed(origin: str) -> None:
     response = httpx.post(f"{origin}/offers/sync", json={"user_id": "u1"},
                           headers={"X-Forwarded-For": "6.6.6.6"}, timeout=10)

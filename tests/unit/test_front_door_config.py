@@ -126,9 +126,13 @@ def test_the_stack_starts_the_front_door_last_and_the_origin_trusts_it(tmp_path:
     assert door.name == "front-door" and door.args == ["front-door"] and door.port == 8080
     assert door.ready_url == f"http://127.0.0.1:8080{READY_PATH}" == ready_url(settings)
     [origin] = [c for c in stack if c.name == "origin"]
-    assert origin.env == {"POSITIONING_TRUSTED_PROXIES": "10.0.0.1,127.0.0.1"}
-    assert origin_env(settings.replace(trusted_proxies=("127.0.0.1",))) == {
-        "POSITIONING_TRUSTED_PROXIES": "127.0.0.1"}
+    # The front door connects from a pinned 127.0.0.2, not the 127.0.0.1 of every local
+    # program: a program's X-Forwarded-For sent straight to the origin is not believed.
+    assert origin.env == {"POSITIONING_TRUSTED_PROXIES": "10.0.0.1,127.0.0.2",
+                          "POSITIONING_LOGIN_IP_FROM_BODY": "local"}
+    assert origin_env(settings.replace(trusted_proxies=("127.0.0.2",))) == {
+        "POSITIONING_TRUSTED_PROXIES": "127.0.0.2"}
+    assert "source 127.0.0.2 check" in render_config(settings)
     assert Stack(settings).host_of(door) == "127.0.0.1"
     assert Stack(settings.replace(front_door_listen="0.0.0.0:9")).host_of(door) == "127.0.0.1"
 
@@ -137,7 +141,7 @@ def test_without_the_front_door_the_origin_trusts_only_its_settings(tmp_path: Pa
     stack = components(_settings(tmp_path, front_door=False))
     assert [c.name for c in stack if c.name == "front-door"] == []
     [origin] = [c for c in stack if c.name == "origin"]
-    assert origin.env == {}
+    assert origin.env == {"POSITIONING_LOGIN_IP_FROM_BODY": "local"}
 
 
 def test_up_without_haproxy_fails_before_starting_anything(
@@ -168,6 +172,30 @@ def test_the_origin_is_trusted_and_reached_at_the_address_its_host_name_resolves
     settings = Settings(home=tmp_path, origin_host="localhost")
     address = origin_address(settings)
     assert address in ("127.0.0.1", "::1")
-    assert origin_env(settings)[env_var("trusted_proxies")].split(",")[-1] == address
-    assert any(line.strip().startswith("server origin ") and address in line
+    source = origin_env(settings)[env_var("trusted_proxies")].split(",")[-1]
+    assert source == ("127.0.0.2" if address == "127.0.0.1" else "::1")
+    assert any(line.strip().startswith(f"server origin {address}") and f"source {source}" in line
                for line in render_config(settings).splitlines())
+
+
+def test_the_pinned_source_is_what_a_connection_really_leaves_from(tmp_path: Path) -> None:
+    """An origin on 127.0.0.2: a connection to it would leave from 127.0.0.1 unless pinned;
+    the pinned address is another, and one that can really be connected from."""
+    import socket
+
+    from devstack.front_door import source_address
+
+    settings = Settings(home=tmp_path, origin_host="127.0.0.2")
+    source = source_address(settings)
+    assert source == "127.0.0.3"
+    with socket.socket() as listener, socket.socket() as client:
+        listener.bind(("127.0.0.2", 0))
+        listener.listen()
+        client.bind((source, 0))
+        client.connect(listener.getsockname())
+        peer, _ = listener.accept()
+        assert peer.getpeername()[0] == source
+        peer.close()
+    assert source_address(settings.replace(front_door_source="10.1.2.3")) == "10.1.2.3"
+    with pytest.raises(FrontDoorError, match="not an IP address"):
+        source_address(settings.replace(front_door_source="gateway"))

@@ -82,3 +82,21 @@ async def test_the_openapi_states_the_limits_the_validation_applies() -> None:
             await read_json_body(_body_request(at_limit + b" ", declared_length=declared))
         assert err.value.status == 413
     assert str(limit) in doc["paths"]["/login"]["post"]["responses"]["413"]["description"]
+
+
+@pytest.mark.parametrize(("mode", "client", "allowed"), [
+    ("never", "127.0.0.1", False), ("local", "127.0.0.1", True), ("local", "::1", True),
+    ("local", "127.0.0.2", True), ("local", "81.2.69.160", False), ("local", "testclient", False),
+    ("any", "81.2.69.160", True)])
+def test_only_a_caller_the_setting_names_may_choose_the_login_address(
+        mode: str, client: str, allowed: bool) -> None:
+    from origin.requests import BadRequest, may_choose_ip, parse_login
+
+    assert may_choose_ip(mode, client) is allowed
+    body = {"user_id": "u1", "ip": "81.2.69.160"}
+    if allowed:
+        assert parse_login(body, client, None, may_choose_ip(mode, client)).ip == "81.2.69.160"
+    else:
+        with pytest.raises(BadRequest, match="set by the network"):
+            parse_login(body, client, None, may_choose_ip(mode, client))
+    assert parse_login({"user_id": "u1"}, "81.2.69.160", None).ip == "81.2.69.160"
