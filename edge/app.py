@@ -41,7 +41,7 @@ from edge.lookup import Answer, Lookups
 from edge.materializer import Materializer
 from edge.metrics import EdgeMetrics
 from edge.openapi import edge_openapi_document
-from edge.render import CorruptOffer, Refused, Renderer
+from edge.render import Refused, Renderer, undecodable
 from edge.store import OfferStore
 from edge.waiters import TooManyWaiters, Waiters
 from runtime.fetch_tuning import FetchTuning
@@ -85,7 +85,10 @@ class EdgeNode:
         refused = self.metrics.refused
 
         def count_refused(why: str) -> None:
-            refused.labels(self.region, refusal_reason(why)).inc()
+            if undecodable(why):
+                self.metrics.undecodable.inc()
+            else:
+                refused.labels(self.region, refusal_reason(why)).inc()
 
         self.lookups = Lookups(self.signer, store, self.metrics.lookup_seconds, self.region,
                                renderer, on_refused=count_refused)
@@ -163,6 +166,7 @@ class EdgeNode:
         return {"ready": p.ready, "region": self.region,
                 "lag": {str(k): max(0, t - p.next_offsets.get(k, 0)) for k, t in p.targets.items()},
                 "resumed_from": {str(k): v for k, v in p.resumed_from.items()},
+                "next_offsets": {str(k): v for k, v in p.next_offsets.items()},
                 "applied_since_start": p.applied_since_start,
                 "caught_up_after_s": p.caught_up_after_s,
                 "applied_during_catch_up": p.applied_during_catch_up,
@@ -266,10 +270,7 @@ async def offer_events(request: Request) -> Response:
                 return
             try:
                 body = lookups.render(key, stored)
-            except CorruptOffer:
-                yield b"event: error\ndata: {\"error\": \"the stored offer is corrupt\"}\n\n"
-                return
-            except Refused:  # stored unchecked, and its signature does not hold: none here
+            except Refused:  # stored unchecked, and not to be served: none here
                 yield b"event: timeout\ndata: {\"status\": \"pending\"}\n\n"
                 return
             yield (b": applied_at=" + str(stored.applied_at).encode() + b"\n"

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import orjson
 from prometheus_client import Histogram
 
-from edge.render import CorruptOffer, Refused, Renderer
+from edge.render import Refused, Renderer
 from edge.store import OfferStore, StoredOffer
 from runtime.clock import now_us
 from schemas.tickets import Ticket, TicketError, TicketSigner
@@ -68,7 +68,7 @@ class Lookups:
         """The offer's JSON; an Avro entry is checked and rendered once and kept as JSON.
 
         Raises Refused (deleted here: a node that checked it on arrival would
-        never have stored it) or CorruptOffer.
+        never have stored it).
         """
         try:
             body = self.renderer.json(key, stored)
@@ -83,7 +83,9 @@ class Lookups:
         return body
 
     def answer(self, ticket: Ticket, stored: StoredOffer | None, started: float) -> Answer:
-        """200 with the offer, 410 revoked, 404 pending (absent or expired), or 502 if corrupt."""
+        """200 with the offer, 410 revoked, or 404 pending (absent, expired, or a stored entry
+        that cannot be served: deleted, as a node that checked it on arrival never stored
+        it). Never a 5xx from the store's content."""
         if stored is not None and stored.revoked:
             self.observe_rejected(time.perf_counter() - started)
             return json_answer(410, {"status": "revoked", "ticket_id": ticket.ticket_id,
@@ -94,9 +96,6 @@ class Lookups:
                                      "expires_at": ticket.expires_at_us})
         try:
             body = self.render(ticket.ticket_id.encode(), stored)
-        except CorruptOffer as exc:
-            log.error("stored offer does not decode: %s", exc)
-            return json_answer(502, {"status": "error", "error": "the stored offer is corrupt"})
         except Refused:
             self.observe_pending(time.perf_counter() - started)
             return json_answer(404, {"status": "pending", "ticket_id": ticket.ticket_id,

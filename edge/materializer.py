@@ -52,7 +52,7 @@ from aiokafka.structs import ConsumerRecord
 
 from edge import unverified
 from edge.metrics import EdgeMetrics
-from edge.render import Refused, Renderer
+from edge.render import Refused, Renderer, undecodable
 from edge.store import Change, OfferStore, StoredOffer
 from edge.waiters import Waiters
 from runtime.clock import now_us
@@ -247,7 +247,10 @@ class Materializer:
                 self._refuse(sources[i], "stale", "older than the record this edge holds for "
                              "its ticket (a replay)")
             for i, why in done.refused:
-                self._refuse_unverified(sources[i], why)
+                if undecodable(why):
+                    self._skip(sources[i], why)
+                else:
+                    self._refuse_unverified(sources[i], why)
             for ticket_id, why in done.dropped:
                 self._refuse_stored(ticket_id, why)
             gone = set(done.stale) | {i for i, _ in done.refused}
@@ -283,7 +286,10 @@ class Materializer:
 
     def _refuse_stored(self, ticket_id: bytes, why: str) -> None:
         """Count and log a stored, not yet checked offer that failed its check (deleted)."""
-        self.metrics.refused.labels(self.metrics.region, refusal_reason(why)).inc()
+        if undecodable(why):
+            self.metrics.undecodable.inc()
+        else:
+            self.metrics.refused.labels(self.metrics.region, refusal_reason(why)).inc()
         log.warning("stored offer %s refused when checked, and deleted: %s",
                     ticket_id.decode(errors="replace"), why)
 
@@ -367,7 +373,7 @@ class Materializer:
         while True:
             rendered, finished, dropped = self.store.render_slice(self.renderer.avro)
             for ticket_id, error in dropped:
-                if isinstance(error, Refused):
+                if isinstance(error, Refused) and not undecodable(str(error)):
                     self._refuse_stored(ticket_id, str(error))
                     continue
                 self.metrics.undecodable.inc()

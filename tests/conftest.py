@@ -139,9 +139,10 @@ def base_settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
 
 
 def unique_settings(kafka_bootstrap: str, home: Path, **changes: object) -> Settings:
-    """Settings with topics, worker group, state and a front-door port of their own, and the
-    cluster's security; on a cluster the tests started, every role's principal is granted
-    its ACLs on them (as ``positioning topics`` does)."""
+    """Settings with topics, worker group, state and a front-door port of their own, logins
+    that may name their ``ip`` from this machine, and the cluster's security; on a cluster
+    the tests started, every role's principal is granted its ACLs on them (as
+    ``positioning topics`` does)."""
     suffix = uuid.uuid4().hex[:8]
     base = Settings(
         **security_of(kafka_bootstrap),  # type: ignore[arg-type]
@@ -156,6 +157,8 @@ def unique_settings(kafka_bootstrap: str, home: Path, **changes: object) -> Sett
         ticket_secret="test:" + "k" * 32,
         expiry_sweep_s=1.0,
         front_door_listen=f"127.0.0.1:{free_port()}",
+        # The tests play users of several countries from this machine, as the story does.
+        login_ip_from_body="local",
     )
     settings = base.replace(**changes)
     if kafka_bootstrap in _CLUSTERS:

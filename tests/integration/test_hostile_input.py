@@ -31,7 +31,8 @@ def origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """An origin with no reachable Kafka: everything but a 202 can be tried on it."""
     root = tmp_path_factory.mktemp("hostile-origin")
     settings = unique_settings(f"127.0.0.1:{free_port()}", root, origin_port=free_port(),
-                               login_timeout_s=1.0, http_body_timeout_s=1.0)
+                               login_timeout_s=1.0, http_body_timeout_s=1.0,
+                               login_ip_from_body="never")
     proc = Component("origin", ["origin"], settings, root / "logs").start()
     url = f"http://127.0.0.1:{settings.origin_port}"
     proc.wait_http_ok(f"{url}/healthz", timeout=30)
