@@ -48,6 +48,7 @@ from runtime.fetch_tuning import FetchTuning
 from runtime.kafka_preflight import preflight
 from runtime.kafka_security import Role, kafka_access
 from runtime.offer_keys import verify_keyring
+from runtime.security_headers import SecurityHeaders
 from runtime.settings import Settings
 from runtime.strict_parsing import decimal
 from schemas.offer_signatures import OfferVerifier, refusal_reason
@@ -340,7 +341,8 @@ ROUTES = [
 
 def create_app(settings: Settings, region: str, data_dir: Path,
                signer: TicketSigner | None = None) -> ASGIApp:
-    """The edge's ASGI app: a fast path for plain lookups in front of the Starlette app.
+    """The edge's ASGI app: a fast path for plain lookups in front of the Starlette app,
+    every answer with the security headers (runtime/security_headers.py).
 
     The returned app's ``state`` is the Starlette app's, holding ``node``.
     ``signer`` defaults to the one the settings describe.
@@ -352,6 +354,6 @@ def create_app(settings: Settings, region: str, data_dir: Path,
     # ticket in a Location header, without the edge's headers.
     starlette.router.redirect_slashes = False
     starlette.state.node = node
-    app = FastLookupPath(starlette, lambda: node.lookups, node.base_headers, node.cors)
-    app.state = starlette.state  # type: ignore[attr-defined]
-    return app
+    fast = FastLookupPath(starlette, lambda: node.lookups, node.base_headers, node.cors)
+    fast.state = starlette.state  # type: ignore[attr-defined]
+    return SecurityHeaders(fast)

@@ -47,6 +47,7 @@ from origin.requests import (
 from runtime.clock import now_us
 from runtime.kafka_preflight import preflight
 from runtime.kafka_security import Role, kafka_access
+from runtime.security_headers import SecurityHeaders
 from runtime.settings import Settings, env_var
 from schemas.codec import login_codec
 from schemas.events import login_event
@@ -141,10 +142,32 @@ class Logins:
         return JSONResponse(offer, headers=NO_STORE)
 
 
+def page_policy(settings: Settings) -> str:
+    """The web client's Content-Security-Policy: its own script and style files only (no
+    inline script or style), connections to itself and the edges, never framed."""
+    edges = " ".join(sorted({f"http://{settings.edge_host}:{port}"
+                             for port in settings.edge_ports.values()}))
+    return ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+            f"connect-src 'self' {edges}; base-uri 'none'; form-action 'self'; "
+            "frame-ancestors 'none'")
+
+
 async def index(request: Request) -> Response:
     """The web client's page."""
     page = resources.files("origin").joinpath("static", "index.html").read_text()
-    return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
+    policy = page_policy(request.app.state.settings)
+    return HTMLResponse(page, headers={"Cache-Control": "no-cache",
+                                       "Content-Security-Policy": policy})
+
+
+def _static(name: str, media_type: str) -> Route:
+    """A file of the web client (origin/static), read once."""
+    body = resources.files("origin").joinpath("static", name).read_bytes()
+
+    async def serve(request: Request) -> Response:
+        return Response(body, media_type=media_type, headers={"Cache-Control": "no-cache"})
+
+    return Route(f"/{name}", serve)
 
 
 async def client_config(request: Request) -> Response:
@@ -195,8 +218,9 @@ async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         await publisher.stop()
 
 
-def create_app(settings: Settings, signer: TicketSigner | None = None) -> FastLoginPath:
-    """The origin's ASGI app: a fast path for ``POST /login`` in front of the Starlette app.
+def create_app(settings: Settings, signer: TicketSigner | None = None) -> SecurityHeaders:
+    """The origin's ASGI app: a fast path for ``POST /login`` in front of the Starlette app,
+    every answer with the security headers (runtime/security_headers.py).
 
     The returned app's ``state`` is the Starlette app's (see the module
     docstring). ``signer`` defaults to the one the settings describe.
@@ -210,6 +234,8 @@ def create_app(settings: Settings, signer: TicketSigner | None = None) -> FastLo
     logins = Logins(settings, publisher, signer, metrics)
     routes = [
         Route("/", index),
+        _static("app.js", "text/javascript"),
+        _static("app.css", "text/css"),
         Route("/login", logins.login, methods=["POST"]),
         Route("/offers/sync", logins.offer_sync, methods=["POST"]),
         Route("/config.json", client_config),
@@ -227,6 +253,6 @@ def create_app(settings: Settings, signer: TicketSigner | None = None) -> FastLo
     state.signer = signer
     state.metrics = metrics
     state.logins = logins
-    app = FastLoginPath(starlette, logins.login)
-    app.state = state  # type: ignore[attr-defined]
-    return app
+    fast = FastLoginPath(starlette, logins.login)
+    fast.state = state  # type: ignore[attr-defined]
+    return SecurityHeaders(fast)

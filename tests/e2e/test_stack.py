@@ -137,6 +137,11 @@ def test_web_client_in_chromium(stack: LocalStack, tmp_path: Path) -> None:
             "--disable-component-update", "--disable-sync", "--no-first-run"])
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 800})
+            # The page's policy allows no inline script or style: Chromium reports each
+            # thing it blocks on the console.
+            blocked: list[str] = []
+            page.on("console", lambda m: blocked.append(m.text)
+                    if "Content Security Policy" in m.text else None)
             page.goto(stack.origin + "/")
             page.select_option("#user-select", "kenji|133.11.0.1")
             page.fill("#gap", "800")
@@ -145,9 +150,12 @@ def test_web_client_in_chromium(stack: LocalStack, tmp_path: Path) -> None:
             offer_text = page.inner_text("#offer")
             waited = {way: float(page.get_attribute(f"[data-way={way}] .waited", "data-ms") or "nan")
                       for way in ("sync", "positioned", "pushed")}
+            seg_left = page.eval_on_selector("[data-way=sync] .seg", "e => e.style.left")
             page.screenshot(path=str(screenshot), full_page=True)
         finally:
             browser.close()
+    assert blocked == []
+    assert seg_left.endswith("%")  # the timeline is drawn, through the CSSOM
     assert "kenji" in offer_text and "JPY" in offer_text
     assert page_rows(offer_text) == 8
     assert waited["sync"] >= MODEL_LATENCY_MS

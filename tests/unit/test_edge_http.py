@@ -132,3 +132,13 @@ def test_readyz_reports_the_catch_up_once_caught_up(tmp_path: Path) -> None:
         assert isinstance(body["caught_up_after_s"], float) and body["caught_up_after_s"] >= 0
     finally:
         store.close()
+
+
+def test_every_answer_carries_the_security_headers_a_review_checks(tmp_path: Path) -> None:
+    app, _ = make_app(tmp_path)
+    client = TestClient(app)  # no lifespan: no Kafka needed for these
+    for path in ("/healthz", "/offers/not-a-ticket", "/nowhere"):
+        headers = client.get(path).headers
+        assert headers["x-content-type-options"] == "nosniff"
+        assert headers["referrer-policy"] == "no-referrer"
+        assert "frame-ancestors 'none'" in headers["content-security-policy"]
