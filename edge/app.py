@@ -37,12 +37,12 @@ from starlette.types import ASGIApp
 from edge.cors import CorsPolicy
 from edge.disconnect import ClientGone, until_disconnected
 from edge.fast_path import FastLookupPath
-from edge.lookup import Answer, Lookups
+from edge.lookup import Answer, Lookups, json_answer
 from edge.materializer import Materializer
 from edge.metrics import EdgeMetrics
 from edge.openapi import edge_openapi_document
 from edge.render import Refused, Renderer, undecodable
-from edge.store import OfferStore
+from edge.store import OfferStore, StoreDamaged, mark_for_rebuild, open_or_rebuild
 from edge.waiters import TooManyWaiters, Waiters
 from runtime.fetch_tuning import FetchTuning
 from runtime.kafka_preflight import preflight
@@ -92,7 +92,8 @@ class EdgeNode:
                 refused.labels(self.region, refusal_reason(why)).inc()
 
         self.lookups = Lookups(self.signer, store, self.metrics.lookup_seconds, self.region,
-                               renderer, on_refused=count_refused)
+                               renderer, on_refused=count_refused,
+                               on_damaged=self.store_damaged)
         return self.lookups
 
     async def start(self) -> None:
@@ -102,6 +103,7 @@ class EdgeNode:
             KafkaRefused: the TLS or the credentials were refused.
             AclMismatch: the principal has more or less than the edge role.
             OfferKeyError: offers are signed and the verify file is unusable.
+            StoreDamaged: no store can be made under the data directory.
         """
         settings = self.settings
         access = kafka_access(settings, Role.EDGE)
@@ -109,9 +111,13 @@ class EdgeNode:
         await preflight(settings, access)
         # A tombstone is remembered as a revocation as long as a ticket can live.
         remember_us = int((settings.ticket_ttl_s + settings.ticket_clock_skew_s) * 1e6)
-        store = OfferStore(self.data_dir, flush_every=settings.edge_catch_up_flush_records,
-                           block_cache_mb=settings.edge_block_cache_mb,
-                           remember_revoked_us=remember_us)
+        store, moved = open_or_rebuild(self.data_dir,
+                                       flush_every=settings.edge_catch_up_flush_records,
+                                       block_cache_mb=settings.edge_block_cache_mb,
+                                       remember_revoked_us=remember_us)
+        if moved is not None:
+            log.error("the store was damaged or marked for a rebuild: moved to %s; a new one "
+                      "is filled from the topic", moved)
         verifier = (None if keyring is None
                     else OfferVerifier(settings.offers_topic, keyring.get))
         renderer = Renderer(verifier)
@@ -124,6 +130,18 @@ class EdgeNode:
         self.metrics.track_waiters(lambda: self.waiters.count)
         self.metrics.track_stored(store.estimated_count)
         self._task = asyncio.create_task(self._run_materializer())
+
+    def store_damaged(self, exc: Exception) -> Answer:
+        """A read of the store failed: mark it for a rebuild, stop the node (its supervisor
+        or ``positioning up`` starts it again, on a new store filled from the topic), and
+        answer 503 with Retry-After meanwhile, never a guess from a damaged file."""
+        log.critical("the store cannot be read (%s): marking it for a rebuild and stopping",
+                     exc)
+        mark_for_rebuild(self.data_dir)
+        asyncio.get_running_loop().call_soon(os.kill, os.getpid(), signal.SIGTERM)
+        return json_answer(503, {"status": "unavailable",
+                                 "error": "this node's store is being rebuilt; retry"},
+                           ("retry-after", "1"))
 
     async def _run_materializer(self) -> None:
         assert self.materializer is not None
@@ -309,6 +327,12 @@ async def openapi(request: Request) -> Response:
     return _json(edge_openapi_document(), 200, _node(request).headers(request))
 
 
+async def store_damaged(request: Request, exc: Exception) -> Response:
+    """A route's read of the store failed (``EdgeNode.store_damaged``)."""
+    node = _node(request)
+    return _respond(node, request, node.store_damaged(exc))
+
+
 async def http_error(request: Request, exc: Exception) -> Response:
     """404, 405 and the like, with the headers every edge answer carries."""
     status = exc.status_code if isinstance(exc, HTTPException) else 500
@@ -349,7 +373,8 @@ def create_app(settings: Settings, region: str, data_dir: Path,
     """
     node = EdgeNode(settings, region, data_dir, signer)
     starlette = Starlette(routes=ROUTES, lifespan=lifespan,
-                          exception_handlers={HTTPException: http_error, 500: http_error})
+                          exception_handlers={HTTPException: http_error, 500: http_error,
+                                              StoreDamaged: store_damaged})
     # No redirect from /offers/<ticket>/ to /offers/<ticket>: it would echo the
     # ticket in a Location header, without the edge's headers.
     starlette.router.redirect_slashes = False

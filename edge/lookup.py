@@ -17,7 +17,7 @@ import orjson
 from prometheus_client import Histogram
 
 from edge.render import Refused, Renderer
-from edge.store import OfferStore, StoredOffer
+from edge.store import OfferStore, StoreDamaged, StoredOffer
 from runtime.clock import now_us
 from schemas.tickets import Ticket, TicketError, TicketSigner
 
@@ -47,11 +47,13 @@ class Lookups:
 
     def __init__(self, signer: TicketSigner, store: OfferStore, lookup_seconds: Histogram,
                  region: str, renderer: Renderer,
-                 on_refused: Callable[[str], None] = lambda why: None) -> None:
+                 on_refused: Callable[[str], None] = lambda why: None,
+                 on_damaged: Callable[[Exception], Answer] | None = None) -> None:
         self.signer = signer
         self.store = store
         self.renderer = renderer
         self.on_refused = on_refused
+        self.on_damaged = on_damaged
         self.observe_found = lookup_seconds.labels(region, "found").observe
         self.observe_pending = lookup_seconds.labels(region, "pending").observe
         self.observe_rejected = lookup_seconds.labels(region, "rejected").observe
@@ -114,4 +116,10 @@ class Lookups:
         ticket = self.verify(token, started)
         if isinstance(ticket, Answer):
             return ticket
-        return self.answer(ticket, self.store.get(ticket.ticket_id.encode()), started)
+        try:
+            stored = self.store.get(ticket.ticket_id.encode())
+        except StoreDamaged as exc:
+            if self.on_damaged is None:
+                raise
+            return self.on_damaged(exc)
+        return self.answer(ticket, stored, started)

@@ -44,6 +44,7 @@ Ticket ids are base64url, so they never start with ``\\x00``.
 from __future__ import annotations
 
 import struct
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -164,6 +165,51 @@ def _options(block_cache_mb: int) -> Options:
     return opts
 
 
+class StoreDamaged(RuntimeError):
+    """RocksDB reports the store's files corrupt or unreadable (a damaged file, a failing
+    disk). The store is a copy of the topic: ``open_or_rebuild`` moves it aside and starts
+    a new one, which the node fills from the topic."""
+
+
+DAMAGE_MARKS = ("Corruption", "IO error")  # RocksDB Status strings rocksdict raises with
+
+
+def _damaged(exc: Exception) -> bool:
+    return str(exc).startswith(DAMAGE_MARKS)
+
+
+def open_or_rebuild(path: Path, **options: Any) -> tuple[OfferStore, Path | None]:
+    """The store under ``path``; if its files are damaged, or a node marked it for a rebuild
+    (``mark_for_rebuild``), a new empty one, the old moved aside to
+    ``offers.rocksdb.damaged-<time>`` (returned) for a post-mortem.
+
+    Raises StoreDamaged: a new store cannot be made either (the disk itself fails).
+    """
+    marker = path / REBUILD_MARKER
+    if not marker.exists():
+        try:
+            return OfferStore(path, **options), None
+        except Exception as exc:
+            if not _damaged(exc):
+                raise
+    moved = path / f"offers.rocksdb.damaged-{time.strftime('%Y%m%dT%H%M%S')}"
+    if (path / "offers.rocksdb").exists():
+        (path / "offers.rocksdb").rename(moved)
+    marker.unlink(missing_ok=True)
+    try:
+        return OfferStore(path, **options), moved
+    except Exception as exc:
+        raise StoreDamaged(f"cannot make a new store under {path}: {exc}") from None
+
+
+REBUILD_MARKER = "REBUILD"
+
+
+def mark_for_rebuild(path: Path) -> None:
+    """Have the next ``open_or_rebuild`` of ``path`` start a new store (a read failed)."""
+    (path / REBUILD_MARKER).write_text("a read of this store failed; rebuild it from the topic\n")
+
+
 class OfferStore:
     """Point lookups by ticket id; batch application of topic records with their offsets."""
 
@@ -195,7 +241,13 @@ class OfferStore:
             self._since_flush = 0
 
     def get(self, ticket_id: bytes) -> StoredOffer | None:
-        raw = self._db.get(ticket_id)
+        """The entry of ``ticket_id``, or None. Raises StoreDamaged: RocksDB cannot read it."""
+        try:
+            raw = self._db.get(ticket_id)
+        except Exception as exc:
+            if _damaged(exc):
+                raise StoreDamaged(str(exc)) from None
+            raise
         if raw is None:
             return None
         return _entry(raw)

@@ -319,3 +319,29 @@ async def test_on_three_nodes_an_edge_added_mid_stream_catches_up_and_agrees(
     finally:
         for edge in (*first, late):
             edge.component.stop()
+
+
+async def test_a_damaged_store_is_moved_aside_and_rebuilt_from_the_topic(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    """Kafka Streams' answer to a corrupted state store: wipe it and restore it from the
+    changelog. The edge's store is a copy of ``offers``: it is rebuilt, never served from."""
+    settings = unique_settings(kafka_bootstrap, tmp_path)
+    await ensure_topics(settings)
+    async with OfferFeed(settings) as feed:
+        ticket, offer = await feed.publish()
+        await feed.flood(500)
+    edge = Edge(settings, "damaged", tmp_path).start()
+    edge.component.stop()
+    store_dir = edge.data_dir / "offers.rocksdb"
+    for manifest in store_dir.glob("MANIFEST-*"):
+        manifest.write_bytes(b"not a manifest" * 10)
+    edge.start()
+    try:
+        ready = edge.readyz()
+        assert ready["resumed_from"] == {} and ready["applied_during_catch_up"] == 501
+        response = httpx.get(f"{edge.url}/offers/{ticket.token}", timeout=10)
+        assert response.status_code == 200 and response.json() == offer
+    finally:
+        edge.component.stop()
+    assert [p.name.split("-")[0] for p in edge.data_dir.glob("offers.rocksdb.damaged-*")] == [
+        "offers.rocksdb.damaged"]

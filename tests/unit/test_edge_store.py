@@ -157,3 +157,45 @@ def test_a_logged_write_after_unlogged_ones_makes_them_durable_first(tmp_path: P
         assert set(stored_entries(store)) == {b"boot", b"live"}
     finally:
         store.close()
+
+
+def test_a_store_marked_for_a_rebuild_or_damaged_starts_over(tmp_path: Path) -> None:
+    from edge.store import mark_for_rebuild, open_or_rebuild
+
+    store, moved = open_or_rebuild(tmp_path)
+    assert moved is None
+    store.apply([Change(b"t1", b"offer", 100)], {0: 1}, 1)
+    store.close()
+    mark_for_rebuild(tmp_path)
+    store, moved = open_or_rebuild(tmp_path)
+    assert moved is not None and moved.exists() and store.offsets() == {}
+    assert store.get(b"t1") is None
+    store.close()
+    assert open_or_rebuild(tmp_path)[1] is None  # the mark is gone with the rebuild
+
+
+def test_a_lookup_on_a_store_that_cannot_be_read_says_503_and_never_guesses() -> None:
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from edge.lookup import Answer, Lookups
+    from edge.render import Renderer
+    from edge.store import StoreDamaged
+    from schemas.tickets import TicketSigner
+
+    signer = TicketSigner.from_spec("k:" + "s" * 32, 900)
+
+    class Broken:
+        def get(self, ticket_id: bytes) -> None:
+            raise StoreDamaged("Corruption: block checksum mismatch")
+
+    seen: list[Exception] = []
+
+    def damaged(exc: Exception) -> Answer:
+        seen.append(exc)
+        return Answer(503, b"{}", (("retry-after", "1"),))
+
+    hist = Histogram("h", "h", ["region", "outcome"], registry=CollectorRegistry())
+    lookups = Lookups(signer, Broken(), hist, "eu", Renderer(None),  # type: ignore[arg-type]
+                      on_damaged=damaged)
+    assert lookups.now(signer.issue().token).status == 503
+    assert len(seen) == 1
