@@ -499,6 +499,7 @@ def up(timeout: float) -> int:
 
     from devstack.broker.jars import JarsUnavailable
     from devstack.broker.local import BrokerError
+    from devstack.front_door import public_url
     from devstack.stack import Stack, StackError
     from runtime.topics import TopicMismatch
 
@@ -512,7 +513,7 @@ def up(timeout: float) -> int:
     click.echo(f"stack up: origin http://{settings.origin_host}:{settings.origin_port}/ , edges "
                + ", ".join(f"{r} http://{settings.edge_host}:{p}"
                            for r, p in settings.edge_ports.items())
-               + (f", front door http://{settings.front_door_listen}/"
+               + (f", front door {public_url(settings)}/"
                   if settings.front_door else ""))
     return 0
 

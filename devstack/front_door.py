@@ -49,9 +49,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from devstack.broker.security import ensure_local_ca, issue_certificate
 from origin.regions import REGION_COOKIE
+from runtime.private_files import write_private
 from runtime.settings import Settings, env_var
 
+HSTS_MAX_AGE_S = 31_536_000  # a year, as the HSTS preload list asks (RFC 6797)
 # Where HAProxy answers its own readiness (HAProxy's `monitor-uri`).
 READY_PATH = "/front-door/ready"
 # Debian's package; `.ci/run` and `./run demo` install it when missing.
@@ -91,10 +94,52 @@ def config_path(settings: Settings) -> Path:
     return config_dir(settings) / "haproxy.cfg"
 
 
+def public_url(settings: Settings) -> str:
+    """Where clients reach the front door: ``https://host:port`` (``http`` if TLS is off)."""
+    host, port = settings.front_door_host_port
+    return f"{settings.front_door_scheme}://{_url_host(connectable(host))}:{port}"
+
+
 def ready_url(settings: Settings) -> str:
     """The front door's readiness page (200 once origin and edges are reachable through it)."""
-    host, port = settings.front_door_host_port
-    return f"http://{connectable(host)}:{port}{READY_PATH}"
+    return public_url(settings) + READY_PATH
+
+
+def client_ca(settings: Settings) -> Path | None:
+    """The CA file a client of this home's front door checks its certificate with: the
+    home's own CA, or None when ``front_door_cert_file`` is the deployment's own (signed by a
+    CA the system trusts) or TLS is off."""
+    if not settings.front_door_tls or settings.front_door_cert_file is not None:
+        return None
+    return ensure_local_ca(settings)
+
+
+def tls_pem(settings: Settings) -> Path:
+    """The PEM HAProxy serves (certificate chain and key): ``front_door_cert_file``, else a
+    certificate for the listen host, 127.0.0.1 and localhost from the home's CA, made once.
+
+    Raises:
+        FrontDoorError: the configured file does not exist.
+    """
+    if settings.front_door_cert_file is not None:
+        if not settings.front_door_cert_file.is_file():
+            raise FrontDoorError(f"{env_var('front_door_cert_file')}="
+                                 f"{settings.front_door_cert_file} does not exist")
+        return settings.front_door_cert_file
+    path = config_dir(settings) / "tls.pem"
+    if not path.exists():
+        ensure_local_ca(settings)
+        host = connectable(settings.front_door_host_port[0])
+        directory = config_dir(settings) / "tls"
+        key, cert = issue_certificate(settings, "front-door", directory,
+                                      hosts=(host, "127.0.0.1", "localhost"))
+        write_private(path, cert.read_bytes() + key.read_bytes())
+        key.unlink()
+    return path
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def origin_address(settings: Settings) -> str:
@@ -262,11 +307,18 @@ def render_config(settings: Settings) -> str:
         "    retry-on conn-failure empty-response",
         "",
         "frontend public",
-        f"    bind {_hostport(host, port)}",
+        *_binds(settings, host, port),
         f"    maxconn {settings.front_door_max_connections}",
         f"    monitor-uri {READY_PATH}",
         "    monitor fail if { nbsrv(origin) lt 1 }" + "".join(
             f" || {{ nbsrv(edge_{r}) lt 1 }}" for r in regions),
+        # Plain HTTP is only ever redirected, to the same host on the HTTPS port.
+        *([f"    http-request redirect location https://%[req.hdr(host),"
+           f"regsub(:[0-9]+$,)]:{port}%[capture.req.uri] code 308 if !{{ ssl_fc }}",
+           # HSTS on every HTTPS answer, HAProxy's own (429, 404, 408...) included.
+           f"    http-after-response set-header Strict-Transport-Security "
+           f"\"max-age={HSTS_MAX_AGE_S}\" if {{ ssl_fc }}"]
+          if settings.front_door_tls else []),
         # Forwarded headers: only the front door's own reach the servers.
         "    http-request del-header X-Forwarded-For",
         "    http-request del-header Forwarded",
@@ -321,6 +373,23 @@ def render_config(settings: Settings) -> str:
             lines.append(f"    server {server} {_hostport(edge_host, ports[server])} "
                          f"check {check}{backup} {PASSIVE_CHECK}")
     return "\n".join(lines) + "\n"
+
+
+def _binds(settings: Settings, host: str, port: int) -> list[str]:
+    """The front door's listeners: HTTPS (TLS 1.2 at least, ALPN h2 and http/1.1) and a
+    plain one that redirects; one plain listener when TLS is off."""
+    if not settings.front_door_tls:
+        return [f"    bind {_hostport(host, port)}"]
+    http_host, http_port = settings.front_door_http_host_port
+    http_host = (_checked_host(http_host, "front_door_http_listen")
+                 if http_host not in _WILDCARDS else http_host)
+    pem = str(tls_pem(settings))
+    if any(c.isspace() for c in pem):
+        raise FrontDoorError(f"the certificate's path {pem!r} has spaces, which HAProxy's "
+                             "configuration cannot hold")
+    return [f"    bind {_hostport(host, port)} ssl crt {pem} alpn h2,http/1.1 "
+            "ssl-min-ver TLSv1.2",
+            f"    bind {_hostport(http_host, http_port)}"]
 
 
 def write_config(settings: Settings) -> Path:

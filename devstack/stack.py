@@ -44,6 +44,7 @@ class Component:
     ready_url: str | None = None          # HTTP 200 here means ready; None: started is enough
     port: int | None = None               # must be free before it starts
     env: dict[str, str] = field(default_factory=dict)
+    ca_file: Path | None = None           # the CA an https ready URL's certificate chains to
 
 
 def worker_name(settings: Settings, index: int) -> str:
@@ -82,7 +83,7 @@ def front_door_component(settings: Settings) -> Component:
     """The front door (devstack/front_door.py): ready once it reaches the origin and an edge
     of every region."""
     return Component(FRONT_DOOR, [FRONT_DOOR], ready_url=front_door.ready_url(settings),
-                     port=settings.front_door_host_port[1])
+                     port=settings.front_door_host_port[1], ca_file=front_door.client_ca(settings))
 
 
 def components(settings: Settings) -> list[Component]:
@@ -171,8 +172,10 @@ class Stack:
                                  f"end of {log_path}:\n{tail(log_path)}")
             if component.ready_url is None:
                 return True
+            verify: str | bool = str(component.ca_file) if component.ca_file else True
             try:
-                return httpx.get(component.ready_url, timeout=1).status_code == 200
+                return httpx.get(component.ready_url, timeout=1,
+                                 verify=verify).status_code == 200
             except httpx.HTTPError:
                 return False
 

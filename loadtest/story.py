@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import ssl
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -35,7 +36,7 @@ from typing import Any
 import httpx
 from tqdm import tqdm
 
-from devstack.front_door import connectable
+from devstack.front_door import client_ca, connectable
 from loadtest.proxy import DelayProxy, Link
 from loadtest.report_html import render_html
 from loadtest.stats import latency_summary
@@ -76,6 +77,7 @@ class Story:
         self.origin_proxy: DelayProxy | None = None
         self.edge_proxy: DelayProxy | None = None
         self.front_door_proxy: DelayProxy | None = None
+        self.front_door_http: httpx.AsyncClient | None = None
         self.ways = tuple(w for w in WAYS if w != "front-door" or settings.front_door)
 
     async def _login(self, http: httpx.AsyncClient, user_id: str, ip: str) -> tuple[dict[str, Any], int]:
@@ -116,21 +118,25 @@ class Story:
 
     async def positioned(self, http: httpx.AsyncClient, user_id: str, ip: str) -> None:
         assert self.edge_proxy is not None
-        await self._positioned(http, user_id, ip, "positioned", self.edge_proxy)
+        await self._positioned(http, user_id, ip, "positioned", http, self.edge_proxy.url)
 
     async def front_door(self, http: httpx.AsyncClient, user_id: str, ip: str) -> None:
-        assert self.front_door_proxy is not None
-        await self._positioned(http, user_id, ip, "front-door", self.front_door_proxy)
+        """Through the front door, over HTTPS (the home's CA checked) unless its TLS is off."""
+        assert self.front_door_proxy is not None and self.front_door_http is not None
+        proxy = self.front_door_proxy
+        url = f"{self.settings.front_door_scheme}://{proxy.listen_host}:{proxy.port}"
+        await self._positioned(http, user_id, ip, "front-door", self.front_door_http, url)
 
     async def _positioned(self, http: httpx.AsyncClient, user_id: str, ip: str, way: str,
-                          near: DelayProxy) -> None:
-        """Log in, navigate, then ``GET`` the offer with ``?wait`` from ``near`` (an edge or
-        the front door, which routes by the region cookie the login answer names)."""
+                          fetch: httpx.AsyncClient, near: str) -> None:
+        """Log in, navigate, then ``GET`` the offer with ``?wait`` from ``near`` with
+        ``fetch`` (an edge, or the front door, which routes by the region cookie the login
+        answer names)."""
         login, login_us = await self._login(http, user_id, ip)
         await asyncio.sleep(self.config.gap_s)
         t0 = time.perf_counter_ns()
-        response = await http.get(f"{near.url}/offers/{login['ticket']}", params={"wait": 10},
-                                  headers={"Cookie": f"{REGION_COOKIE}={login['region']}"})
+        response = await fetch.get(f"{near}/offers/{login['ticket']}", params={"wait": 10},
+                                   headers={"Cookie": f"{REGION_COOKIE}={login['region']}"})
         fetch_us = (time.perf_counter_ns() - t0) // 1000
         if response.status_code != 200:
             raise RuntimeError(f"{way} fetch failed: {response.status_code} "
@@ -169,6 +175,9 @@ class Story:
             host, port = self.settings.front_door_host_port
             self.front_door_proxy = await DelayProxy(Link(
                 "front-door", connectable(host), port, cfg.edge_one_way_ms / 1000)).start()
+            ca = client_ca(self.settings)
+            self.front_door_http = httpx.AsyncClient(
+                timeout=30, verify=ssl.create_default_context(cafile=str(ca)) if ca else True)
         rng = random.Random(cfg.seed)
         pools = ips_by_country()
         countries = sorted(pools)
@@ -200,6 +209,8 @@ class Story:
             await self.edge_proxy.stop()
             if self.front_door_proxy is not None:
                 await self.front_door_proxy.stop()
+            if self.front_door_http is not None:
+                await self.front_door_http.aclose()
         ways = {w: latency_summary(self.timings.waits_us[w]) for w in self.ways}
         speedup = {w: round(ways["sync"]["p50_ms"] / ways[w]["p50_ms"], 2)
                    for w in self.ways

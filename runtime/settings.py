@@ -364,9 +364,24 @@ class Settings(BaseSettings):
         description="whether `up` starts the front door (HAProxy) before the origin and "
                     "the edges; `false`: clients reach them directly")
     front_door_listen: str = Field(
-        default="127.0.0.1:8080",
+        default="127.0.0.1:8443",
         description="the front door's address, `host:port`: `/offers/…` to the edge of "
-                    "the user's region, everything else to the origin")
+                    "the user's region, everything else to the origin; HTTPS unless "
+                    "`front_door_tls` is off")
+    front_door_tls: bool = Field(
+        default=True,
+        description="whether the front door terminates TLS (1.2 at least, ALPN h2 and "
+                    "http/1.1, HSTS on every answer); `false`, the explicit opt-out, serves "
+                    "plain HTTP on `front_door_listen`")
+    front_door_http_listen: str = Field(
+        default="127.0.0.1:8080",
+        description="`host:port` where the front door answers plain HTTP with a redirect "
+                    "to HTTPS (308), when `front_door_tls` is on")
+    front_door_cert_file: Path | None = Field(
+        default=None,
+        description="PEM with the front door's certificate chain and private key (mode "
+                    "0600); unset: one for 127.0.0.1 and localhost from the local home's "
+                    "own CA, `<home>/front-door/tls.pem`, made at start")
     front_door_source: str | None = Field(
         default=None,
         description="the IP address the front door connects to the origin from, the one "
@@ -562,8 +577,18 @@ class Settings(BaseSettings):
 
     @property
     def front_door_host_port(self) -> tuple[str, int]:
-        """The front door's listen address as (host, port); the port defaults to 8080."""
-        return _split_hostport(self.front_door_listen, 8080)
+        """The front door's listen address as (host, port); the port defaults to 8443."""
+        return _split_hostport(self.front_door_listen, 8443)
+
+    @property
+    def front_door_http_host_port(self) -> tuple[str, int]:
+        """The front door's plain-HTTP (redirecting) address as (host, port)."""
+        return _split_hostport(self.front_door_http_listen, 8080)
+
+    @property
+    def front_door_scheme(self) -> str:
+        """``https``, or ``http`` when ``front_door_tls`` is off."""
+        return "https" if self.front_door_tls else "http"
 
     def edge_data_dir(self, region: str) -> Path:
         """The RocksDB directory of the local edge node of ``region``."""

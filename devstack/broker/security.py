@@ -23,6 +23,7 @@ import ipaddress
 import json
 import os
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,14 +70,9 @@ def ensure_local_security(settings: Settings) -> BrokerSecurity:
     is replaced, so certificates and passwords outlive restarts.
     """
     root = settings.kafka_security_dir
-    root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(root, 0o700)
     host, _ = settings.kafka_host_port
-    ca_key_path, ca_path = root / CA_KEY_FILE, root / CA_FILE
-    if not ca_path.exists() or not ca_key_path.exists():
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        write_private(ca_key_path, _pkcs8(ca_key))
-        write_private(ca_path, _ca_certificate(ca_key).public_bytes(serialization.Encoding.PEM))
+    ca_path = ensure_local_ca(settings)
+    ca_key_path = root / CA_KEY_FILE
     keystore = root / KEYSTORE_FILE
     if not keystore.exists():
         ca_key_loaded = serialization.load_pem_private_key(ca_key_path.read_bytes(), None)
@@ -89,6 +85,20 @@ def ensure_local_security(settings: Settings) -> BrokerSecurity:
                        + ca_cert.public_bytes(serialization.Encoding.PEM))
     passwords = add_users(settings, [BROKER_USER, *principal_users(settings)])
     return BrokerSecurity(root, passwords[BROKER_USER])
+
+
+def ensure_local_ca(settings: Settings) -> Path:
+    """The home's own CA (EC P-256), made if missing; returns its certificate's path. It
+    signs the local brokers' and the front door's certificates."""
+    root = settings.kafka_security_dir
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(root, 0o700)
+    ca_key_path, ca_path = root / CA_KEY_FILE, root / CA_FILE
+    if not ca_path.exists() or not ca_key_path.exists():
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        write_private(ca_key_path, _pkcs8(ca_key))
+        write_private(ca_path, _ca_certificate(ca_key).public_bytes(serialization.Encoding.PEM))
+    return ca_path
 
 
 def superuser_access(settings: Settings) -> KafkaAccess:
@@ -126,15 +136,17 @@ def add_users(settings: Settings, users: list[str]) -> dict[str, str]:
     return passwords
 
 
-def issue_certificate(settings: Settings, name: str, directory: Path) -> tuple[Path, Path]:
-    """A key and certificate for ``name`` signed by the home's CA (for tests and extra
-    listeners): ``(<dir>/<name>-key.pem, <dir>/<name>.pem)``, both mode 0600."""
+def issue_certificate(settings: Settings, name: str, directory: Path,
+                      hosts: Sequence[str] = ("127.0.0.1", "localhost")) -> tuple[Path, Path]:
+    """A key and certificate for ``name`` and ``hosts`` (its SANs) signed by the home's CA
+    (the front door's, tests' and extra listeners'): ``(<dir>/<name>-key.pem,
+    <dir>/<name>.pem)``, both mode 0600."""
     root = settings.kafka_security_dir
     ca_key = serialization.load_pem_private_key((root / CA_KEY_FILE).read_bytes(), None)
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
     ca_cert = x509.load_pem_x509_certificate((root / CA_FILE).read_bytes())
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = _leaf_certificate(key, ca_key, ca_cert, name, hosts=["127.0.0.1", "localhost"])
+    cert = _leaf_certificate(key, ca_key, ca_cert, name, hosts=list(dict.fromkeys(hosts)))
     directory.mkdir(parents=True, exist_ok=True)
     key_path, cert_path = directory / f"{name}-key.pem", directory / f"{name}.pem"
     write_private(key_path, _pkcs8(key))

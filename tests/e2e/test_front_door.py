@@ -11,6 +11,8 @@ import os
 import shutil
 import signal
 import socket
+import ssl
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -20,7 +22,7 @@ import httpx
 import psutil
 import pytest
 
-from devstack.front_door import READY_PATH
+from devstack.front_door import READY_PATH, client_ca, public_url
 from devstack.ports import free_port, port_in_use
 from tests.conftest import unique_settings
 from tests.e2e.test_stack import LocalStack
@@ -42,8 +44,15 @@ USA = "8.8.8.8"        # NA: us
 class FrontDoorStack(LocalStack):
     @property
     def door(self) -> str:
-        host, port = self.settings.front_door_host_port
-        return f"http://{host}:{port}"
+        """The front door's HTTPS address."""
+        return public_url(self.settings)
+
+    @property
+    def verify(self) -> ssl.SSLContext:
+        """Trusts the home's own CA, and nothing else: certificate checks stay on."""
+        ca = client_ca(self.settings)
+        assert ca is not None
+        return ssl.create_default_context(cafile=str(ca))
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +73,7 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
         # The door is ready once every region is served, by a backup if need be; its own
         # edge may still be rising through its health checks. Wait until each is routed home.
         for region in settings.edge_ports:
-            wait_until(lambda region=region: _routed_to(local.door, region) == region, 15,
+            wait_until(lambda region=region: _routed_to(local, region) == region, 15,
                        f"the front door to route region {region} to its own edge")
         yield local
     finally:
@@ -77,10 +86,10 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
         assert not port_in_use("127.0.0.1", settings.front_door_host_port[1])
 
 
-def _routed_to(door: str, region: str) -> str | None:
+def _routed_to(stack: FrontDoorStack, region: str) -> str | None:
     """The region of the edge that answers a lookup of ``region``'s cookie through the door."""
-    response = httpx.get(f"{door}/offers/not-a-ticket", cookies={"positioning_region": region},
-                         timeout=5)
+    response = httpx.get(f"{stack.door}/offers/not-a-ticket",
+                         cookies={"positioning_region": region}, timeout=5, verify=stack.verify)
     return response.headers.get("x-edge-region")
 
 
@@ -91,7 +100,7 @@ def _login(client: httpx.Client, user: str, ip: str | None = None,
 
 
 def test_a_login_and_its_offer_through_the_front_door(stack: FrontDoorStack) -> None:
-    with httpx.Client(base_url=stack.door, timeout=30) as client:
+    with httpx.Client(base_url=stack.door, verify=stack.verify, timeout=30) as client:
         assert client.get(READY_PATH).status_code == 200
         login = _login(client, "door-kenji", JAPAN)
         assert login.status_code == 202, login.text
@@ -116,13 +125,14 @@ def test_a_login_and_its_offer_through_the_front_door(stack: FrontDoorStack) -> 
         assert client.get("/metrics").status_code == 404
         assert client.get("/%6Detrics").status_code == 404      # decoded, it is /metrics
     # Without a cookie, the first region's edge answers.
-    plain = httpx.get(f"{stack.door}/offers/{american['ticket']}", timeout=10)
+    plain = httpx.get(f"{stack.door}/offers/{american['ticket']}", timeout=10,
+                      verify=stack.verify)
     assert plain.status_code == 200 and plain.headers["x-edge-region"] == "eu"
 
 
 def test_a_client_sent_forwarded_header_is_not_the_client_address(stack: FrontDoorStack) -> None:
     spoof = {"X-Forwarded-For": JAPAN, "Forwarded": f"for={JAPAN}", "X-Real-IP": JAPAN}
-    with httpx.Client(base_url=stack.door, timeout=30) as client:
+    with httpx.Client(base_url=stack.door, verify=stack.verify, timeout=30) as client:
         login = _login(client, "door-spoofer", headers=spoof)   # no ip: the client address
         assert login.status_code == 202, login.text
         # 127.0.0.1 has no country: the default market, served by `us`; Japan's would be `eu`.
@@ -134,7 +144,7 @@ def test_a_client_sent_forwarded_header_is_not_the_client_address(stack: FrontDo
 
 def test_logins_over_the_rate_limit_get_429(stack: FrontDoorStack) -> None:
     # A loopback address of its own, so the other tests' logins do not count.
-    transport = httpx.HTTPTransport(local_address="127.0.0.3")
+    transport = httpx.HTTPTransport(local_address="127.0.0.3", verify=stack.verify)
     with httpx.Client(base_url=stack.door, transport=transport, timeout=10) as client:
         # Empty bodies: the origin refuses them (422), and each one counts all the same.
         statuses = [client.post("/login", json={}).status_code for _ in range(LOGIN_RATE)]
@@ -146,7 +156,8 @@ def test_logins_over_the_rate_limit_get_429(stack: FrontDoorStack) -> None:
         # The same path percent-encoded (uvicorn decodes it to /login) is limited as well.
         assert client.post("/%6Cogin", json={"user_id": "door-flood"}).status_code == 429
         assert client.get(f"/offers/{'x' * 20}").status_code != 429   # lookups are not limited
-    with httpx.Client(base_url=stack.door, timeout=10) as other:   # another address: let in
+    # Another address: let in.
+    with httpx.Client(base_url=stack.door, verify=stack.verify, timeout=10) as other:
         assert _login(other, "door-other").status_code == 202
 
 
@@ -154,19 +165,22 @@ def test_a_slow_header_client_is_cut_off(stack: FrontDoorStack) -> None:
     host, port = stack.settings.front_door_host_port
     head = b"GET /offers/slow HTTP/1.1\r\nHost: front-door\r\nX-Slowloris: " + b"a" * 200
     answer = b""
-    with socket.create_connection((host, port), timeout=5) as sock:
+    with socket.create_connection((host, port), timeout=5) as raw, \
+            stack.verify.wrap_socket(raw, server_hostname=host) as sock:
         started = time.monotonic()
         sock.settimeout(0.25)      # one byte every quarter second: far slower than allowed
         for byte in head:
             try:
                 sock.sendall(bytes([byte]))
-            except (BrokenPipeError, ConnectionResetError):
+            except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
                 break
             try:
                 answer = sock.recv(4096)
                 break              # an answer, or b"" (closed)
             except TimeoutError:
                 continue
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError, ConnectionResetError):
+                break
         else:
             pytest.fail("the whole slow head was sent without the front door cutting it off")
         cut_after = time.monotonic() - started
@@ -175,14 +189,31 @@ def test_a_slow_header_client_is_cut_off(stack: FrontDoorStack) -> None:
 
 
 @pytest.mark.browser
-def test_web_client_through_the_front_door(stack: FrontDoorStack) -> None:
+def trusting_home(stack: FrontDoorStack, tmp_path: Path) -> str:
+    """A HOME whose NSS database (Chromium's certificate store on Linux) trusts the home's
+    CA, as a user would add it (`certutil`, libnss3-tools): the browser checks the front
+    door's certificate, no check is switched off."""
+    ca = client_ca(stack.settings)
+    assert ca is not None
+    db = tmp_path / "browser-home" / ".pki" / "nssdb"
+    db.mkdir(parents=True)
+    subprocess.run(["certutil", "-N", "-d", f"sql:{db}", "--empty-password"], check=True)
+    subprocess.run(["certutil", "-A", "-d", f"sql:{db}", "-t", "C,,", "-n",
+                    "content-positioning local CA", "-i", str(ca)], check=True)
+    return str(tmp_path / "browser-home")
+
+
+def test_web_client_through_the_front_door(stack: FrontDoorStack, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    home = trusting_home(stack, tmp_path)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        browser = p.chromium.launch(executable_path=chromium, env={**os.environ, "HOME": home},
+                                    args=["--no-sandbox", "--disable-gpu",
+                                          "--disable-background-networking",
+                                          "--disable-component-update", "--disable-sync",
+                                          "--no-first-run"])
         try:
             page = browser.new_page()
             page.goto(stack.door + "/")
@@ -206,7 +237,7 @@ def test_a_killed_edge_is_replaced_within_the_health_check(stack: FrontDoorStack
     interval × fall of the health check, plus a margin; the figure is printed
     (run with -s) for the README.
     """
-    with httpx.Client(base_url=stack.door, timeout=30) as client:
+    with httpx.Client(base_url=stack.door, verify=stack.verify, timeout=30) as client:
         login = _login(client, "door-failover", JAPAN).json()
         assert login["region"] == "eu"
         path = f"/offers/{login['ticket']}"
@@ -256,10 +287,38 @@ def test_a_killed_edge_is_replaced_within_the_health_check(stack: FrontDoorStack
     revived = stack.cli("up")
     assert revived.returncode == 0, revived.stdout + revived.stderr
     wait_until(lambda: httpx.get(f"{stack.door}{path}", cookies={"positioning_region": "eu"},
-                                 timeout=5).headers.get("x-edge-region") == "eu",
+                                 timeout=5, verify=stack.verify
+                                 ).headers.get("x-edge-region") == "eu",
                10, "the front door to send eu users to the restarted eu edge")
+
+
+def test_https_only_with_hsts_tls_1_2_at_least_and_h2(stack: FrontDoorStack) -> None:
+    http_host, http_port = stack.settings.front_door_http_host_port
+    plain = httpx.get(f"http://{http_host}:{http_port}/offers/x?wait=1", timeout=5)
+    assert plain.status_code == 308
+    assert plain.headers["location"] == f"{stack.door}/offers/x?wait=1"
+    assert "strict-transport-security" not in plain.headers  # HSTS is for HTTPS answers
+    with httpx.Client(base_url=stack.door, verify=stack.verify, timeout=10) as client:
+        for response in (client.get("/healthz"), client.get("/metrics"),   # origin's, HAProxy's
+                         client.get("/offers/not-a-ticket")):             # an edge's
+            assert response.headers["strict-transport-security"] == "max-age=31536000"
+    host, port = stack.settings.front_door_host_port
+    context = stack.verify
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    with socket.create_connection((host, port), timeout=5) as raw, \
+            context.wrap_socket(raw, server_hostname=host) as tls:
+        assert tls.selected_alpn_protocol() == "h2"
+        assert tls.version() in ("TLSv1.2", "TLSv1.3")
+    old = stack.verify
+    old.minimum_version = old.maximum_version = ssl.TLSVersion.TLSv1_1
+    old.set_ciphers("DEFAULT:@SECLEVEL=0")
+    with socket.create_connection((host, port), timeout=5) as raw, pytest.raises(ssl.SSLError):
+        old.wrap_socket(raw, server_hostname=host)
+    # A client that does not trust the home's CA is refused the handshake.
+    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        httpx.get(f"{stack.door}/healthz", timeout=5)
 
 
 def test_the_front_door_log_is_written(stack: FrontDoorStack) -> None:
     log = Path(stack.settings.logs_dir / "front-door.log").read_text()
-    assert "GET /offers/" in log and "public edge_eu/eu" in log
+    assert "GET /offers/" in log and "public~ edge_eu/eu" in log  # ~: over TLS

@@ -124,7 +124,8 @@ def test_the_stack_starts_the_front_door_last_and_the_origin_trusts_it(tmp_path:
     stack = components(settings)
     door = stack[-1]
     assert door.name == "front-door" and door.args == ["front-door"] and door.port == 8080
-    assert door.ready_url == f"http://127.0.0.1:8080{READY_PATH}" == ready_url(settings)
+    assert door.ready_url == f"https://127.0.0.1:8080{READY_PATH}" == ready_url(settings)
+    assert door.ca_file is not None and door.ca_file.name == "ca.pem"  # the home's own CA
     [origin] = [c for c in stack if c.name == "origin"]
     # The front door connects from a pinned 127.0.0.2, not the 127.0.0.1 of every local
     # program: a program's X-Forwarded-For sent straight to the origin is not believed.
