@@ -470,12 +470,23 @@ def _restart_after_crash(crashes_before: int, crash: BaseException, ran_s: float
 def edge(region: str, port: int, data_dir: str | None) -> int:
     from pathlib import Path
 
+    from prometheus_client import start_http_server
+
     from edge.app import create_app
 
     settings = _settings()
     directory = Path(data_dir) if data_dir else settings.edge_data_dir(region)
-    return _serve(create_app(settings, region, directory), settings.edge_host, port,
-                  http_limits(settings))
+    app = create_app(settings, region, directory)
+    if settings.edge_metrics_port_offset:
+        # /metrics for operators only, on a listener of its own (prometheus_client's).
+        metrics_port = port + settings.edge_metrics_port_offset
+        try:
+            start_http_server(metrics_port, addr=settings.edge_metrics_host,
+                              registry=app.state.node.metrics.registry)
+        except OSError as exc:
+            raise _Failed(f"cannot serve /metrics on {settings.edge_metrics_host}:"
+                          f"{metrics_port}: {exc.strerror}") from None
+    return _serve(app, settings.edge_host, port, http_limits(settings))
 
 
 @positioning.command("front-door",

@@ -52,3 +52,18 @@ def free_port_pair(host: str = "127.0.0.1", attempts: int = 200) -> int:
         RuntimeError: no such pair found in ``attempts`` tries.
     """
     return free_port_run(2, host, attempts)
+
+
+def free_edge_port(metrics_offset: int = 100, host: str = "127.0.0.1",
+                   attempts: int = 200) -> int:
+    """A port p for an edge with p and p + ``metrics_offset`` (its ``/metrics`` listener,
+    ``edge_metrics_port_offset``) both free now.
+
+    Raises:
+        RuntimeError: none found in ``attempts`` tries.
+    """
+    for _ in range(attempts):
+        port = free_port(host)
+        if port + metrics_offset < 65536 and not port_in_use(host, port + metrics_offset):
+            return port
+    raise RuntimeError(f"no free port p with p + {metrics_offset} free on {host}")

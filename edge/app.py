@@ -32,7 +32,6 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import ASGIApp
 
 from edge.cors import CorsPolicy
 from edge.disconnect import ClientGone, until_disconnected
@@ -358,13 +357,13 @@ ROUTES = [
     Route("/offers/{ticket}/events", offer_events),
     Route("/healthz", healthz),
     Route("/readyz", readyz),
-    Route("/metrics", metrics),
     Route("/openapi.json", openapi),
 ]
+METRICS_ROUTE = Route("/metrics", metrics)  # on the public port only when the setting says so
 
 
 def create_app(settings: Settings, region: str, data_dir: Path,
-               signer: TicketSigner | None = None) -> ASGIApp:
+               signer: TicketSigner | None = None) -> SecurityHeaders:
     """The edge's ASGI app: a fast path for plain lookups in front of the Starlette app,
     every answer with the security headers (runtime/security_headers.py).
 
@@ -372,7 +371,8 @@ def create_app(settings: Settings, region: str, data_dir: Path,
     ``signer`` defaults to the one the settings describe.
     """
     node = EdgeNode(settings, region, data_dir, signer)
-    starlette = Starlette(routes=ROUTES, lifespan=lifespan,
+    routes = [*ROUTES, METRICS_ROUTE] if settings.edge_metrics_port_offset == 0 else ROUTES
+    starlette = Starlette(routes=routes, lifespan=lifespan,
                           exception_handlers={HTTPException: http_error, 500: http_error,
                                               StoreDamaged: store_damaged})
     # No redirect from /offers/<ticket>/ to /offers/<ticket>: it would echo the

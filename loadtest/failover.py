@@ -30,7 +30,7 @@ import orjson
 from aiokafka.admin import AIOKafkaAdminClient
 
 from devstack.broker.cluster import LocalCluster
-from devstack.ports import free_port, free_port_run
+from devstack.ports import free_edge_port, free_port, free_port_run
 from devstack.processes import kill
 from devstack.stack import Stack
 from loadtest.bench.login_load import Connection
@@ -135,7 +135,7 @@ def measure(runs: int, home: Path, rate: float = 100.0, seconds: float = 15.0,
     settings = Settings.from_env({}).replace(
         home=home, kafka_nodes=3, kafka_listen=f"127.0.0.1:{free_port_run(6)}",
         origin_port=free_port(), worker_web_port=free_port(),
-        edges=(f"eu={free_port()}", f"us={free_port()}"), ticket_secret="failover:" + "k" * 32,
+        edges=(f"eu={free_edge_port()}", f"us={free_edge_port()}"), ticket_secret="failover:" + "k" * 32,
         front_door=False)  # logins go to the origin directly
     stack = Stack(settings, say=lambda _: None)
     cluster = LocalCluster(settings)

@@ -19,7 +19,7 @@ import psutil
 from devstack.stack import Component, Stack, is_worker
 from ops.edge_figures import EdgeFigures, edge_figures
 from pipeline.readiness import ready_url
-from runtime.settings import env_var
+from runtime.settings import Settings, env_var
 
 
 @dataclass(frozen=True)
@@ -80,10 +80,14 @@ def running_url(stack: Stack, component: Component, pid: int | None) -> str | No
     return ready_url(int(port)) if port and port.isdigit() and int(port) > 0 else None
 
 
-def metrics_url(readiness: str) -> str:
-    """The ``/metrics`` page next to an edge's ``/readyz``."""
-    scheme, netloc, _, _, _ = urlsplit(readiness)
-    return urlunsplit((scheme, netloc, "/metrics", "", ""))
+def metrics_url(readiness: str, settings: Settings) -> str:
+    """The ``/metrics`` page of the edge whose ``/readyz`` is ``readiness`` (on a listener
+    of its own: ``edge_metrics_port_offset``)."""
+    port = urlsplit(readiness).port
+    if port is None:
+        scheme, netloc, _, _, _ = urlsplit(readiness)
+        return urlunsplit((scheme, netloc, "/metrics", "", ""))
+    return settings.edge_metrics_url(port)
 
 
 def _reason_of(response: httpx.Response) -> str:
@@ -115,7 +119,7 @@ async def probe(stack: Stack, component: Component, client: httpx.AsyncClient) -
     state = ComponentState(component.name, True, ready, managed, pid, url,
                            None if ready else _reason_of(response))
     if is_edge(component):
-        return await _with_figures(state, client, metrics_url(url))
+        return await _with_figures(state, client, metrics_url(url, stack.settings))
     return state
 
 

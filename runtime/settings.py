@@ -316,6 +316,14 @@ class Settings(BaseSettings):
 
     # -- edges ----------------------------------------------------------------
     edge_host: str = Field(default="127.0.0.1", description="where edge nodes listen")
+    edge_metrics_host: str = Field(
+        default="127.0.0.1",
+        description="where edge nodes serve `/metrics`, apart from their public port: an "
+                    "address only operators reach")
+    edge_metrics_port_offset: NonNegativeInt = Field(
+        default=100,
+        description="an edge serves `/metrics` on its port + this (8200 for the edge on "
+                    "8100); `0`, the opt-out, serves it on the public port")
     edges: Csv = Field(
         default=("eu=8100", "us=8101"),
         description="the local edge nodes, `region=port`, comma-separated: for `up`, "
@@ -579,6 +587,12 @@ class Settings(BaseSettings):
     def front_door_host_port(self) -> tuple[str, int]:
         """The front door's listen address as (host, port); the port defaults to 8443."""
         return _split_hostport(self.front_door_listen, 8443)
+
+    def edge_metrics_url(self, port: int) -> str:
+        """Where the edge listening on ``port`` serves ``/metrics``."""
+        if self.edge_metrics_port_offset == 0:
+            return f"http://{self.edge_host}:{port}/metrics"
+        return f"http://{self.edge_metrics_host}:{port + self.edge_metrics_port_offset}/metrics"
 
     @property
     def front_door_http_host_port(self) -> tuple[str, int]:

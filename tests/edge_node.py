@@ -6,7 +6,7 @@ from pathlib import Path
 
 import httpx
 
-from devstack.ports import free_port
+from devstack.ports import free_edge_port
 from edge import unverified
 from edge.render import avro_to_json
 from edge.store import _HEADER as ENTRY_HEADER
@@ -49,7 +49,7 @@ def served_offers(store: OfferStore) -> dict[bytes, bytes]:
 class Edge:
     def __init__(self, settings: Settings, region: str, root: Path) -> None:
         self.region = region
-        self.port = free_port()
+        self.port = free_edge_port()
         self.data_dir = root / f"edge-{region}"
         self.url = f"http://127.0.0.1:{self.port}"
         self.settings = settings
@@ -71,8 +71,13 @@ class Edge:
     def readyz(self) -> dict:
         return httpx.get(f"{self.url}/readyz", timeout=5).json()
 
+    @property
+    def metrics_url(self) -> str:
+        """``/metrics``, on the node's operators' listener."""
+        return self.settings.edge_metrics_url(self.port)
+
     def metric(self, name: str) -> float:
-        text = httpx.get(f"{self.url}/metrics", timeout=5).text
+        text = httpx.get(self.metrics_url, timeout=5).text
         for line in text.splitlines():
             if line.startswith(name) and not line.startswith("#"):
                 return float(line.rsplit(" ", 1)[1])

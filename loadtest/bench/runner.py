@@ -28,7 +28,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from devstack.broker.cluster import LocalCluster
 from devstack.broker.local import LocalBroker
-from devstack.ports import free_port, free_port_pair, free_port_run
+from devstack.ports import free_edge_port, free_port, free_port_pair, free_port_run
 from devstack.stack import Component, Stack, components, worker_component
 from engine.offers import compute_offer
 from engine.state import new_user_view
@@ -92,7 +92,7 @@ class Bench:
             home=self.root / name, kafka_bootstrap_servers=self.bootstrap,
             logins_topic=f"logins-{suffix}", offers_topic=f"offers-{suffix}",
             dlq_topic=f"logins.dlq-{suffix}", worker_id=f"bench-{suffix}", worker_web_port=0,
-            origin_port=free_port(), edges=(f"eu={free_port()}", f"us={free_port()}"),
+            origin_port=free_port(), edges=(f"eu={free_edge_port()}", f"us={free_edge_port()}"),
             # Tickets of an hour, so none expires mid-run (edges refuse a longer lifetime).
             ticket_secret="bench:" + uuid.uuid4().hex, ticket_ttl_s=3600, model_latency_ms=0.0,
             # The bench talks to origin and edges directly; no health checks beside it.
@@ -147,7 +147,7 @@ class Bench:
 
     def edge_component(self, settings: Settings, region: str,
                        env: dict[str, str] | None = None) -> Component:
-        port = settings.edge_ports.get(region) or free_port()
+        port = settings.edge_ports.get(region) or free_edge_port()
         return Component(f"edge-{region}", ["edge", "--region", region, "--port", str(port),
                                             "--data-dir", str(settings.home / f"edge-{region}")],
                          ready_url=f"http://127.0.0.1:{port}/readyz", port=port, env=env or {})

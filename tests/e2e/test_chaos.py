@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack.ports import free_port, free_port_run
+from devstack.ports import free_edge_port, free_port, free_port_run
 from tests.conftest import unique_settings
 
 pytestmark = pytest.mark.e2e
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 def run_chaos(kafka_bootstrap: str, home: Path, *args: str) -> dict[str, object]:
     settings = unique_settings(kafka_bootstrap, home, origin_port=free_port(),
                                worker_web_port=free_port(),
-                               edges=(f"eu={free_port()}", f"us={free_port()}"))
+                               edges=(f"eu={free_edge_port()}", f"us={free_edge_port()}"))
     env = {**os.environ, **settings.to_env()}
     result = subprocess.run([sys.executable, "-m", "cli.main", "chaos", "--quiet",
                              "--ttl", "40", *args], env=env, capture_output=True, text=True,
@@ -56,7 +56,7 @@ def test_chaos_kills_a_node_of_a_three_node_cluster_and_counts_no_loss(tmp_path:
     home = tmp_path / "cluster"
     settings = unique_settings(f"127.0.0.1:{free_port()}", home, origin_port=free_port(),
                                worker_web_port=free_port(),
-                               edges=(f"eu={free_port()}", f"us={free_port()}"))
+                               edges=(f"eu={free_edge_port()}", f"us={free_edge_port()}"))
     # A cluster of the chaos stack's own, with its own CA and passwords (secured, as
     # every local cluster): not the session broker's.
     settings = settings.replace(kafka_bootstrap_servers=None, kafka_security="sasl_ssl",

@@ -23,7 +23,7 @@ import psutil
 import pytest
 
 from devstack.front_door import READY_PATH, client_ca, public_url
-from devstack.ports import free_port, port_in_use
+from devstack.ports import free_edge_port, free_port, port_in_use
 from tests.conftest import unique_settings
 from tests.e2e.test_stack import LocalStack
 from tests.helpers import wait_until
@@ -61,7 +61,7 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
     home = tmp_path_factory.mktemp("front-door")
     settings = unique_settings(
         kafka_bootstrap, home, origin_port=free_port(),
-        edges=(f"eu={free_port()}", f"us={free_port()}"),
+        edges=(f"eu={free_edge_port()}", f"us={free_edge_port()}"),
         front_door_check_interval_s=CHECK_INTERVAL_S, front_door_check_fall=CHECK_FALL,
         front_door_check_rise=2, front_door_request_timeout_s=REQUEST_TIMEOUT_S,
         front_door_login_rate=LOGIN_RATE, front_door_login_rate_period_s=10)

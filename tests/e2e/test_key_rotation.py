@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from devstack.ports import free_port
+from devstack.ports import free_edge_port, free_port
 from runtime.offer_keys import read_verify_keys, verify_keys_file
 from runtime.settings import Settings
 from tests.conftest import unique_settings
@@ -37,7 +37,7 @@ def home_keys_stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFacto
     home = tmp_path_factory.mktemp("rotation")
     settings = unique_settings(kafka_bootstrap, home, origin_port=free_port(),
                                model_latency_ms=0.0, ticket_ttl_s=TTL_S,
-                               edges=(f"eu={free_port()}", f"us={free_port()}"))
+                               edges=(f"eu={free_edge_port()}", f"us={free_edge_port()}"))
     settings = settings.replace(ticket_secret=None)  # the home's own file, which rotates
     up = _cli(settings, "up")
     assert up.returncode == 0, up.stdout + up.stderr
@@ -105,7 +105,7 @@ def test_both_keys_rotate_under_load_with_no_failed_lookup(home_keys_stack: Sett
     assert f"signing offers with key {new_offer_kid}" in worker_log
     assert _pids(settings) == pids  # nothing restarted
     for port in settings.edge_ports.values():
-        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        metrics = httpx.get(settings.edge_metrics_url(port), timeout=5).text
         refused = [line for line in metrics.splitlines()
                    if line.startswith("edge_records_refused_total{") and not line.endswith(" 0.0")]
         assert refused == [], refused

@@ -17,10 +17,10 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from devstack.ports import free_port, port_in_use
+from devstack.ports import free_edge_port, free_port, port_in_use
 from devstack.processes import kill
 from devstack.stack import Stack, components
-from ops.components import running_url
+from ops.components import metrics_url, running_url
 from runtime.kafka_security import Role, client_options
 from tests.conftest import unique_settings
 from tests.dashboard import exposed, load_dashboard, queries, scrape_jobs, selectors
@@ -38,7 +38,7 @@ NEEDS_A_KAFKA_OUTAGE = {("origin_logins_total", ("outcome", "unavailable"))}
 def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     home = tmp_path_factory.mktemp("ops-stack")
     settings = unique_settings(kafka_bootstrap, home, origin_port=free_port(),
-                               edges=(f"eu={free_port()}", f"us={free_port()}"))
+                               edges=(f"eu={free_edge_port()}", f"us={free_edge_port()}"))
     local = LocalStack(settings)
     up = local.cli("up")
     assert up.returncode == 0, up.stdout + up.stderr
@@ -60,6 +60,9 @@ def metrics_urls(local: LocalStack) -> dict[str, str]:
             continue
         ready = running_url(stack, component, stack.pid(component))
         assert ready is not None, component.name
+        if kind == "edge":  # its operators' listener
+            out[component.name] = metrics_url(ready, local.settings)
+            continue
         origin = ready.split("/", 3)[:3]
         out[component.name] = "/".join(origin) + paths[kind]
     return out

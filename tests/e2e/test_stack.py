@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from devstack.ports import free_port, port_in_use
+from devstack.ports import free_edge_port, free_port, port_in_use
 from devstack.processes import read_pid_record
 from loadtest.story import Story, StoryConfig
 from runtime.settings import Settings
@@ -55,7 +55,7 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     home = tmp_path_factory.mktemp("stack")
     settings = unique_settings(
         kafka_bootstrap, home, origin_port=free_port(), model_latency_ms=MODEL_LATENCY_MS,
-        edges=(f"eu={free_port()}", f"us={free_port()}"))
+        edges=(f"eu={free_edge_port()}", f"us={free_edge_port()}"))
     local = LocalStack(settings)
     up = local.cli("up")
     assert up.returncode == 0, up.stdout + up.stderr
@@ -172,7 +172,7 @@ def page_rows(offer_text: str) -> int:
 
 def test_down_leaves_no_process_and_no_port(kafka_bootstrap: str, tmp_path: Path) -> None:
     settings = unique_settings(kafka_bootstrap, tmp_path, origin_port=free_port(),
-                               edges=(f"eu={free_port()}", f"us={free_port()}"))
+                               edges=(f"eu={free_edge_port()}", f"us={free_edge_port()}"))
     local = LocalStack(settings)
     assert local.cli("up").returncode == 0
     pids = local.pids()
@@ -191,7 +191,7 @@ def test_up_names_the_component_that_cannot_start(kafka_bootstrap: str, tmp_path
     import socket
 
     settings = unique_settings(kafka_bootstrap, tmp_path, origin_port=free_port(),
-                               edges=(f"eu={free_port()}", f"us={free_port()}"))
+                               edges=(f"eu={free_edge_port()}", f"us={free_edge_port()}"))
     local = LocalStack(settings)
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", settings.origin_port))

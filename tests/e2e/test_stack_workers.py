@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from devstack.ports import free_port, port_in_use
+from devstack.ports import free_edge_port, free_port, port_in_use
 from devstack.processes import pid_alive, read_pid_record
 from tests.conftest import unique_settings
 
@@ -32,7 +32,7 @@ def test_up_runs_two_workers_that_share_the_partitions(kafka_bootstrap: str,
     web_port = two_free_ports()
     settings = unique_settings(kafka_bootstrap, tmp_path, origin_port=free_port(), workers=2,
                                worker_web_port=web_port, partitions=4,
-                               edges=(f"eu={free_port()}",))
+                               edges=(f"eu={free_edge_port()}",))
     env = {**os.environ, **settings.to_env()}
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:

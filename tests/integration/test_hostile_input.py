@@ -244,7 +244,7 @@ async def test_every_edge_answer_has_the_edge_headers_and_no_redirect(
             "trailing slash": await http.get(f"{eu.url}/offers/{ticket}/"),
             "unknown path": await http.get(f"{eu.url}/nowhere"),
             "wrong method": await http.post(f"{eu.url}/offers/{ticket}"),
-            "metrics": await http.get(f"{eu.url}/metrics"),
+            "metrics (not on the public port)": await http.get(f"{eu.url}/metrics"),
             "openapi": await http.get(f"{eu.url}/openapi.json"),
             "lookup": await http.get(f"{eu.url}/offers/{ticket}"),
         }

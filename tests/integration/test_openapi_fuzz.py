@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack.ports import free_port
+from devstack.ports import free_edge_port, free_port
 from runtime.topics import ensure_topics
 from tests.conftest import unique_settings
 from tests.helpers import Component
@@ -34,7 +34,7 @@ def test_the_origin_and_an_edge_keep_their_openapi_contract(kafka_bootstrap: str
     settings = unique_settings(kafka_bootstrap, tmp_path, origin_port=free_port())
     asyncio.run(ensure_topics(settings))
     origin = Component("origin", ["origin"], settings, tmp_path / "logs").start()
-    edge_port = free_port()
+    edge_port = free_edge_port()
     edge = Component("edge", ["edge", "--region", "eu", "--port", str(edge_port)], settings,
                      tmp_path / "logs").start()
     try:

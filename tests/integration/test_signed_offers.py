@@ -140,7 +140,7 @@ async def _attack(settings: Settings, feed: OfferFeed, rng: random.Random
 
 
 def _refused(edge: Edge) -> float:
-    text = httpx.get(f"{edge.url}/metrics", timeout=5).text
+    text = httpx.get(edge.metrics_url, timeout=5).text
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                if line.startswith("edge_records_refused_total{"))
 

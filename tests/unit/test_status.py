@@ -192,7 +192,7 @@ def test_a_probe_tells_unmanaged_not_ready_and_down_apart(tmp_path: Path) -> Non
             return httpx.Response(200, json={"ready": True})
         if request.url.port == 18100 and request.url.path == "/readyz":
             return httpx.Response(503, json={"ready": False, "reason": "catching up: lag 40"})
-        if request.url.port == 18100 and request.url.path == "/metrics":
+        if request.url.port == 18200 and request.url.path == "/metrics":  # operators only
             return httpx.Response(200, content=edge_page)
         raise httpx.ConnectError("connection refused", request=request)
 
