@@ -30,6 +30,7 @@ lines.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from typing import Any
 
 import httpx
 
+from devstack.front_door import client_ca
 from devstack.stack import Stack, components
 from ops.brokers import brokers
 from ops.components import probe
@@ -132,7 +134,13 @@ async def collect(settings: Settings, timeout_s: float = DEFAULT_TIMEOUT_S,
                   sections: Sequence[Section] = SECTIONS) -> dict[str, Any]:
     """Gather every section at once; the report (module doc). Never raises for a part down."""
     started = time.monotonic()
-    async with httpx.AsyncClient(timeout=timeout_s) as http:
+    # The front door's certificate may come from the home's own CA: trusted besides the
+    # system's, never instead of checking.
+    verify = ssl.create_default_context()
+    ca = client_ca(settings) if settings.front_door else None
+    if ca is not None:
+        verify.load_verify_locations(cafile=str(ca))
+    async with httpx.AsyncClient(timeout=timeout_s, verify=verify) as http:
         probes = Probes(settings, timeout_s, http)
         results = await asyncio.gather(*(_bounded(s, probes) for s in sections))
     problems = [p for r in results for p in r.problems]
