@@ -74,7 +74,5 @@ def edge_openapi_document() -> dict[str, Any]:
                                                       "content": _READINESS},
                                               "503": {"description": "catching up",
                                                       "content": _READINESS}}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics",
-                                 "responses": {"200": {"description": "text exposition"}}}},
-        },
+        },  # /metrics is on the operators' listener, not this API (docs/http-api.md)
     }
