@@ -231,6 +231,7 @@ class OfferVerifier:
         if kid is None or proof is None or signature is None:
             return "unsigned"
         topic = self.topic
+        # ``leaf_hash``, inlined: this runs once per record an edge applies.
         leaf = _sha256(b"".join((
             _LEAF_PREFIX,
             _LENGTHS.pack(len(topic), len(kid), len(key),
