@@ -45,6 +45,7 @@ from confluent_kafka.admin import (
 )
 from pydantic import SecretStr
 
+from runtime.acl_propagation import ACL_PROPAGATION_S, retrying
 from runtime.kafka_connection import KafkaRefused, check_connection
 from runtime.kafka_security import (
     KafkaAccess,
@@ -84,7 +85,12 @@ WILDCARD_PRINCIPAL = "User:*"  # an ACL for everyone: counted as every principal
 
 
 class AclMismatch(KafkaAccessError):
-    """A principal holds more or less than its role; the message says what and the fix."""
+    """A principal holds more or less than its role; the message says what and the fix.
+    ``lacking_only``: it holds no more than its role, only less (so far)."""
+
+    def __init__(self, message: str, lacking_only: bool = False) -> None:
+        super().__init__(message)
+        self.lacking_only = lacking_only
 
 
 @dataclass(frozen=True)
@@ -342,12 +348,16 @@ def grant_admin(settings: Settings, superuser: KafkaAccess, timeout_s: float = 3
         _result(future, timeout_s)
 
 
-def check_own_access(settings: Settings, access: KafkaAccess, timeout_s: float = 15.0) -> None:
+def check_own_access(settings: Settings, access: KafkaAccess, timeout_s: float = 15.0,
+                     propagation_s: float = ACL_PROPAGATION_S) -> None:
     """Refuse to run with more or less than ``access.role`` may do on the three topics.
 
     Asks the cluster for this principal's own authorized operations on each
     topic (KIP-430; needs no right beyond the role's own). A topic that does
-    not exist yet is skipped: ``positioning topics`` reports it.
+    not exist yet is skipped: ``positioning topics`` reports it. Rights that
+    are only lacking are asked again for ``propagation_s`` (s), while a fresh
+    grant reaches every broker (runtime/acl_propagation.py); rights beyond the
+    role are refused at once.
 
     Raises:
         AclMismatch: the principal's rights differ from its role's, with the fix.
@@ -355,12 +365,22 @@ def check_own_access(settings: Settings, access: KafkaAccess, timeout_s: float =
     """
     if not access.secured:
         return
-    expected = expected_topic_operations(settings, access.role)
     admin = admin_client(access, settings.bootstrap_servers, timeout_s)
+    for attempt in retrying(f"{access.principal}'s own rights",
+                            lambda e: isinstance(e, AclMismatch) and e.lacking_only,
+                            propagation_s):
+        with attempt:
+            _check_own_access_once(settings, access, admin, timeout_s)
+
+
+def _check_own_access_once(settings: Settings, access: KafkaAccess, admin: AdminClient,
+                           timeout_s: float) -> None:
+    expected = expected_topic_operations(settings, access.role)
     futures = admin.describe_topics(TopicCollection(list(expected)),
                                     include_authorized_operations=True,
                                     request_timeout=timeout_s)
     problems = []
+    lacking_only = True
     for topic, future in futures.items():
         try:
             actual = set(_result(future, timeout_s).authorized_operations or [])
@@ -379,6 +399,7 @@ def check_own_access(settings: Settings, access: KafkaAccess, timeout_s: float =
             problems.append(f"lacks {', '.join(sorted(o.name for o in missing))} on topic "
                             f"{topic!r}")
         if extra:
+            lacking_only = False
             problems.append(f"may also {', '.join(sorted(o.name for o in extra))} on topic "
                             f"{topic!r}")
     if problems:
@@ -386,4 +407,4 @@ def check_own_access(settings: Settings, access: KafkaAccess, timeout_s: float =
             f"{access.principal} runs as the {access.role.value} role but "
             + "; ".join(problems) + ". Run `positioning topics` as the admin role to grant "
             "exactly each role's ACLs, and remove extra ones (kafka-acls.sh --remove); "
-            f"{OPERATIONS_FIX}")
+            f"{OPERATIONS_FIX}", lacking_only=lacking_only)

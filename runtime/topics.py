@@ -28,8 +28,14 @@ from typing import cast
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import TopicAlreadyExistsError, for_code
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+    for_code,
+)
 
+from runtime.acl_propagation import through_propagation
 from runtime.kafka_security import KafkaAccess, Role, kafka_access
 from runtime.settings import Settings, env_var
 from runtime.waiting import wait_until_async
@@ -38,6 +44,10 @@ USER_STATE_TABLE = "user-state"
 """The name of the worker's Faust table of per-user state."""
 
 OPERATIONS_DOC = "docs/operations.md"
+
+
+class TopicCreationRefused(RuntimeError):
+    """The cluster refused to create a topic for want of a right (an authorization error)."""
 
 
 class TopicMismatch(RuntimeError):
@@ -221,10 +231,20 @@ def partitions_changed_message(settings: Settings, logins_partitions: int, chang
 
 
 async def _create_missing(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> set[str]:
-    """Create the topics of ``specs`` that do not exist; the names created now."""
+    """Create the topics of ``specs`` that do not exist; the names created now. A refusal
+    for want of a right is retried while a fresh grant reaches every broker
+    (runtime/acl_propagation.py), then raised as TopicCreationRefused."""
+    created: set[str] = set()
+    await through_propagation(lambda: _create_once(admin, specs, created), "creating topics",
+                              lambda e: isinstance(e, TopicCreationRefused))
+    return created
+
+
+async def _create_once(admin: AIOKafkaAdminClient, specs: list[TopicSpec],
+                       created: set[str]) -> set[str]:
+    """One CreateTopics for the topics of ``specs`` not there yet, adding to ``created``."""
     existing = set(await admin.list_topics())
     missing = [s for s in specs if s.name not in existing]
-    created: set[str] = set()
     if not missing:
         return created
     response = await admin.create_topics(
@@ -232,12 +252,15 @@ async def _create_missing(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) ->
          for s in missing]
     )
     for name, code, *rest in response.topic_errors:
+        error = for_code(code)
         if code == 0:
             created.add(name)
-        elif for_code(code) is not TopicAlreadyExistsError:
+        elif error is not TopicAlreadyExistsError:
             message = rest[0] if rest else ""
-            raise RuntimeError(f"creating topic {name!r} failed: "
-                               f"{for_code(code).__name__} {message}")
+            kind = (TopicCreationRefused if error in (TopicAuthorizationFailedError,
+                                                      ClusterAuthorizationFailedError)
+                    else RuntimeError)
+            raise kind(f"creating topic {name!r} failed: {error.__name__} {message}")
     return created
 
 

@@ -362,7 +362,7 @@ def test_a_principal_with_less_than_its_role_is_refused(kafka_bootstrap: str,
     as_edge = KafkaAccess(Role.EDGE, True, origin.username, origin.password, origin.mechanism,
                           origin.ca_file)
     with pytest.raises(AclMismatch, match=r"runs as the edge role but .*lacks DESCRIBE, READ on topic"):
-        check_own_access(settings, as_edge)
+        check_own_access(settings, as_edge, propagation_s=1.0)
 
 
 async def test_a_user_added_to_a_role_later_can_log_in_with_exactly_that_role(
