@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 
@@ -69,6 +68,7 @@ from schemas.offer_signatures import (
     SIG_PROOF_HEADER,
     refusal_reason,
 )
+from schemas.tickets import TICKET_ID
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,6 @@ SWEEP_SLICE = 1_000
 KEY_LOOK_EVERY_S = 0.5
 STALLED_CHECKS_BEFORE_RECONNECT = 2
 DEFAULT_FETCH = FetchTuning()
-TICKET_ID = re.compile(rb"[A-Za-z0-9_-]{22}")  # 16 bytes in base64url, no padding
 
 
 @dataclass

@@ -61,6 +61,7 @@ from rocksdict import (
 
 from edge import unverified
 from runtime.rocksdb import open_keeping_options
+from schemas.offer_versions import replaces
 
 OFFSET_PREFIX = b"\x00offset\x00"
 ALL_JSON_KEY = b"\x00all-json"  # present while no entry is stored as Avro
@@ -130,18 +131,9 @@ def _version(raw: bytes) -> tuple[int, bool]:
 
 
 def supersedes(change: Change, stored: tuple[int, bool] | None) -> bool:
-    """Whether ``change`` may replace an entry of version and kind ``stored`` (None: none).
-
-    An offer replaces an offer no newer than itself (an equal one is a
-    re-send) and a revocation older than itself; a tombstone replaces what is
-    no newer than the expiry it ends, and one without a version anything.
-    """
-    if stored is None:
-        return True
-    version, revoked = stored
-    if change.payload is None:
-        return change.expires_at == 0 or change.expires_at >= version
-    return change.expires_at > version if revoked else change.expires_at >= version
+    """Whether ``change`` may replace an entry of version and kind ``stored`` (None: none):
+    schemas/offer_versions.py's rule."""
+    return replaces(change.expires_at, change.payload is None, stored)
 
 
 def _options(block_cache_mb: int) -> Options:

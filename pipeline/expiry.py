@@ -28,6 +28,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
+from pipeline.offer_repair import OfferRepairer
 from runtime.clock import now_us
 from runtime.kafka_security import KafkaAccess
 from schemas.codec import DecodeError, offer_codec
@@ -84,6 +85,11 @@ class ExpiryIndex:
     def loading(self) -> set[int]:
         return set(self._targets) - self._loaded
 
+    @property
+    def loaded(self) -> set[int]:
+        """Partitions read up to the end they had at assignment."""
+        return set(self._loaded)
+
     def apply(self, partition: int, ticket: bytes, expires_at: int | None) -> None:
         """A record: an offer expiring at ``expires_at`` (µs), or a tombstone (None).
 
@@ -139,6 +145,8 @@ class _Listener(ConsumerRebalanceListener):
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         self.expirer.index.revoke(tp.partition for tp in revoked)
+        if self.expirer.repairer is not None:
+            self.expirer.repairer.revoke(tp.partition for tp in revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await self.expirer.on_assigned(assigned)
@@ -150,13 +158,18 @@ class Expirer:
     ``send([(ticket_id, expires_at), ...])`` must return once those tombstones are
     acknowledged (it may retry for as long as it takes). ``run`` returns only when
     cancelled; a Kafka error it cannot ride out propagates.
+
+    With a ``repairer`` (offers are signed), only records an edge would keep
+    count for expiry, so a forged record can neither hold an offer back nor
+    end it early, and tickets whose last record an edge would not keep are
+    repaired at each sweep (pipeline/offer_repair.py).
     """
 
     def __init__(self, bootstrap_servers: str, topic: str, group_id: str,
                  send: Callable[[list[tuple[bytes, int]]], Awaitable[None]],
                  sweep_every_s: float,
                  on_tombstone: Callable[[], None] = lambda: None,
-                 *, access: KafkaAccess) -> None:
+                 *, access: KafkaAccess, repairer: OfferRepairer | None = None) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.access = access
         self.topic = topic
@@ -165,6 +178,7 @@ class Expirer:
         self.sweep_every_s = sweep_every_s
         self.on_tombstone = on_tombstone
         self.index = ExpiryIndex()
+        self.repairer = repairer
         self.unreadable = 0
         self._consumer: AIOKafkaConsumer | None = None
         self._codec = offer_codec()
@@ -202,6 +216,13 @@ class Expirer:
                         if record.key is None:
                             self.unreadable += 1
                             continue
+                        if self.repairer is not None:
+                            version = self.repairer.seen(tp.partition, record.offset, record.key,
+                                                         record.value, record.headers)
+                            if version is not None:
+                                self.index.apply(tp.partition, record.key,
+                                                 None if version[1] else version[0])
+                            continue
                         expires_at = None if record.value is None else expiry_of(record,
                                                                                  self._codec)
                         if record.value is not None and expires_at is None:
@@ -221,8 +242,12 @@ class Expirer:
             await self._consumer.stop()
 
     async def sweep(self) -> int:
-        """Tombstone every due offer (acknowledged before this returns); how many."""
-        due = self.index.due(now_us())
+        """Tombstone every due offer (acknowledged before this returns), and repair what is
+        due; how many tombstones."""
+        now = now_us()
+        if self.repairer is not None:
+            await self.repairer.repair(now, self.index.loaded)
+        due = self.index.due(now)
         for start in range(0, len(due), SEND_CONCURRENCY):
             await self.send(due[start:start + SEND_CONCURRENCY])
         for _ in due:

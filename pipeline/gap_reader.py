@@ -62,3 +62,43 @@ async def read_range(bootstrap_servers: str, topic: str, partition: int, start: 
     finally:
         await consumer.stop()
     return records
+
+
+async def read_offsets(bootstrap_servers: str, topic: str, partition: int,
+                       offsets: Sequence[int], timeout_s: float = 60.0, *,
+                       access: KafkaAccess) -> dict[int, SourceRecord]:
+    """The records at ``offsets`` of one partition, by offset, read as ``access``; an offset
+    whose record is gone (compacted, or below the log start) is left out.
+
+    Raises GapUnreadable if they cannot be read within ``timeout_s``.
+    """
+    options = access.aiokafka_options()
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None,
+                                enable_auto_commit=False, auto_offset_reset="earliest",
+                                **options)
+    tp = TopicPartition(topic, partition)
+    found: dict[int, SourceRecord] = {}
+    try:
+        await consumer.start()
+        consumer.assign([tp])
+        async with asyncio.timeout(timeout_s):
+            end = (await consumer.end_offsets([tp]))[tp]
+            for offset in sorted(set(offsets)):
+                if offset in found or offset >= end:
+                    continue
+                consumer.seek(tp, offset)
+                # The first record at or after the offset says whether it is still there.
+                while (position := await consumer.position(tp)) <= offset and position < end:
+                    batch = await consumer.getmany(tp, timeout_ms=1000)
+                    records = [r for r in batch.get(tp, ()) if r.offset >= offset]
+                    if records:
+                        for r in records:
+                            found[r.offset] = SourceRecord(topic, partition, r.offset, r.key,
+                                                           r.value, r.headers)
+                        break
+    except Exception as exc:
+        raise GapUnreadable(f"{topic}[{partition}] offsets {sorted(offsets)[:5]}...: "
+                            f"{exc!r}") from exc
+    finally:
+        await consumer.stop()
+    return {o: found[o] for o in offsets if o in found}

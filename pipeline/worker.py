@@ -75,7 +75,8 @@ from engine.validation import LoginRejected, validate_login
 from pipeline.batching import NaturalBatches
 from pipeline.breaker import DeadLetterBreaker
 from pipeline.expiry import Expirer
-from pipeline.gap_reader import SourceRecord, read_range
+from pipeline.gap_reader import SourceRecord, read_offsets, read_range
+from pipeline.offer_repair import Judge, OfferRepairer
 from pipeline.offer_signing import BatchSigning
 from pipeline.offset_ledger import Admission, OffsetLedger
 from pipeline.readiness import READY_PATH, WEB_HOST, not_ready_because, readiness_body
@@ -85,12 +86,13 @@ from runtime.clock import now_us
 from runtime.compat import faust as faust_compat
 from runtime.fetch_tuning import FetchTuning
 from runtime.kafka_security import KafkaAccess, Role, kafka_access
-from runtime.offer_keys import signing_keyring
+from runtime.offer_keys import signing_keyring, verify_keyring
 from runtime.retry import call_forever
 from runtime.settings import Settings
 from runtime.topics import USER_STATE_TABLE, durability
 from schemas.codec import DecodeError, login_codec, offer_codec
 from schemas.events import EXPIRES_AT_HEADER, dead_letter_headers, offer_headers
+from schemas.offer_signatures import OfferVerifier
 
 log = logging.getLogger(__name__)
 
@@ -246,6 +248,12 @@ class WorkerMetrics:
                                   "Live offers in this worker's expiry partitions", registry=r)
         self.tombstones = Counter("worker_tombstones_total",
                                   "Tombstones produced for expired offers", registry=r)
+        self.repaired = Counter("worker_offers_repaired_total",
+                                "Genuine offers records produced again because a record an "
+                                "edge would not keep came after them", registry=r)
+        self.repairs_lost = Counter("worker_offer_repairs_lost_total",
+                                    "Tickets whose newest genuine record was compacted away "
+                                    "before it could be produced again", registry=r)
         self.partition_lag = Gauge("worker_partition_lag",
                                    "High watermark of a logins partition this worker holds "
                                    "minus the offset its group resumes from (records)",
@@ -643,6 +651,41 @@ class LoginProcessor:
         sending = await self.outbox.enqueue(records)
         await sending.acknowledged()
 
+    async def resend(self, records: Sequence[SourceRecord]) -> None:
+        """Produce records of ``offers`` again exactly as they were read, signature headers
+        and all (pipeline/offer_repair.py); acknowledged before this returns."""
+        sending = await self.outbox.enqueue([
+            OutRecord(self.offers_topic, r.key, r.value, list(r.headers))
+            for r in records if r.key is not None])
+        await sending.acknowledged()
+
+
+def offer_repairer(settings: Settings, access: KafkaAccess,
+                   resend: Callable[[list[SourceRecord]], Awaitable[None]],
+                   metrics: WorkerMetrics) -> OfferRepairer | None:
+    """The expiry consumer's repairs (pipeline/offer_repair.py), checking records against the
+    edges' verify file; None when offers are not signed.
+
+    Raises OfferKeyError: the verify file is missing, malformed or trusts no key.
+    """
+    keyring = verify_keyring(settings)
+    if keyring is None:
+        return None
+    verifier = OfferVerifier(settings.offers_topic, keyring.get)
+
+    def refresh_keys() -> bool:
+        changed = keyring.refresh(now_us(), force=True)
+        if changed:
+            verifier.forget()
+        return changed
+
+    async def read(partition: int, offsets: Sequence[int]) -> dict[int, SourceRecord]:
+        return await read_offsets(settings.bootstrap_servers, settings.offers_topic, partition,
+                                  offsets, access=access)
+
+    return OfferRepairer(Judge(verifier, offer_codec(), refresh_keys), read, resend,
+                         on_repaired=metrics.repaired.inc, on_lost=metrics.repairs_lost.inc)
+
 
 class ConsumerWedged(RuntimeError):
     """Finished work has not been committed for too long: the Kafka consumer is stuck."""
@@ -816,7 +859,8 @@ def create_app(settings: Settings,
                                signing=signing)
     expirer = Expirer(settings.bootstrap_servers, settings.offers_topic,
                       f"{settings.worker_id}-expiry", processor.tombstones, settings.expiry_sweep_s,
-                      on_tombstone=metrics.tombstones.inc, access=access)
+                      on_tombstone=metrics.tombstones.inc, access=access,
+                      repairer=offer_repairer(settings, access, processor.resend, metrics))
     health = Health(app, settings, ledger, deliveries, expirer, metrics, processor.breaker)
 
     @app.agent(logins)

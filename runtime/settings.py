@@ -283,6 +283,11 @@ class Settings(BaseSettings):
     expiry_sweep_s: NonNegativeFloat = Field(
         default=10.0, validation_alias="POSITIONING_EXPIRY_SWEEP",
         description="seconds between tombstone sweeps for expired tickets")
+    offers_compaction_lag_s: PositiveInt = Field(
+        default=3600, validation_alias="POSITIONING_OFFERS_COMPACTION_LAG",
+        description="seconds a record of `offers` stays uncompacted (its min.compaction.lag.ms, "
+                    "set when the topic is created): how long a stopped worker may take to "
+                    "repair a ticket whose last record an edge would not keep")
     worker_concurrency: PositiveInt = Field(
         default=64, description="logins in flight in the worker (model calls overlap)")
     worker_stuck_after_s: NonNegativeFloat = Field(

@@ -128,7 +128,9 @@ def topic_specs(settings: Settings, wanted: Durability) -> list[TopicSpec]:
                 "cleanup.policy": "compact",
                 # Tombstones stay long enough for a lagging edge to see them.
                 "delete.retention.ms": str(24 * 3600 * 1000),
-                "min.compaction.lag.ms": "0",
+                # The worker's repairs must land before a record is compacted
+                # (pipeline/offer_repair.py).
+                "min.compaction.lag.ms": str(settings.offers_compaction_lag_s * 1000),
                 "segment.ms": str(3600 * 1000),
                 **isr,
             },

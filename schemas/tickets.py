@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 VERSION = 1
 _PAYLOAD = struct.Struct(">B16sQQ")
+TICKET_ID = re.compile(rb"[A-Za-z0-9_-]{22}")
+"""A ticket id as ``offers`` keys carry it: 16 bytes in base64url, no padding."""
 _KID = re.compile(r"[A-Za-z0-9_-]{1,16}")
 _B64 = re.compile(r"[A-Za-z0-9_-]+")
 MAX_TICKET_LEN = 160

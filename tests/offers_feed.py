@@ -39,6 +39,13 @@ class OfferFeed:
     def signed(self, records: list[OutRecord]) -> list[OutRecord]:
         return records if self.signing is None else self.signing.sign(records)
 
+    async def send_as_is(self, records: list[OutRecord]) -> None:
+        """Produce ``records`` unsigned by this feed (as they are), acknowledged."""
+        futures = [await self.producer.send(r.topic, r.value, key=r.key, headers=r.headers)
+                   for r in records]
+        for future in futures:
+            await future
+
     async def send(self, records: list[OutRecord]) -> list[OutRecord]:
         """Sign ``records`` as one batch and produce them, acknowledged; returns them signed."""
         signed = self.signed(records)

@@ -1,24 +1,33 @@
 """Edges reading the same topic end in the same state, whatever the topic holds: for
 generated sequences of good and bad records per ticket, an edge that followed them live and
-one that caught up on them afterwards answer every ticket alike (status and body)."""
+one that caught up on them afterwards answer every ticket alike (status and body); and so
+does one that caught up after the worker's repairs (pipeline/offer_repair.py) and a
+compaction of the topic left only the last record of each ticket."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from pipeline.expiry import Expirer
+from pipeline.gap_reader import SourceRecord
 from pipeline.records import OutRecord
-from runtime.kafka_security import Role, client_options
+from pipeline.worker import WorkerMetrics, offer_repairer
+from runtime.acls import admin_client
+from runtime.kafka_security import Role, client_options, kafka_access
 from runtime.settings import Settings
 from runtime.topics import ensure_topics
 from schemas.codec import HEADER_LEN, offer_codec
@@ -189,5 +198,110 @@ def test_a_live_edge_and_one_that_caught_up_answer_every_ticket_alike(
             assert {status for status, _ in live_answers} >= {200, 404, 410}  # not all alike
         finally:
             fresh.component.stop()
+        repaired = asyncio.run(_repair(settings))
+        assert repaired > 0  # the corpus has bad records after good ones
+        asyncio.run(_compact(settings))
+        ends = asyncio.run(_ends(settings))
+        wait_until(lambda: live.readyz()["next_offsets"] == ends, 60,
+                   "the live edge to read the repairs")
+        served = [i for i, (status, _) in enumerate(live_answers) if status == 200]
+        after = _answers(live, tokens)
+        # The repairs are re-sends to a live edge: what it served, it still serves.
+        assert [after[i] for i in served] == [live_answers[i] for i in served]
+        compacted = Edge(settings, "compacted", root).start()
+        try:
+            wait_until(lambda: compacted.readyz()["next_offsets"] == ends, 60,
+                       "an edge to read the compacted topic")
+            differ = [(plan[i], a, b) for i, (a, b) in
+                      enumerate(zip(after, _answers(compacted, tokens), strict=True)) if a != b]
+            assert differ == [], differ[:3]
+        finally:
+            compacted.component.stop()
     finally:
         live.component.stop()
+
+
+async def _repair(settings: Settings) -> int:
+    """Run the worker's expiry consumer, repairs and all, until its partitions are read and
+    nothing waits for a repair; how many records it produced again."""
+    access = kafka_access(settings, Role.WORKER)
+    async with OfferFeed(settings) as feed:
+        async def resend(records: list[SourceRecord]) -> None:
+            await feed.send_as_is([OutRecord(settings.offers_topic, r.key or b"", r.value,
+                                             list(r.headers)) for r in records])
+
+        async def tombstones(due: list[tuple[bytes, int]]) -> None:
+            await feed.send([OutRecord(settings.offers_topic, t, None,
+                                       [(EXPIRES_AT_HEADER, str(e).encode())]) for t, e in due])
+
+        metrics = WorkerMetrics()
+
+        def repaired() -> float:
+            return metrics.registry.get_sample_value("worker_offers_repaired_total") or 0.0
+
+        repairer = offer_repairer(settings, access, resend, metrics)
+        assert repairer is not None
+        expirer = Expirer(settings.bootstrap_servers, settings.offers_topic,
+                          f"{settings.worker_id}-expiry", tombstones, 0.2, access=access,
+                          repairer=repairer)
+        task = asyncio.create_task(expirer.run())
+        try:
+            async with asyncio.timeout(90):
+                while not (expirer.index.loaded and not expirer.index.loading
+                           and repairer.index.waiting == 0
+                           and repaired() > 0):
+                    if task.done():
+                        task.result()
+                    await asyncio.sleep(0.1)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        return int(repaired())
+
+
+async def _compact(settings: Settings) -> None:
+    """Have the broker compact ``offers`` now: segments of 100 ms, no lag, any dirt; a
+    record that is no ticket rolls each partition; then wait until no ticket has two
+    records below it."""
+    access = kafka_access(settings, Role.ADMIN)
+    admin = admin_client(access, settings.bootstrap_servers, 15.0)
+    configs = {"segment.ms": "100", "min.compaction.lag.ms": "0",
+               "min.cleanable.dirty.ratio": "0.01"}
+    resource = ConfigResource(ResourceType.TOPIC, settings.offers_topic, incremental_configs=[
+        ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
+        for k, v in configs.items()])
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(timeout=15)
+    await asyncio.sleep(0.2)  # past segment.ms, so the next record rolls the segment
+    async with OfferFeed(settings) as feed:
+        for partition in range(settings.partitions):
+            await (await feed.producer.send(settings.offers_topic, b"x", key=b"roll",
+                                            partition=partition))
+    async with asyncio.timeout(120):
+        while await _tickets_twice(settings):
+            await asyncio.sleep(1.0)
+
+
+async def _tickets_twice(settings: Settings) -> int:
+    """How many tickets still have more than one record in ``offers``."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers,
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                **client_options(settings, Role.ADMIN))
+    await consumer.start()
+    try:
+        tps = [TopicPartition(settings.offers_topic, p) for p in range(settings.partitions)]
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        counts: Counter[bytes] = Counter()
+        for tp in tps:
+            consumer.seek(tp, 0)
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < ends[tp] for tp in tps])
+
+        while await behind():
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                counts.update(r.key for r in records if r.key != b"roll")
+        return sum(1 for n in counts.values() if n > 1)
+    finally:
+        await consumer.stop()
