@@ -283,6 +283,12 @@ class Settings(BaseSettings):
     expiry_sweep_s: NonNegativeFloat = Field(
         default=10.0, validation_alias="POSITIONING_EXPIRY_SWEEP",
         description="seconds between tombstone sweeps for expired tickets")
+    offers_tombstone_retention_s: PositiveInt = Field(
+        default=86400, validation_alias="POSITIONING_OFFERS_TOMBSTONE_RETENTION",
+        description="seconds a tombstone stays in `offers` (its delete.retention.ms, set when "
+                    "the topic is created and checked by `positioning topics`); at least the "
+                    "ticket lifetime plus its clock skew, so an edge away for longer finds "
+                    "every offer whose tombstone it missed expired")
     offers_compaction_lag_s: PositiveInt = Field(
         default=3600, validation_alias="POSITIONING_OFFERS_COMPACTION_LAG",
         description="seconds a record of `offers` stays uncompacted (its min.compaction.lag.ms, "
@@ -445,6 +451,17 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"{env_var('min_insync_replicas')}={isr} is above "
                 f"{env_var('replication_factor')}={rf}: no write could ever be acknowledged")
+        return self
+
+    @model_validator(mode="after")
+    def _tombstones_outlive_tickets(self) -> Settings:
+        """Refuse tombstones that may vanish before the offers they end have expired."""
+        if self.offers_tombstone_retention_s < self.ticket_ttl_s + self.ticket_clock_skew_s:
+            raise ValueError(
+                f"{env_var('offers_tombstone_retention_s')}={self.offers_tombstone_retention_s} "
+                f"is below the ticket lifetime {env_var('ticket_ttl_s')}={self.ticket_ttl_s} "
+                f"plus {env_var('ticket_clock_skew_s')}={self.ticket_clock_skew_s:g}: an edge "
+                f"away for longer than the tombstones stay could serve a revoked offer")
         return self
 
     @classmethod

@@ -126,8 +126,8 @@ def topic_specs(settings: Settings, wanted: Durability) -> list[TopicSpec]:
             settings.offers_topic, n, rf,
             {
                 "cleanup.policy": "compact",
-                # Tombstones stay long enough for a lagging edge to see them.
-                "delete.retention.ms": str(24 * 3600 * 1000),
+                # Tombstones outlive the offers they end (docs/security.md, "Revocations").
+                "delete.retention.ms": str(settings.offers_tombstone_retention_s * 1000),
                 # The worker's repairs must land before a record is compacted
                 # (pipeline/offer_repair.py).
                 "min.compaction.lag.ms": str(settings.offers_compaction_lag_s * 1000),
@@ -305,12 +305,29 @@ def _problems(spec: TopicSpec, replicas: set[int], live: dict[str, str | None]) 
             f"has min.insync.replicas {isr}, expected {wanted_isr}: kafka-configs.sh "
             f"--bootstrap-server <broker> --alter --entity-type topics --entity-name "
             f"{spec.name} --add-config min.insync.replicas={wanted_isr}")
+    for key, why in _AT_LEAST.items():
+        wanted = spec.configs.get(key)
+        held = live.get(key)
+        if wanted is not None and (held is None or int(held) < int(wanted)):
+            problems.append(
+                f"has {key} {held}, below the {wanted} the settings ask ({why}): "
+                f"kafka-configs.sh --bootstrap-server <broker> --alter --entity-type topics "
+                f"--entity-name {spec.name} --add-config {key}={wanted}")
     return problems
+
+
+_AT_LEAST = {
+    # Tombstones must outlive the offers they end, and the worker's repairs must land before
+    # compaction (docs/security.md, "Revocations" and "Edges agree").
+    "delete.retention.ms": "an edge away for longer could serve a revoked offer",
+    "min.compaction.lag.ms": "the worker's repairs of offers may come too late",
+}
+_CHECKED_CONFIGS = ("cleanup.policy", "min.insync.replicas", *_AT_LEAST)
 
 
 async def _configs(admin: AIOKafkaAdminClient, name: str,
                    timeout_s: float) -> dict[str, str | None]:
-    """The topic's effective cleanup policy and min ISR (its own, else the broker's).
+    """The topic's effective ``_CHECKED_CONFIGS`` (its own, else the broker's).
 
     On a cluster, the broker asked may not know a topic created a moment ago
     (it answers with an error code and no entries): asked again until it does.
@@ -321,7 +338,7 @@ async def _configs(admin: AIOKafkaAdminClient, name: str,
     async def described() -> dict[str, str | None] | None:
         (response,) = await admin.describe_configs(
             [ConfigResource(ConfigResourceType.TOPIC, name,
-                            configs={"cleanup.policy": None, "min.insync.replicas": None})]
+                            configs={key: None for key in _CHECKED_CONFIGS})]
         )
         live: dict[str, str | None] = {}
         for error_code, _message, _type, _name, entries in response.resources:

@@ -11,13 +11,11 @@ import contextlib
 import random
 import time
 import uuid
-from collections import Counter
 from pathlib import Path
 
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -26,13 +24,13 @@ from pipeline.expiry import Expirer
 from pipeline.gap_reader import SourceRecord
 from pipeline.records import OutRecord
 from pipeline.worker import WorkerMetrics, offer_repairer
-from runtime.acls import admin_client
 from runtime.kafka_security import Role, client_options, kafka_access
 from runtime.settings import Settings
 from runtime.topics import ensure_topics
 from schemas.codec import HEADER_LEN, offer_codec
 from schemas.events import EXPIRES_AT_HEADER, offer_headers
 from schemas.offer_signatures import SIGNATURE_HEADERS, OfferSigner, SignedFields
+from tests.compaction import compact_now
 from tests.conftest import unique_settings
 from tests.edge_node import Edge
 from tests.helpers import wait_until
@@ -200,7 +198,7 @@ def test_a_live_edge_and_one_that_caught_up_answer_every_ticket_alike(
             fresh.component.stop()
         repaired = asyncio.run(_repair(settings))
         assert repaired > 0  # the corpus has bad records after good ones
-        asyncio.run(_compact(settings))
+        asyncio.run(compact_now(settings))
         ends = asyncio.run(_ends(settings))
         wait_until(lambda: live.readyz()["next_offsets"] == ends, 60,
                    "the live edge to read the repairs")
@@ -258,50 +256,3 @@ async def _repair(settings: Settings) -> int:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         return int(repaired())
-
-
-async def _compact(settings: Settings) -> None:
-    """Have the broker compact ``offers`` now: segments of 100 ms, no lag, any dirt; a
-    record that is no ticket rolls each partition; then wait until no ticket has two
-    records below it."""
-    access = kafka_access(settings, Role.ADMIN)
-    admin = admin_client(access, settings.bootstrap_servers, 15.0)
-    configs = {"segment.ms": "100", "min.compaction.lag.ms": "0",
-               "min.cleanable.dirty.ratio": "0.01"}
-    resource = ConfigResource(ResourceType.TOPIC, settings.offers_topic, incremental_configs=[
-        ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
-        for k, v in configs.items()])
-    for future in admin.incremental_alter_configs([resource]).values():
-        future.result(timeout=15)
-    await asyncio.sleep(0.2)  # past segment.ms, so the next record rolls the segment
-    async with OfferFeed(settings) as feed:
-        for partition in range(settings.partitions):
-            await (await feed.producer.send(settings.offers_topic, b"x", key=b"roll",
-                                            partition=partition))
-    async with asyncio.timeout(120):
-        while await _tickets_twice(settings):
-            await asyncio.sleep(1.0)
-
-
-async def _tickets_twice(settings: Settings) -> int:
-    """How many tickets still have more than one record in ``offers``."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers,
-                                auto_offset_reset="earliest", enable_auto_commit=False,
-                                **client_options(settings, Role.ADMIN))
-    await consumer.start()
-    try:
-        tps = [TopicPartition(settings.offers_topic, p) for p in range(settings.partitions)]
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        counts: Counter[bytes] = Counter()
-        for tp in tps:
-            consumer.seek(tp, 0)
-        async def behind() -> bool:
-            return any([await consumer.position(tp) < ends[tp] for tp in tps])
-
-        while await behind():
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                counts.update(r.key for r in records if r.key != b"roll")
-        return sum(1 for n in counts.values() if n > 1)
-    finally:
-        await consumer.stop()

@@ -64,3 +64,25 @@ def test_a_replication_factor_mismatch_names_both_fixes() -> None:
     assert problem.startswith("has replication factor 1 (its partitions' replica lists), "
                               "expected 2")
     assert "kafka-reassign-partitions.sh" in problem and "recreate the topic" in problem
+
+
+def test_tombstones_kept_shorter_than_the_settings_ask_are_refused_with_the_fix() -> None:
+    from runtime.topics import _problems, topic_specs
+
+    offers = topic_specs(Settings(), Durability(1, 1))[1]
+    live = {"cleanup.policy": "compact", "min.insync.replicas": "1",
+            "delete.retention.ms": "1000", "min.compaction.lag.ms": "3600000"}
+    [problem] = _problems(offers, {1}, live)
+    assert problem.startswith("has delete.retention.ms 1000, below the 86400000")
+    assert "revoked offer" in problem and "--add-config delete.retention.ms=86400000" in problem
+    assert _problems(offers, {1}, {**live, "delete.retention.ms": "90000000"}) == []
+
+
+def test_a_tombstone_retention_below_the_ticket_lifetime_is_refused() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="POSITIONING_OFFERS_TOMBSTONE_RETENTION=900 is "
+                                              "below the ticket lifetime"):
+        Settings(offers_tombstone_retention_s=900, ticket_ttl_s=900)
+    assert Settings(offers_tombstone_retention_s=906, ticket_ttl_s=900).ticket_ttl_s == 900
