@@ -26,3 +26,25 @@ def write_private(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def create_private(path: Path, data: bytes) -> bool:
+    """Create ``path`` with ``data`` and mode 0600 unless it exists; whether this call made it.
+
+    The file appears whole or not at all (written aside, then hard-linked into
+    place, which fails if the name is taken): a process that starts at the same
+    moment never reads it half written, and never overwrites another's.
+
+    Raises OSError: the directory is not writable.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        Path(tmp).unlink(missing_ok=True)

@@ -15,14 +15,13 @@ source would let anyone mint tickets.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runtime.private_files import write_private
+from runtime.private_files import create_private, write_private
 from runtime.settings import Settings
 from runtime.watched_file import WatchedFile
 
@@ -73,12 +72,8 @@ def keys_at(keys: list[TicketKey], now_us: int) -> dict[str, str]:
 def _local_file(settings: Settings) -> Path:
     path = settings.home / FILE_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path
-    with os.fdopen(fd, "w") as out:
-        out.write(f"{LOCAL_KID}:{secrets.token_urlsafe(32)}\n")
+    # Whole or not at all: the origin and edges of one `up` start at the same moment.
+    create_private(path, f"{LOCAL_KID}:{secrets.token_urlsafe(32)}\n".encode())
     return path
 
 

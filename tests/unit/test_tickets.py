@@ -199,3 +199,21 @@ def test_rotating_keys_set_in_the_settings_is_refused_with_the_way(tmp_path: Pat
     settings = Settings(home=tmp_path, ticket_secret="k1:" + "s" * 20)
     with pytest.raises(SecretFileError, match="rotate them there"):
         rotate_ticket_keys(settings, 0, 60)
+
+
+def test_the_local_ticket_file_appears_whole_to_processes_that_start_together(
+        tmp_path: Path) -> None:
+    """Many processes making the home's ticket file at once: one writes it, every one reads
+    the same whole key (none finds it empty)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from pathlib import Path; from runtime.settings import Settings; "
+            "from runtime.ticket_secret import ticket_secret; "
+            "print(ticket_secret(Settings(home=Path(sys.argv[1]), ticket_secret=None)))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(12)]
+    results = [p.communicate(timeout=60) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in results][:2]
+    assert len({out for out, _ in results}) == 1
