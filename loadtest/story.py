@@ -15,6 +15,12 @@ origin (60 ms each way). Each user gets the offer each of these ways:
 - **pushed**: log in, navigate, then subscribe to the edge's server-sent
   events. Wait = login + time to the offer event.
 
+Users arrive as people do, one after another, not all in the same
+millisecond: the first ``concurrency`` users start ``gap / concurrency``
+apart, and each later one when a user before it is done. (Started together,
+they sent their logins in bursts of ``concurrency``, and the positioning lag
+measured the queue of a burst rather than one login's way.)
+
 The gap is the user's own time (reading the page), not waiting. It also
 reports the positioning lag: login accepted → offer applied at the edge,
 and the lookup alone (the ``GET`` after the gap) straight to the edge and
@@ -194,6 +200,8 @@ class Story:
                 async def one_user(i: int) -> None:
                     ip = rng.choice(pools[countries[i % len(countries)]])
                     async with limiter:
+                        if i < cfg.concurrency:  # arrivals spread over a gap (module docstring)
+                            await asyncio.sleep(i * cfg.gap_s / cfg.concurrency)
                         for way in self.ways:
                             user_id = f"story-{run_id}-{i}-{way}"
                             try:

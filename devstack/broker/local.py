@@ -206,10 +206,21 @@ class LocalBroker:
             # The serial collector: a node's live heap is small and its young collections
             # short, and it spares the broker G1's barriers and threads on a machine it
             # shares (docs/decisions/0014-answer-on-the-first-record.md).
-            "-XX:+UseSerialGC", "-Djava.awt.headless=true",
+            "-XX:+UseSerialGC", *self._jit_flags(), "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={jars.packaged_file('log4j2.properties')}",
             f"-Dkafka.logs.dir={self.dir}", "-cp", classpath,
         ]
+
+    def _jit_flags(self) -> list[str]:
+        """The JIT of a node of a local cluster: the quick compiler only (C1).
+
+        Several nodes on one small machine compile their hot paths at the same
+        time, and until C2 has finished (minutes, on two cores) a replicated
+        write waits for three busy JVMs in turn: measured, positioning p50 at
+        100 logins/s 38 ms with both compilers after 20 s of load, 21 ms with C1
+        only (docs/decisions/0018-replicated-latency.md). A single node keeps both.
+        """
+        return ["-XX:TieredStopAtLevel=1"] if len(self.cluster) > 1 else []
 
     def launch(self) -> subprocess.Popen[bytes]:
         """Start the prepared node's JVM in its own session and record its pid; does not wait.

@@ -5,6 +5,10 @@ flight on each) so that the load generator itself stays cheap: httpx costs
 more CPU per request than the origin does. Each accepted login is written
 as ``ticket<TAB>login_accepted_at`` to the output file.
 
+Each run sends Idempotency-Keys of its own (a fresh nonce before the login's
+index): keys repeated across runs would make every run after the first a
+retry of the one before, which the worker answers without counting it.
+
     python -m loadtest.bench.login_load --port 8000 --rate 1000 --seconds 10 --out logins.tsv
 """
 
@@ -14,6 +18,7 @@ import argparse
 import asyncio
 import random
 import time
+import uuid
 
 import orjson
 import uvloop
@@ -46,6 +51,7 @@ async def run(host: str, port: int, rate: float, seconds: float, out: str, seed:
     opened = 0
     lines: list[bytes] = []
     failures = 0
+    nonce = uuid.uuid4().hex[:12]
 
     async def one(i: int) -> None:
         nonlocal opened, failures
@@ -55,7 +61,7 @@ async def run(host: str, port: int, rate: float, seconds: float, out: str, seed:
         else:
             conn = await pool.get()
         body = orjson.dumps({"user_id": f"bench-{rng.randrange(50_000)}", "ip": "81.2.69.160"})
-        key = f"{seed}-{i}"
+        key = f"{nonce}-{i}"
         status, payload = await conn.post(host, "/login", body, key)
         for _ in range(RETRIES):  # a 503: the same key again, so the login counts once
             if status != 503:

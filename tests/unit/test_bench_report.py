@@ -22,7 +22,11 @@ def _report(**overrides: float | None) -> dict:
                "restart_ready_s": 0.3,
                "positioning_p50_ms_at_100_1_node": 8.0, "positioning_p50_ms_at_100_3_nodes": 9.5,
                "positioning_p99_ms_at_100_1_node": 14.0,
-               "positioning_p99_ms_at_100_3_nodes": 17.0, **overrides}
+               "positioning_p99_ms_at_100_3_nodes": 17.0,
+               "positioning_p50_ratio_3_to_1_node_at_100": 1.19,
+               "positioning_p50_ms_at_1_1_node": 7.0, "positioning_p50_ms_at_1_3_nodes": 25.0,
+               "positioning_p99_ms_at_1_1_node": 12.0, "positioning_p99_ms_at_1_3_nodes": 30.0,
+               **overrides}
     return {"summary": summary, "goals": judge(summary)}
 
 
@@ -41,6 +45,8 @@ def test_the_table_has_a_row_per_figure_and_names_misses() -> None:
     assert lines["edge lookups / bare Starlette (median round)"].rstrip().endswith("met")
     assert "MISSED" in lines["CPU ms per login, whole stack, at 1,000/s"]
     assert "-" in lines["worker logins/s, worker alone"]
+    assert lines["positioning p50 at 100/s, 3 nodes / 1"].rstrip().endswith("met")
+    assert "MISSED" in lines["positioning p50 at 1/s, 3 nodes (ms)"]
 
 
 def test_a_comparison_with_failed_requests_is_flagged_not_judged() -> None:

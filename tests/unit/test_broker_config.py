@@ -199,3 +199,12 @@ def test_a_cluster_of_another_shape_running_in_the_home_is_a_clear_error(tmp_pat
     finally:
         stand_in.kill()
         stand_in.wait()
+
+
+def test_nodes_of_a_cluster_use_the_quick_compiler_and_a_single_node_both(tmp_path: Path) -> None:
+    """Three JVMs warming up on a small machine slowed replicated writes (decision 18)."""
+    settings = Settings(home=tmp_path, kafka_nodes=3)
+    layout = cluster_layout(settings)
+    assert all(LocalBroker(settings, node, layout)._jit_flags() == ["-XX:TieredStopAtLevel=1"]
+               for node in layout)
+    assert LocalBroker(Settings(home=tmp_path))._jit_flags() == []
