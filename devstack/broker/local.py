@@ -216,9 +216,8 @@ class LocalBroker:
 
         Several nodes on one small machine compile their hot paths at the same
         time, and until C2 has finished (minutes, on two cores) a replicated
-        write waits for three busy JVMs in turn: measured, positioning p50 at
-        100 logins/s 38 ms with both compilers after 20 s of load, 21 ms with C1
-        only (docs/decisions/0018-replicated-latency.md). A single node keeps both.
+        write waits for busy JVMs in turn (docs/decisions/0018-replicated-latency.md).
+        A single node keeps both compilers.
         """
         return ["-XX:TieredStopAtLevel=1"] if len(self.cluster) > 1 else []
 

@@ -414,12 +414,9 @@ class Bench:
         quiet path), in alternating rounds.
 
         Brokers are measured warm, as a deployment runs them: each configuration
-        first takes ``warm_s`` of logins. Three fresh JVMs compiling their hot
-        paths on two cores answered 10-20x slower for their first minute.
-        Only the measured configuration's stack runs during its round: a second
-        stack idling beside it took CPU the replicated path needs (a write waits
-        for three JVMs in turn on two cores), and made 3 nodes look 18× slower
-        than they are (docs/performance.md, "Replicated latency").
+        first takes ``warm_s`` seconds of logins. Only the measured
+        configuration's stack runs during its round, since an idle stack beside
+        it takes the CPU a replicated write waits for (decision 18).
         """
         home = self.root / "cluster-3"
         cluster = LocalCluster(self.base.replace(home=home, kafka_nodes=3,
