@@ -53,11 +53,22 @@ class _Failed(click.ClickException):
         click.echo(f"error: {self.format_message()}", err=True)
 
 
-class _InOrder(click.Group):
-    """A group whose help lists its commands in the order they are declared."""
+class _Commands(click.Group):
+    """The command group: its help lists the commands in the order they are declared,
+    and an expected failure (``_expected_failures``) escaping any of them becomes its
+    ``error:`` line and exit code, in one place (as Starlette's exception handlers)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(self.commands)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            code = _exit_code_of(exc)
+            if code is None:
+                raise
+            raise _Failed(str(exc), code) from None
 
 
 def _settings() -> Settings:
@@ -77,9 +88,12 @@ def _kafka_unreachable(settings: Settings, exc: Exception) -> _Failed:
     return _Failed(f"Kafka at {settings.bootstrap_servers} did not answer: {exc}")
 
 
-@click.group(cls=_InOrder, context_settings={"help_option_names": ["-h", "--help"]},
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]},
              help="Eager, event-driven personal offers pushed to edge nodes.")
 @click.option("-v", "--verbose", is_flag=True, help="debug logging")
+# The version is declared once, in pyproject.toml; the installed package's metadata has it.
+@click.version_option(package_name="content-positioning", prog_name="positioning",
+                      message="%(prog)s %(version)s")
 def positioning(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -99,7 +113,7 @@ def _exit_with(code: int | None, **_: object) -> None:
 
 # -- the broker and the topics ------------------------------------------------
 
-@positioning.group(cls=_InOrder, help="the local KRaft broker, or a cluster of several nodes")
+@positioning.group(cls=_Commands, help="the local KRaft broker, or a cluster of several nodes")
 def kafka() -> None:
     pass
 
@@ -119,13 +133,8 @@ def _local_cluster(nodes: int | None) -> LocalCluster:
                     "broker and a quorum leader; a no-op if all already run")
 @_NODES
 def start(nodes: int | None) -> int:
-    from devstack.broker.jars import JarsUnavailable
-    from devstack.broker.local import BrokerError
 
-    try:
-        status, started = _local_cluster(nodes).start()
-    except (BrokerError, JarsUnavailable) as exc:
-        raise _Failed(str(exc)) from None
+    status, started = _local_cluster(nodes).start()
     click.echo(status.describe() + ("" if started else "\n(already running; nothing to do)"))
     return 0
 
@@ -133,12 +142,8 @@ def start(nodes: int | None) -> int:
 @kafka.command(help="SIGTERM every node of the home at once, wait up to 30 s, then SIGKILL")
 @_NODES
 def stop(nodes: int | None) -> int:
-    from devstack.processes import Unkillable
 
-    try:
-        stopped = _local_cluster(nodes).stop()
-    except Unkillable as exc:
-        raise _Failed(str(exc)) from None
+    stopped = _local_cluster(nodes).stop()
     click.echo("kafka stopped" if stopped else "kafka was not running")
     return 0
 
@@ -147,7 +152,10 @@ def stop(nodes: int | None) -> int:
                     "leader; exit 1 when any node is stopped")
 @_NODES
 def status(nodes: int | None) -> int:
-    current = _local_cluster(nodes).status()
+    from devstack.broker.layout import formatted_nodes
+
+    # The home's own cluster, however many nodes the environment names now.
+    current = _local_cluster(nodes or formatted_nodes(_settings())).status()
     click.echo(current.describe())
     return 0 if current.all_running else EXIT_FAILED
 
@@ -156,10 +164,7 @@ def status(nodes: int | None) -> int:
 def fetch() -> int:
     from devstack.broker import jars
 
-    try:
-        classpath = jars.classpath(_settings().kafka_home)
-    except jars.JarsUnavailable as exc:
-        raise _Failed(str(exc)) from None
+    classpath = jars.classpath(_settings().kafka_home)
     click.echo(f"kafka {jars.KAFKA_VERSION}: {len(classpath.split(':'))} jars ready")
     return 0
 
@@ -170,16 +175,13 @@ def topics() -> int:
     from aiokafka.errors import KafkaError
     from confluent_kafka import KafkaException
 
-    from runtime.acls import AclMismatch, ensure_principals
-    from runtime.kafka_security import KafkaAccessError
-    from runtime.topics import TopicMismatch, ensure_topics
+    from runtime.acls import ensure_principals
+    from runtime.topics import ensure_topics
 
     settings = _settings()
     try:
         report = asyncio.run(ensure_topics(settings))
         created = ensure_principals(settings)
-    except (TopicMismatch, AclMismatch, KafkaAccessError) as exc:
-        raise _Failed(str(exc)) from None
     except (KafkaError, KafkaException) as exc:
         raise _kafka_unreachable(settings, exc) from None
     width = max(len(r.name) for r in report.topics)
@@ -206,9 +208,8 @@ def topics() -> int:
 def migrate_state(from_logins_topic: str, from_worker_id: str) -> int:
     from aiokafka.errors import KafkaError
 
-    from pipeline.state_migration import MigrationRefused, migrate_state
+    from pipeline.state_migration import migrate_state
     from runtime.acls import ensure_principals
-    from runtime.topics import TopicMismatch
 
     target = _settings()
     source = target.replace(logins_topic=from_logins_topic, worker_id=from_worker_id)
@@ -217,7 +218,7 @@ def migrate_state(from_logins_topic: str, from_worker_id: str) -> int:
         # The new generation's topics and groups get their principals' ACLs, as
         # `positioning topics` gives them.
         ensure_principals(target)
-    except (MigrationRefused, TopicMismatch, TimeoutError) as exc:
+    except TimeoutError as exc:
         raise _Failed(str(exc)) from None
     except KafkaError as exc:
         raise _kafka_unreachable(target, exc) from None
@@ -230,7 +231,7 @@ def migrate_state(from_logins_topic: str, from_worker_id: str) -> int:
 
 # -- dead letters ----------------------------------------------------------------
 
-@positioning.group(cls=_InOrder, help="inspect the dead letters; put fixed ones back on the "
+@positioning.group(cls=_Commands, help="inspect the dead letters; put fixed ones back on the "
                                       "logins topic (docs/operations.md)")
 def dlq() -> None:
     pass
@@ -274,13 +275,9 @@ def _dlq_run(settings: Settings, work: Any) -> Any:
     """Run a dead-letter coroutine; its expected failures become one ``error:`` line."""
     from aiokafka.errors import KafkaError
 
-    from ops.dead_letters import DeadLetterError
-    from ops.replay_progress import ProgressFull, ProgressUnreadable
 
     try:
         return asyncio.run(work)
-    except (DeadLetterError, ProgressFull, ProgressUnreadable) as exc:
-        raise _Failed(str(exc)) from None
     except KafkaError as exc:
         raise _kafka_unreachable(settings, exc) from None
 
@@ -354,7 +351,7 @@ def _serve(app: Callable[..., Any], host: str, port: int, limits: HttpLimits) ->
     return 0 if server.started else EXIT_FAILED
 
 
-@positioning.group(cls=_InOrder, help="the keys offers are signed with (docs/operations.md)")
+@positioning.group(cls=_Commands, help="the keys offers are signed with (docs/operations.md)")
 def keys() -> None:
     pass
 
@@ -368,17 +365,14 @@ def keys() -> None:
               help="rotate one kind of key only")
 def keys_rotate(publish: float, only: str | None) -> int:
     from runtime.offer_keys import rotate_offer_keys
-    from runtime.ticket_secret import SecretFileError, rotate_ticket_keys
+    from runtime.ticket_secret import rotate_ticket_keys
 
     def utc(us: int) -> str:
         return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(us / 1e6))
 
     settings, now = _settings(), time.time_ns() // 1000
     if only in (None, "tickets"):
-        try:
-            ticket = rotate_ticket_keys(settings, now, publish)
-        except SecretFileError as exc:
-            raise _Failed(str(exc)) from None
+        ticket = rotate_ticket_keys(settings, now, publish)
         click.echo(f"tickets  key {ticket.kid} signs from {utc(ticket.sign_from_us)}; older "
                    f"keys verify until {utc(ticket.retire_at_us)}")
     if only in (None, "offers"):
@@ -407,10 +401,10 @@ def worker(crashes: int) -> int:
     from faust import Worker
 
     from pipeline.worker import create_app
-    from runtime.acls import AclMismatch
     from runtime.kafka_preflight import preflight
-    from runtime.kafka_security import KafkaAccessError, Role, kafka_access
-    from runtime.topics import TopicMismatch, ensure_topics
+    from runtime.kafka_security import Role, kafka_access
+    from runtime.state_owner import claim
+    from runtime.topics import ensure_topics
 
     settings = _settings()
     started = time.monotonic()
@@ -421,8 +415,10 @@ def worker(crashes: int) -> int:
         # before it could dead-letter every login).
         access = kafka_access(settings, Role.WORKER)
         asyncio.run(preflight(settings, access))
-        settings = asyncio.run(ensure_topics(settings, access=access)).durability.applied_to(
-            settings)
+        report = asyncio.run(ensure_topics(settings, access=access))
+        settings = report.durability.applied_to(settings)
+        # The state on disk holds offsets of one cluster's changelog (runtime/state_owner.py).
+        claim(settings.worker_state_dir, report.cluster_id, "the worker's state")
         # uvloop, as `faust -L uvloop` would: the worker's main thread is busy, and
         # asyncio's pure-Python loop is the slower of the two (docs/performance.md).
         mode.loop.use("uvloop")
@@ -430,13 +426,13 @@ def worker(crashes: int) -> int:
             crashes, reason, time.monotonic() - started))
         Worker(app, loglevel="info", redirect_stdouts=False).execute_from_commandline()
         return 0
-    except (TopicMismatch, KafkaAccessError, AclMismatch, OfferKeyError) as exc:  # systematic
-        raise _Failed(str(exc)) from None
     except SystemExit as exc:
         if exc.code in (0, None):
             return 0
         crash: BaseException = exc
     except Exception as exc:  # Faust re-raises what crashed it
+        if _exit_code_of(exc) is not None:
+            raise  # systematic (a wrong topic, access or key): a restart would not help
         crash = exc
     _restart_after_crash(crashes, crash, time.monotonic() - started)
 
@@ -493,12 +489,9 @@ def edge(region: str, port: int, data_dir: str | None) -> int:
                      help="run the front door (HAProxy before origin and edges) in the "
                           "foreground, after checking its configuration")
 def front_door() -> int:
-    from devstack.front_door import FrontDoorError, run
+    from devstack.front_door import run
 
-    try:
-        return run(_settings())
-    except FrontDoorError as exc:
-        raise _Failed(str(exc)) from None
+    return run(_settings())
 
 
 # -- the whole stack, in the background ---------------------------------------
@@ -508,17 +501,12 @@ def front_door() -> int:
 def up(timeout: float) -> int:
     from aiokafka.errors import KafkaError
 
-    from devstack.broker.jars import JarsUnavailable
-    from devstack.broker.local import BrokerError
     from devstack.front_door import public_url
-    from devstack.stack import Stack, StackError
-    from runtime.topics import TopicMismatch
+    from devstack.stack import Stack
 
     settings = _settings()
     try:
         Stack(settings).up(timeout=timeout)
-    except (StackError, BrokerError, JarsUnavailable, TopicMismatch) as exc:
-        raise _Failed(str(exc)) from None
     except KafkaError as exc:
         raise _kafka_unreachable(settings, exc) from None
     click.echo(f"stack up: origin http://{settings.origin_host}:{settings.origin_port}/ , edges "
@@ -531,13 +519,9 @@ def up(timeout: float) -> int:
 
 @positioning.command(help="stop the whole local stack")
 def down() -> int:
-    from devstack.processes import Unkillable
-    from devstack.stack import Stack, StackError
+    from devstack.stack import Stack
 
-    try:
-        Stack(_settings()).down()
-    except (StackError, Unkillable) as exc:
-        raise _Failed(str(exc)) from None
+    Stack(_settings()).down()
     return 0
 
 
@@ -671,6 +655,44 @@ def stack_status(as_json: bool, timeout: float) -> int:
     return 0 if report["healthy"] else EXIT_FAILED
 
 
+def _expected_failures() -> dict[type[Exception], int]:
+    """Each error a command stops with on purpose, and its exit code.
+
+    An expected failure is a refusal the message explains (a topic or a
+    principal that does not match, a broker that did not start, a key file
+    that is unusable): ``main`` prints ``error: <message>``, no traceback. Any
+    other exception is a bug and keeps its traceback. Imported only once an
+    error escaped, so a command still loads only its own component.
+    """
+    from devstack.broker.jars import JarsUnavailable
+    from devstack.broker.local import BrokerError
+    from devstack.front_door import FrontDoorError
+    from devstack.processes import Unkillable
+    from devstack.stack import StackError
+    from ops.dead_letters import DeadLetterError
+    from ops.replay_progress import ProgressFull, ProgressUnreadable
+    from pipeline.state_migration import MigrationRefused
+    from runtime.state_owner import StateOfAnotherCluster
+    from runtime.ticket_secret import SecretFileError
+    from runtime.topics import TopicMismatch
+
+    failures: tuple[type[Exception], ...] = (
+        BrokerError, JarsUnavailable, Unkillable, StackError, FrontDoorError,  # local processes
+        TopicMismatch, MigrationRefused, StateOfAnotherCluster,                # topics and state
+        KafkaAccessError, OfferKeyError, SecretFileError,                      # rights and keys
+        DeadLetterError, ProgressFull, ProgressUnreadable,                     # dead letters
+    )
+    return dict.fromkeys(failures, EXIT_FAILED)
+
+
+def _exit_code_of(exc: Exception) -> int | None:
+    """The exit code of an expected failure (``_expected_failures``); None for a bug."""
+    for kind, code in _expected_failures().items():
+        if isinstance(exc, kind):
+            return code
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``positioning`` with ``argv`` (default: the process's arguments); the exit code.
 
@@ -686,9 +708,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
-    except (KafkaAccessError, OfferKeyError) as exc:  # credentials, rights or keys unusable
-        click.echo(f"error: {exc}", err=True)
-        return EXIT_FAILED
     except SystemExit as exc:
         if exc.code is None or isinstance(exc.code, int):
             return exc.code or 0

@@ -4,13 +4,18 @@ Each component runs as `positioning <command>` in its own session, with its
 log in ``<home>/logs/<name>.log`` and its pid in ``<home>/run/<name>.pid``.
 ``up`` starts only what is not running (so it also brings a crashed
 component back, with its state) and returns once every component is healthy
-or ready; if one is not, it names it and shows the end of its log. ``down``
-stops everything it started, the Kafka node(s) last, and checks the ports are free.
+or ready; if one is not, it names it and shows the end of its log.
+
+The home records what was started, beside each pid file: the command line
+and the address (``<home>/run/<name>.json``). ``down`` stops what the record
+names, whatever the current environment says (other edge ports, another
+number of workers), the Kafka node(s) last, and checks the ports are free.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -137,9 +142,32 @@ class Stack:
     def _pid_file(self, name: str) -> Path:
         return self.run_dir / f"{name}.pid"
 
+    def _record_file(self, name: str) -> Path:
+        return self.run_dir / f"{name}.json"
+
     def pid(self, component: Component) -> int | None:
         """The component's pid if it is running (a stale pid file counts as not)."""
         return running_pid(self._pid_file(component.name), ["cli.main", *component.args])
+
+    def _record(self, component: Component) -> None:
+        """Write down what was started, so ``down`` finds it under any environment."""
+        self._record_file(component.name).write_text(json.dumps(
+            {"args": component.args, "host": self.host_of(component), "port": component.port}))
+
+    def recorded(self) -> list[tuple[Component, str]]:
+        """What ``up`` started in this home, by its record, with the host it listens on;
+        a record that cannot be read is skipped (its component is then found by the
+        current settings, as before records existed)."""
+        out = []
+        for path in sorted(self.run_dir.glob("*.json")):
+            try:
+                record = json.loads(path.read_text())
+                component = Component(path.stem, [str(a) for a in record["args"]],
+                                      port=record["port"])
+                out.append((component, str(record["host"])))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        return out
 
     def _start(self, component: Component) -> subprocess.Popen[bytes]:
         if component.port is not None and port_in_use(self.host_of(component), component.port):
@@ -154,6 +182,7 @@ class Stack:
                                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env=env, start_new_session=True)
         write_pid(self._pid_file(component.name), proc.pid)
+        self._record(component)
         return proc
 
     def _wait_ready(self, component: Component, proc: subprocess.Popen[bytes] | None,
@@ -189,9 +218,10 @@ class Stack:
         """Start what is not running and wait until everything is ready.
 
         Raises:
-            StackError: a component did not come up, the front door is on and
-                HAProxy is not installed, or one Kafka user is set for every
-                component (before anything starts).
+            StackError: a component did not come up; or, before anything starts,
+                the front door is on and HAProxy is not installed, one Kafka user is
+                set for every component, or components an earlier ``up`` started with
+                other settings still run.
         """
         if self.settings.secured and (self.settings.kafka_username is not None
                                       or self.settings.kafka_password is not None):
@@ -207,6 +237,7 @@ class Stack:
                 front_door.haproxy_binary()
             except front_door.FrontDoorError as exc:
                 raise StackError(str(exc)) from None
+        self._refuse_other_shapes()
         if not self.settings.uses_external_kafka:
             cluster = LocalCluster(self.settings)
             _, started = cluster.start()
@@ -232,6 +263,22 @@ class Stack:
             self.say(f"{component.name:<10} started (pid {proc.pid}){where}, log "
                      f"{self.logs / (component.name + '.log')}")
         self._wait_workers_settled(starting, timeout)
+
+    def _refuse_other_shapes(self) -> None:
+        """Refuse to start over components an earlier ``up`` started with other arguments
+        (an edge on another port, another number of workers) that still run: their pid
+        files would be overwritten and the processes orphaned.
+
+        Raises:
+            StackError: naming each such component and the fix.
+        """
+        wanted = {c.name: c.args for c in components(self.settings)}
+        other = [f"{c.name} (positioning {' '.join(c.args)})" for c, _ in self.recorded()
+                 if wanted.get(c.name) != c.args and self.pid(c) is not None]
+        if other:
+            raise StackError(
+                f"this home runs components that an earlier `up` started with other settings: "
+                f"{', '.join(other)}; stop them with `positioning down` first")
 
     def _wait_workers_settled(self, starting: list[tuple[Component, subprocess.Popen[bytes]]],
                               timeout: float) -> None:
@@ -262,22 +309,51 @@ class Stack:
 
     def stop_component(self, component: Component, timeout: float = 20) -> None:
         pid = self.pid(component)
-        self._pid_file(component.name).unlink(missing_ok=True)
+        self._forget(component.name)
         if pid is not None:
             terminate(pid, timeout)
 
+    def _forget(self, name: str) -> None:
+        self._pid_file(name).unlink(missing_ok=True)
+        self._record_file(name).unlink(missing_ok=True)
+
+    def _to_stop(self) -> list[tuple[Component, str]]:
+        """What ``down`` stops, in stop order (the front door first, the workers last): each
+        recorded component as it was started, then any of the current settings' that has
+        no record."""
+        recorded = self.recorded()
+        names = {c.name for c, _ in recorded}
+        current = [(c, self.host_of(c)) for c in components(self.settings) if c.name not in names]
+
+        def order(item: tuple[Component, str]) -> tuple[int, str]:
+            name = item[0].name
+            rank = 0 if name == FRONT_DOOR else 1 if name.startswith("edge-") else (
+                2 if name == "origin" else 3)
+            return rank, name
+
+        return sorted([*recorded, *current], key=order)
+
     def down(self, timeout: float = 20) -> None:
-        for component in reversed(components(self.settings)):
+        """Stop every component this home started, then the local Kafka node(s).
+
+        Raises:
+            StackError: a component or a port is still there afterwards; the
+                message names each.
+            Unkillable: a process survived SIGKILL (from ``terminate``).
+        """
+        targets = self._to_stop()
+        for component, _ in targets:
             pid = self.pid(component)
-            self._pid_file(component.name).unlink(missing_ok=True)
             if pid is None:
+                self._forget(component.name)
                 continue
             terminate(pid, timeout)
+            self._forget(component.name)
             self.say(f"{component.name:<10} stopped")
         if not self.settings.uses_external_kafka:
             if LocalCluster(self.settings).stop():
                 self.say("kafka      stopped")
-        busy = [c.name for c in components(self.settings)
-                if c.port is not None and port_in_use(self.host_of(c), c.port)]
+        busy = [f"{c.name} ({host}:{c.port})" for c, host in targets
+                if c.port is not None and port_in_use(host, c.port)]
         if busy:
             raise StackError(f"ports still in use after down: {', '.join(busy)}")

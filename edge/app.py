@@ -44,11 +44,13 @@ from edge.render import Refused, Renderer, undecodable
 from edge.store import OfferStore, StoreDamaged, mark_for_rebuild, open_or_rebuild
 from edge.waiters import TooManyWaiters, Waiters
 from runtime.fetch_tuning import FetchTuning
+from runtime.kafka_connection import cluster_id
 from runtime.kafka_preflight import preflight
 from runtime.kafka_security import Role, kafka_access
 from runtime.offer_keys import verify_keyring
 from runtime.security_headers import SecurityHeaders
 from runtime.settings import Settings
+from runtime.state_owner import claim
 from runtime.strict_parsing import decimal
 from schemas.offer_signatures import OfferVerifier, refusal_reason
 from schemas.tickets import TicketSigner, signer_from_settings
@@ -103,11 +105,16 @@ class EdgeNode:
             AclMismatch: the principal has more or less than the edge role.
             OfferKeyError: offers are signed and the verify file is unusable.
             StoreDamaged: no store can be made under the data directory.
+            StateOfAnotherCluster: the store was made from another Kafka cluster.
         """
         settings = self.settings
         access = kafka_access(settings, Role.EDGE)
         keyring = verify_keyring(settings)
-        await preflight(settings, access)
+        if await preflight(settings, access):
+            # The store holds offsets of one cluster's `offers` (runtime/state_owner.py);
+            # a cluster that is not up yet is checked at the next start.
+            claim(self.data_dir, await cluster_id(settings.bootstrap_servers, access),
+                  "this edge's store")
         # A tombstone is remembered as a revocation as long as a ticket can live.
         remember_us = int((settings.ticket_ttl_s + settings.ticket_clock_skew_s) * 1e6)
         store, moved = open_or_rebuild(self.data_dir,

@@ -813,7 +813,7 @@ def create_app(settings: Settings,
         broker_credentials=faust_credentials(access),
         # Faust's RocksDB store, keeping its tuning when it reopens (pipeline/state_store.py).
         store="positioning://",
-        datadir=str(settings.worker_data_dir or settings.home / "worker"),
+        datadir=str(settings.worker_state_dir),
         # Other workers keep standby copies of the user state, so the partitions of
         # a worker that dies resume from them, not from the whole changelog.
         table_standby_replicas=settings.worker_standby_replicas,

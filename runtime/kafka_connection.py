@@ -12,6 +12,7 @@ import asyncio
 import logging
 import ssl
 
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaError, SaslAuthenticationFailed, UnsupportedSaslMechanismError
 
@@ -72,3 +73,22 @@ async def check_connection(bootstrap_servers: str, access: KafkaAccess,
         conn.close()
         return True
     return False
+
+
+async def cluster_id(bootstrap_servers: str, access: KafkaAccess,
+                     timeout_s: float = 10.0) -> str | None:
+    """The cluster's id (``cluster.id``, KIP-78), asked as ``access``; None if the cluster
+    did not answer within ``timeout_s`` seconds (a Metadata request needs no ACL)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers,
+                                request_timeout_ms=int(timeout_s * 1000),
+                                **access.aiokafka_options())
+    try:
+        async with asyncio.timeout(timeout_s):
+            await admin.start()
+            found = (await admin.describe_cluster()).get("cluster_id")
+    except (OSError, TimeoutError, KafkaError) as exc:
+        log.warning("Kafka at %s did not say its cluster id (%r)", bootstrap_servers, exc)
+        return None
+    finally:
+        await admin.close()
+    return str(found) if found else None

@@ -28,8 +28,9 @@ __all__ = ["KafkaRefused", "check_connection", "preflight"]
 log = logging.getLogger(__name__)
 
 
-async def preflight(settings: Settings, access: KafkaAccess, timeout_s: float = 10.0) -> None:
-    """Stop a component at start when no retry could connect it, or its rights are wrong.
+async def preflight(settings: Settings, access: KafkaAccess, timeout_s: float = 10.0) -> bool:
+    """Stop a component at start when no retry could connect it, or its rights are wrong;
+    whether Kafka answered (False: not up yet, nothing was checked).
 
     Raises:
         KafkaRefused: the TLS or the credentials were refused.
@@ -38,8 +39,9 @@ async def preflight(settings: Settings, access: KafkaAccess, timeout_s: float = 
     if not await check_connection(settings.bootstrap_servers, access, timeout_s):
         log.warning("Kafka at %s does not answer yet: the principal's rights are not "
                     "checked at this start", settings.bootstrap_servers)
-        return
+        return False
     try:
         await asyncio.to_thread(check_own_access, settings, access, timeout_s)
     except (KafkaException, TimeoutError) as exc:  # answered, then not this: say so, go on
         log.warning("could not check %s's rights on the topics: %s", access.principal, exc)
+    return True

@@ -626,6 +626,12 @@ class Settings(BaseSettings):
         """``https``, or ``http`` when ``front_door_tls`` is off."""
         return "https" if self.front_door_tls else "http"
 
+    @property
+    def worker_state_dir(self) -> Path:
+        """The worker's state directory (Faust's ``datadir``): ``worker_data_dir`` or
+        ``<home>/worker``."""
+        return self.worker_data_dir or self.home / "worker"
+
     def edge_data_dir(self, region: str) -> Path:
         """The RocksDB directory of the local edge node of ``region``."""
         return self.home / "edge" / region

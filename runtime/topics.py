@@ -164,6 +164,7 @@ class TopicsReport:
 
     topics: list[TopicReport]
     durability: Durability
+    cluster_id: str | None = None   # the cluster's id (KIP-78), as it answered
 
 
 async def ensure_topics(settings: Settings, timeout_s: float = 30.0,
@@ -211,7 +212,7 @@ async def ensure_topics(settings: Settings, timeout_s: float = 30.0,
                 f"generation with `positioning migrate-state` ({OPERATIONS_DOC}, 'Changing "
                 f"the number of partitions')")
         reports.append(report)
-        return TopicsReport(reports, wanted)
+        return TopicsReport(reports, wanted, cluster.get("cluster_id"))
     finally:
         await admin.close()
 

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from devstack.broker.layout import Node, cluster_layout
+from devstack.broker.layout import Node, cluster_layout, formatted_nodes
 from devstack.broker.local import BrokerError, LocalBroker, _random_cluster_id, node_pid
 from devstack.broker.probe import count_brokers, every_node_sees
 from devstack.broker.quorum import QuorumView, newest, read_view
@@ -104,12 +104,22 @@ class LocalCluster:
         again with its data.
 
         Raises:
-            BrokerError: a port is taken, java is missing, formatting failed, the
-                nodes' storage belongs to different clusters, or a node exited or
+            BrokerError: the home holds a cluster of another number of nodes, a
+                port is taken, java is missing, formatting failed, the nodes'
+                storage belongs to different clusters, or a node exited or
                 the cluster was not ready in ``kafka_start_timeout_s`` (then the
                 nodes this call started are stopped).
             JarsUnavailable: the Kafka jars could not be resolved.
         """
+        formatted = formatted_nodes(self.settings)
+        if formatted is not None and formatted != len(self.layout):
+            # Its worker state and edge offsets belong to that cluster: a new one in the
+            # same home would find a changelog and offsets that are not its own.
+            raise BrokerError(
+                f"this home ({self.settings.home}) holds a {formatted}-node cluster, not the "
+                f"{len(self.layout)} node(s) asked for: run with POSITIONING_KAFKA_NODES="
+                f"{formatted}, give the other cluster a home of its own (POSITIONING_HOME), "
+                f"or stop everything and remove {self.settings.home} to start afresh")
         others = [d for d in self._other_dirs() if node_pid(d) is not None]
         if others:
             raise BrokerError(

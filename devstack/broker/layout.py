@@ -62,3 +62,17 @@ def cluster_layout(settings: Settings) -> list[Node]:
 def quorum_voters(nodes: Sequence[Node]) -> str:
     """``controller.quorum.voters``: every node's ``id@host:controller_port``."""
     return ",".join(f"{n.node_id}@{n.host}:{n.controller_port}" for n in nodes)
+
+
+def formatted_nodes(settings: Settings) -> int | None:
+    """How many nodes the home's local cluster has on disk: the nodes whose storage is
+    formatted (``meta.properties``); None if none is.
+
+    A home holds one cluster, and its worker state and edge offsets belong to
+    it, so the number on disk is the home's, whatever ``kafka_nodes`` says now.
+    """
+    root = settings.kafka_dir.resolve()
+    nodes = len(list(root.glob("node-*/data/meta.properties")))
+    if nodes:
+        return nodes
+    return 1 if (root / "data" / "meta.properties").exists() else None

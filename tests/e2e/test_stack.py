@@ -19,6 +19,7 @@ from devstack.ports import free_edge_port, free_port, port_in_use
 from devstack.processes import read_pid_record
 from loadtest.story import Story, StoryConfig
 from runtime.settings import Settings
+from runtime.state_owner import CLUSTER_FILE
 from tests.conftest import unique_settings
 from tests.helpers import wait_until
 
@@ -171,14 +172,33 @@ def page_rows(offer_text: str) -> int:
 
 
 def test_down_leaves_no_process_and_no_port(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """`down` stops what `up` started in the home, whatever the environment says now."""
     settings = unique_settings(kafka_bootstrap, tmp_path, origin_port=free_port(),
                                edges=(f"eu={free_edge_port()}", f"us={free_edge_port()}"))
     local = LocalStack(settings)
     assert local.cli("up").returncode == 0
     pids = local.pids()
     assert len(pids) == 5   # worker, origin, two edges, the front door
-    down = local.cli("down")
+    # The worker's state and each edge's store name the cluster they were made from.
+    owners = {(d / CLUSTER_FILE).read_text() for d in (
+        settings.worker_state_dir, settings.edge_data_dir("eu"), settings.edge_data_dir("us"))}
+    assert len(owners) == 1 and len(owners.pop().strip()) == 22
+
+    # An `up` with the edges elsewhere would orphan the running ones: refused.
+    moved = LocalStack(settings.replace(edges=(f"eu={free_edge_port()}", f"us={free_edge_port()}")))
+    refused = moved.cli("up")
+    assert refused.returncode == 1 and "earlier `up`" in refused.stderr, refused.stderr
+    assert local.pids() == pids
+
+    # `down` from another shell, with only the home set: the edges' ports are not the
+    # default ones, and it stops them all the same.
+    shell = {k: v for k, v in os.environ.items()
+             if not k.startswith(("POSITIONING_", "KAFKA_"))}
+    down = subprocess.run([sys.executable, "-m", "cli.main", "down"], capture_output=True,
+                          text=True, timeout=120,
+                          env={**shell, "POSITIONING_HOME": str(settings.home)})
     assert down.returncode == 0, down.stderr
+    assert all(f"{name} " in down.stdout for name in ("edge-eu", "edge-us", "origin", "worker"))
     for pid in pids.values():
         assert not Path(f"/proc/{pid}").exists() or \
             Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] == "Z"

@@ -40,11 +40,15 @@ def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
         local.stop(timeout_s=10)
 
 
-def _cli(cluster: LocalCluster, *args: str) -> subprocess.CompletedProcess[str]:
+def _cli(cluster: LocalCluster, *args: str, nodes: bool = True) -> subprocess.CompletedProcess[str]:
+    """`positioning ARGS` in the cluster's home; ``nodes=False``: with no number of nodes
+    in the environment."""
     env = {**os.environ, "POSITIONING_HOME": str(cluster.settings.home),
            "POSITIONING_KAFKA_LISTEN": cluster.settings.kafka_listen,
            "POSITIONING_KAFKA_NODES": str(NODES)}
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    if not nodes:
+        del env["POSITIONING_KAFKA_NODES"]
     return subprocess.run([sys.executable, "-m", "cli.main", *args],
                           capture_output=True, text=True, env=env, timeout=180)
 
@@ -114,6 +118,12 @@ async def test_three_nodes_lose_one_mid_stream_and_no_acked_record(cluster: Loca
     assert shown.returncode == 0, shown.stdout
     assert shown.stdout.count(" running (pid ") == NODES
     assert "quorum leader: node " in shown.stdout
+    # A plain `kafka status` in the home finds its three nodes too; a 1-node start there
+    # is refused (the home's state belongs to its 3-node cluster).
+    plain = await asyncio.to_thread(_cli, cluster, "kafka", "status", nodes=False)
+    assert plain.returncode == 0 and plain.stdout.count(" running (pid ") == NODES, plain.stdout
+    single = await asyncio.to_thread(_cli, cluster, "kafka", "start", nodes=False)
+    assert single.returncode == 1 and "holds a 3-node cluster" in single.stderr, single.stderr
     status = cluster.status()
     assert status.all_running and status.leader is not None
     pids = [n.pid for n in status.nodes if n.pid is not None]

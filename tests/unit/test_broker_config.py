@@ -208,3 +208,20 @@ def test_nodes_of_a_cluster_use_the_quick_compiler_and_a_single_node_both(tmp_pa
     assert all(LocalBroker(settings, node, layout)._jit_flags() == ["-XX:TieredStopAtLevel=1"]
                for node in layout)
     assert LocalBroker(Settings(home=tmp_path))._jit_flags() == []
+
+
+def test_a_home_holds_one_cluster_and_a_start_of_another_size_is_refused(tmp_path: Path) -> None:
+    """The worker state of a 1-node home found a changelog offset past a new 3-node
+    cluster's high watermark and crash-looped: the start is refused before that."""
+    from devstack.broker.cluster import LocalCluster
+    from devstack.broker.layout import formatted_nodes
+    from devstack.broker.local import BrokerError
+
+    settings = Settings(home=tmp_path)
+    assert formatted_nodes(settings) is None
+    for node in cluster_layout(settings.replace(kafka_nodes=3)):
+        node.data_dir.mkdir(parents=True)
+        (node.data_dir / "meta.properties").write_text("cluster.id=abc\nnode.id=1\n")
+    assert formatted_nodes(settings) == 3
+    with pytest.raises(BrokerError, match="holds a 3-node cluster.*POSITIONING_KAFKA_NODES=3"):
+        LocalCluster(settings).start()

@@ -237,3 +237,42 @@ def test_kafka_status_of_a_stopped_cluster_shows_every_node(env: dict[str, str])
         f"kafka node {i + 1} stopped ({host}:{int(port) + 2 * i})" for i in range(3)]
     assert run(env, "kafka", "status", "--nodes", "2").output.count("stopped") == 2
     assert run(env, "kafka", "start", "--nodes", "0").exit_code == 2
+
+
+def test_an_unexpected_exception_keeps_its_traceback(env: dict[str, str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # Only the errors of `_expected_failures` become an `error:` line; a bug is not hidden.
+    from devstack.broker.local import LocalBroker
+
+    def bug(self: LocalBroker) -> None:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(LocalBroker, "start", bug)
+    result = run(env, "kafka", "start")
+    assert isinstance(result.exception, KeyError)
+    assert "error:" not in result.output
+
+
+def test_a_systematic_fault_stops_the_worker_instead_of_restarting_it(
+        env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from runtime import kafka_security
+    from runtime.topics import TopicMismatch
+
+    def mismatch(*_: object, **__: object) -> None:
+        raise TopicMismatch("topic logins has 3 partitions; the worker's state expects 6")
+
+    restarts: list[BaseException] = []
+    monkeypatch.setattr(kafka_security, "kafka_access", mismatch)
+    monkeypatch.setattr(cli_main, "_restart_after_crash",
+                        lambda _c, crash, _s: restarts.append(crash))
+    result = run(env, "worker")
+    assert result.exit_code == 1 and not restarts
+    assert result.output == ("error: topic logins has 3 partitions; "
+                             "the worker's state expects 6\n")
+
+
+def test_version_is_the_packages(env: dict[str, str]) -> None:
+    from importlib.metadata import version
+
+    result = run(env, "--version")
+    assert result.exit_code == 0 and result.output == f"positioning {version('content-positioning')}\n"
