@@ -94,7 +94,18 @@ class Progress:
     rendered: bool = False   # no Avro left from catching up: every entry is served JSON
 
 
+class NotRunning(RuntimeError):
+    """A method that needs the Kafka clients was called before ``run`` made them."""
+
+
 class Materializer:
+    """Follows every partition of ``offers`` into the node's store (see the module doc).
+
+    ``run`` owns the lifetime: it makes the consumer and the admin client,
+    catches up, then follows until cancelled, and closes both. ``progress``
+    says how far it got (readiness, lag, resume offsets).
+    """
+
     def __init__(self, bootstrap_servers: str, topic: str, store: OfferStore, waiters: Waiters,
                  metrics: EdgeMetrics, ready_lag: int = 0, max_records: int = 20_000,
                  fetch: FetchTuning = DEFAULT_FETCH, *, access: KafkaAccess,
@@ -124,6 +135,29 @@ class Materializer:
         self._started = time.monotonic()
         self._stalled_checks = 0
         self._last_position = -1
+        self._caught_up = asyncio.Event()   # set with progress.ready
+
+    @property
+    def consumer(self) -> AIOKafkaConsumer:
+        """The consumer ``run`` made.
+
+        Raises:
+            NotRunning: ``run`` has not made it yet.
+        """
+        if self._consumer is None:
+            raise NotRunning("the materializer's consumer exists only inside run()")
+        return self._consumer
+
+    @property
+    def admin(self) -> AIOKafkaAdminClient:
+        """The admin client ``run`` made.
+
+        Raises:
+            NotRunning: ``run`` has not made it yet.
+        """
+        if self._admin is None:
+            raise NotRunning("the materializer's admin client exists only inside run()")
+        return self._admin
 
     async def run(self) -> None:
         """Connect, catch up, then follow the topic until cancelled."""
@@ -155,8 +189,7 @@ class Materializer:
 
     async def _connect(self) -> None:
         """Connect (retrying forever, logging each failure), then assign and seek."""
-        consumer, admin = self._consumer, self._admin
-        assert consumer is not None and admin is not None
+        consumer, admin = self.consumer, self.admin
         # The broker may not be reachable yet: keep trying, loudly.
         await call_forever(lambda: self._start(consumer),
                            f"connecting the consumer to Kafka at {self.bootstrap_servers}", log)
@@ -173,8 +206,7 @@ class Materializer:
 
     async def _partitions(self) -> set[int]:
         """The topic's partitions, asked of the cluster now (not from a cache)."""
-        assert self._admin is not None
-        (topic,) = await self._admin.describe_topics([self.topic])
+        (topic,) = await self.admin.describe_topics([self.topic])
         if topic["error_code"] != 0:
             return set()
         return {p["partition"] for p in topic["partitions"]}
@@ -188,27 +220,25 @@ class Materializer:
             await asyncio.sleep(1.0)
 
     async def _assign(self, partitions: set[int]) -> None:
-        assert self._consumer is not None
         tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
         new = [tp for tp in tps if tp.partition not in self.progress.targets]
-        self._consumer.assign(tps)
+        self.consumer.assign(tps)
         for tp in tps:
             offset = self.progress.next_offsets.get(tp.partition)
             if offset is None:
-                await self._consumer.seek_to_beginning(tp)
+                await self.consumer.seek_to_beginning(tp)
             else:
-                self._consumer.seek(tp, offset)
+                self.consumer.seek(tp, offset)
         if new:
-            ends = await self._consumer.end_offsets(new)
+            ends = await self.consumer.end_offsets(new)
             for tp, end in ends.items():
                 self.progress.targets[tp.partition] = end
 
     async def _follow(self) -> None:
-        assert self._consumer is not None
         next_housekeeping = time.monotonic() + HOUSEKEEPING_EVERY_S
         next_sweep = time.monotonic() + SWEEP_EVERY_S
         while True:
-            batches = await self._consumer.getmany(timeout_ms=200, max_records=self.max_records)
+            batches = await self.consumer.getmany(timeout_ms=200, max_records=self.max_records)
             if batches:
                 self.apply(batches)
             now = time.monotonic()
@@ -361,8 +391,7 @@ class Materializer:
         Small synchronous slices with a yield between them, so lookups and
         live records go on meanwhile; one full pass with nothing left ends it.
         """
-        while not self.progress.ready:
-            await asyncio.sleep(0.1)
+        await self._caught_up.wait()
         if self.store.all_json:
             self.progress.rendered = True
             return
@@ -396,6 +425,7 @@ class Materializer:
         if all(lag <= self.ready_lag for lag in behind.values()):
             self.store.make_durable()
             self.progress.ready = True
+            self._caught_up.set()
             self.progress.caught_up_after_s = round(time.monotonic() - self._started, 3)
             self.progress.applied_during_catch_up = self.progress.applied_since_start
             log.info("caught up with %s after %.2fs (%d records applied)", self.topic,
@@ -408,10 +438,9 @@ class Materializer:
         with records waiting: a new consumer, seeked to the offsets stored
         with the data, picks up exactly where the old one stopped.
         """
-        assert self._consumer is not None
         tps = [TopicPartition(self.topic, p) for p in self.progress.targets]
         try:
-            ends = await asyncio.wait_for(self._consumer.end_offsets(tps), timeout=5)
+            ends = await asyncio.wait_for(self.consumer.end_offsets(tps), timeout=5)
         except Exception as exc:  # the broker is away, or the client is wedged
             log.warning("cannot read end offsets of %s (%r)", self.topic, exc)
             ends = None
@@ -475,7 +504,6 @@ class Materializer:
 
     async def _housekeeping(self) -> None:
         """Notice new partitions and key changes, update lag gauges."""
-        assert self._consumer is not None
         self.refresh_keys()
         partitions = await self._partitions()
         if partitions - set(self.progress.targets):

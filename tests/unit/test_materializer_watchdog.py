@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from aiokafka import TopicPartition
 
-from edge.materializer import Materializer
+from edge.materializer import Materializer, NotRunning
 from edge.metrics import EdgeMetrics
 from edge.render import Renderer
 from edge.store import OfferStore
@@ -84,3 +85,24 @@ def test_the_consumer_fetches_with_the_configured_wait_and_minimum(tmp_path: Pat
         return consumer._fetch_max_wait_ms, consumer._fetch_min_bytes
 
     assert asyncio.run(build()) == (9, 12345)
+
+
+async def test_a_call_before_run_made_the_clients_is_one_clear_error(tmp_path: Path) -> None:
+    m = Materializer("unused:9092", "offers", OfferStore(tmp_path), Waiters(10), EdgeMetrics("t"),
+                     access=PLAINTEXT_EDGE, keyring=None, renderer=Renderer(None))
+    with pytest.raises(NotRunning, match="admin client exists only inside run"):
+        await m._partitions()
+    with pytest.raises(NotRunning, match="consumer exists only inside run"):
+        await m._assign({0})
+
+
+async def test_the_render_pass_starts_when_the_node_catches_up(tmp_path: Path) -> None:
+    # It waits on the catch-up, not on a poll: it starts in the same loop turn.
+    m, _, _ = materializer(tmp_path)
+    render = asyncio.create_task(m._render_backlog())
+    await asyncio.sleep(0)
+    assert not render.done()
+    m.progress.next_offsets = {0: 10}
+    m._check_ready()
+    await asyncio.wait_for(render, timeout=1)
+    assert m.progress.rendered
