@@ -57,7 +57,7 @@ def edge_openapi_document() -> dict[str, Any]:
                 "parameters": [_TICKET, {
                     "name": "wait", "in": "query", "required": False,
                     "description": "Seconds to hold the request until the offer arrives "
-                                   "(capped by POSITIONING_EDGE_MAX_WAIT and the ticket's expiry)",
+                                   "(capped by POSITIONING_EDGE_MAX_WAIT_S and the ticket's expiry)",
                     "schema": {"type": "string", "pattern": "^[0-9]{1,9}(\\.[0-9]{1,6})?$"}}],
                 "responses": _LOOKUP_ANSWERS}},
             "/offers/{ticket}/events": {"get": {

@@ -5,8 +5,8 @@
         --headless -u 200 -r 20 -t 2m
 
 Configured like everything else, by ``Settings()`` (docs/configuration.md):
-``POSITIONING_EDGE_URL`` is the edge users are near (``loadtest_edge_url``),
-``POSITIONING_GAP_S`` the seconds a user spends between login and wanting
+``POSITIONING_LOADTEST_EDGE_URL`` is the edge users are near (``loadtest_edge_url``),
+``POSITIONING_LOADTEST_GAP_S`` the seconds a user spends between login and wanting
 the offer (``loadtest_gap_s``).
 
 Each simulated user logs in (``POST /login``), waits the gap, then reads its

@@ -2,8 +2,9 @@
 
 Each field is one setting: its name, type (with its bounds), default and a
 short description. Its environment variable is ``POSITIONING_`` plus the
-name in capitals, unless the field names another (``validation_alias``,
-e.g. ``KAFKA_BOOTSTRAP_SERVERS``). pydantic-settings reads the variables;
+name in capitals, its unit included (``ticket_ttl_s`` is
+``POSITIONING_TICKET_TTL_S``); only ``KAFKA_BOOTSTRAP_SERVERS`` and
+``KAFKA_HOME`` keep the names the Kafka ecosystem gives them. pydantic-settings reads the variables;
 ``configuration_markdown()`` renders docs/configuration.md from the same
 fields (``python -m runtime.settings > docs/configuration.md``; a unit test
 checks the committed file).
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import re
 import sys
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -55,6 +57,31 @@ from pydantic_settings import (
 
 ENV_PREFIX = "POSITIONING_"
 
+# Variables renamed in 0.2.0 so that every name is ``POSITIONING_`` plus the field's, its
+# unit included (``_S``, ``_MS``, ``_MB``, ``_BYTES``): the old name, and the field it
+# sets. Read, with a FutureWarning, while the new name is unset; removed in 0.3.0.
+RENAMED_VARIABLES: dict[str, str] = {
+    "POSITIONING_KAFKA_START_TIMEOUT": "kafka_start_timeout_s",
+    "POSITIONING_TICKET_TTL": "ticket_ttl_s",
+    "POSITIONING_TICKET_CLOCK_SKEW": "ticket_clock_skew_s",
+    "POSITIONING_LOGIN_TIMEOUT": "login_timeout_s",
+    "POSITIONING_EXPIRY_SWEEP": "expiry_sweep_s",
+    "POSITIONING_OFFERS_TOMBSTONE_RETENTION": "offers_tombstone_retention_s",
+    "POSITIONING_OFFERS_COMPACTION_LAG": "offers_compaction_lag_s",
+    "POSITIONING_WORKER_STUCK_AFTER": "worker_stuck_after_s",
+    "POSITIONING_WORKER_COMMIT_STALL": "worker_commit_stall_s",
+    "POSITIONING_EDGE_MAX_WAIT": "edge_max_wait_s",
+    "POSITIONING_EDGE_SSE_LIFETIME": "edge_sse_lifetime_s",
+    "POSITIONING_HTTP_HEAD_TIMEOUT": "http_head_timeout_s",
+    "POSITIONING_HTTP_BODY_TIMEOUT": "http_body_timeout_s",
+    "POSITIONING_FRONT_DOOR_CHECK_INTERVAL": "front_door_check_interval_s",
+    "POSITIONING_FRONT_DOOR_LOGIN_RATE_PERIOD": "front_door_login_rate_period_s",
+    "POSITIONING_FRONT_DOOR_REQUEST_TIMEOUT": "front_door_request_timeout_s",
+    "POSITIONING_FRONT_DOOR_CONNECT_TIMEOUT": "front_door_connect_timeout_s",
+    "POSITIONING_EDGE_URL": "loadtest_edge_url",
+    "POSITIONING_GAP_S": "loadtest_gap_s",
+}
+
 
 def _split_csv(value: object) -> object:
     """``"a, b,,c"`` -> ``("a", "b", "c")``; anything else is left to validation."""
@@ -82,7 +109,13 @@ class _DeclaredEnvSource(EnvSettingsSource):
     def __init__(self, settings_cls: type[BaseSettings],
                  environ: Mapping[str, str] | None = None) -> None:
         super().__init__(settings_cls)
-        source = self.env_vars if environ is None else environ
+        source = dict(self.env_vars if environ is None else environ)
+        for old, field_name in RENAMED_VARIABLES.items():
+            new = env_var(field_name)
+            if source.get(old) and not source.get(new):
+                warnings.warn(f"{old} is renamed {new}; the old name is read until 0.3.0",
+                              FutureWarning, stacklevel=2)
+                source[new] = source[old]
         declared = {env_var(name) for name in settings_cls.model_fields}
         self.env_vars = {name: value for name, value in source.items()
                          if name in declared and value != ""}
@@ -142,7 +175,7 @@ class Settings(BaseSettings):
         description="an unpacked Kafka distribution whose `libs/` the local broker runs "
                     "from; unset: the jars devstack/broker/pom.xml pins, fetched with Maven")
     kafka_start_timeout_s: NonNegativeFloat = Field(
-        default=90.0, validation_alias="POSITIONING_KAFKA_START_TIMEOUT",
+        default=90.0,
         description="seconds `kafka start` waits for the local broker")
 
     # -- the Kafka plane's security (runtime/kafka_security.py) ---------------
@@ -204,11 +237,11 @@ class Settings(BaseSettings):
                     "≥ 16 characters. Unset: the local home's own key, `<home>/ticket-secret` "
                     "(256 random bits, mode 0600, made once). Never shown in reprs or logs")
     ticket_ttl_s: PositiveInt = Field(
-        default=900, validation_alias="POSITIONING_TICKET_TTL",
+        default=900,
         description="ticket lifetime, seconds; a ticket whose lifetime is longer is "
                     "refused (401)")
     ticket_clock_skew_s: NonNegativeFloat = Field(
-        default=5.0, validation_alias="POSITIONING_TICKET_CLOCK_SKEW",
+        default=5.0,
         description="seconds a ticket's issue time may lie in the future (the clocks of "
                     "origin and edge differ); beyond it, 401")
 
@@ -245,7 +278,7 @@ class Settings(BaseSettings):
                     "`never` to it for its origin, which the story needs), `any` (test "
                     "stacks only)")
     login_timeout_s: NonNegativeFloat = Field(
-        default=5.0, validation_alias="POSITIONING_LOGIN_TIMEOUT",
+        default=5.0,
         description="seconds a login waits for Kafka's acknowledgement before `503`")
     origin_linger_ms: NonNegativeInt = Field(
         default=1,
@@ -281,23 +314,23 @@ class Settings(BaseSettings):
         default=6066,
         description="Faust's web port (worker i of several: this + i - 1); `0` turns it off")
     expiry_sweep_s: NonNegativeFloat = Field(
-        default=10.0, validation_alias="POSITIONING_EXPIRY_SWEEP",
+        default=10.0,
         description="seconds between tombstone sweeps for expired tickets")
     offers_tombstone_retention_s: PositiveInt = Field(
-        default=86400, validation_alias="POSITIONING_OFFERS_TOMBSTONE_RETENTION",
+        default=86400,
         description="seconds a tombstone stays in `offers` (its delete.retention.ms, set when "
                     "the topic is created and checked by `positioning topics`); at least the "
                     "ticket lifetime plus its clock skew, so an edge away for longer finds "
                     "every offer whose tombstone it missed expired")
     offers_compaction_lag_s: PositiveInt = Field(
-        default=3600, validation_alias="POSITIONING_OFFERS_COMPACTION_LAG",
+        default=3600,
         description="seconds a record of `offers` stays uncompacted (its min.compaction.lag.ms, "
                     "set when the topic is created): how long a stopped worker may take to "
                     "repair a ticket whose last record an edge would not keep")
     worker_concurrency: PositiveInt = Field(
         default=64, description="logins in flight in the worker (model calls overlap)")
     worker_stuck_after_s: NonNegativeFloat = Field(
-        default=10.0, validation_alias="POSITIONING_WORKER_STUCK_AFTER",
+        default=10.0,
         description="seconds a record may wait for the broker's ack before the worker "
                     "reports itself stuck (`/status/` 503); it keeps retrying regardless")
     breaker_dead_letters: PositiveInt = Field(
@@ -306,7 +339,7 @@ class Settings(BaseSettings):
                     "consuming and reports unhealthy (`/ready/` and `/status/` 503, with the "
                     "reason) until restarted; any login processed resets the count")
     worker_commit_stall_s: NonNegativeFloat = Field(
-        default=60.0, validation_alias="POSITIONING_WORKER_COMMIT_STALL",
+        default=60.0,
         description="seconds finished logins may wait for a commit before the worker "
                     "decides its Kafka consumer is stuck and replaces itself")
 
@@ -340,14 +373,14 @@ class Settings(BaseSettings):
         description="the local edge nodes, `region=port`, comma-separated: for `up`, "
                     "the story and the web client")
     edge_max_wait_s: NonNegativeFloat = Field(
-        default=30.0, validation_alias="POSITIONING_EDGE_MAX_WAIT",
+        default=30.0,
         description="cap on `?wait`, seconds")
     edge_max_waiters: PositiveInt = Field(
         default=10_000, description="concurrent waiters per node before `503`")
     edge_ready_lag: int = Field(
         default=0, description="records a node may be behind and still be ready")
     edge_sse_lifetime_s: NonNegativeFloat = Field(
-        default=30.0, validation_alias="POSITIONING_EDGE_SSE_LIFETIME",
+        default=30.0,
         description="longest an event stream stays open, seconds")
     edge_catch_up_flush_records: PositiveInt = Field(
         default=100_000,
@@ -370,11 +403,11 @@ class Settings(BaseSettings):
     http_max_headers: PositiveInt = Field(
         default=64, description="at most this many header fields, else `431`")
     http_head_timeout_s: NonNegativeFloat = Field(
-        default=10.0, validation_alias="POSITIONING_HTTP_HEAD_TIMEOUT",
+        default=10.0,
         description="seconds for a request's head to arrive (from its first byte, or from "
                     "the connection's opening), else `408` and closed")
     http_body_timeout_s: NonNegativeFloat = Field(
-        default=10.0, validation_alias="POSITIONING_HTTP_BODY_TIMEOUT",
+        default=10.0,
         description="seconds for the body to arrive after the head, else `408` and closed")
 
     # -- front door (devstack/front_door.py: HAProxy before origin and edges) ---
@@ -408,7 +441,7 @@ class Settings(BaseSettings):
                     "127.0.0.1, which every local program uses), else the address this "
                     "machine's routes pick to reach the origin")
     front_door_check_interval_s: PositiveFloat = Field(
-        default=1.0, validation_alias="POSITIONING_FRONT_DOOR_CHECK_INTERVAL",
+        default=1.0,
         description="seconds between the front door's health checks of each server "
                     "(`GET /readyz`)")
     front_door_check_fall: PositiveInt = Field(
@@ -420,16 +453,16 @@ class Settings(BaseSettings):
         description="`POST /login` requests per client address and period the front door "
                     "lets through; more are answered `429` with `Retry-After`")
     front_door_login_rate_period_s: PositiveInt = Field(
-        default=10, validation_alias="POSITIONING_FRONT_DOOR_LOGIN_RATE_PERIOD",
+        default=10,
         description="the period of `front_door_login_rate`, seconds")
     front_door_request_timeout_s: PositiveFloat = Field(
-        default=10.0, validation_alias="POSITIONING_FRONT_DOOR_REQUEST_TIMEOUT",
+        default=10.0,
         description="seconds for a whole request, head and body, to reach the front door "
                     "(`timeout http-request`), else `408` and closed; head size and "
                     "field count are bounded by `http_max_head_bytes` and "
                     "`http_max_headers`, as on origin and edges")
     front_door_connect_timeout_s: PositiveFloat = Field(
-        default=2.0, validation_alias="POSITIONING_FRONT_DOOR_CONNECT_TIMEOUT",
+        default=2.0,
         description="seconds the front door waits to connect to a server, and for a "
                     "free slot when all are busy (`timeout connect`, `timeout queue`)")
     front_door_max_connections: PositiveInt = Field(
@@ -437,10 +470,10 @@ class Settings(BaseSettings):
 
     # -- Locust (loadtest/locustfile.py) --------------------------------------
     loadtest_edge_url: str = Field(
-        default="http://127.0.0.1:8100", validation_alias="POSITIONING_EDGE_URL",
+        default="http://127.0.0.1:8100",
         description="the edge Locust's simulated users fetch their offers from")
     loadtest_gap_s: NonNegativeFloat = Field(
-        default=1.0, validation_alias="POSITIONING_GAP_S",
+        default=1.0,
         description="seconds a Locust user spends between logging in and wanting the offer")
 
     @model_validator(mode="after")

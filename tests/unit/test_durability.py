@@ -82,7 +82,7 @@ def test_a_tombstone_retention_below_the_ticket_lifetime_is_refused() -> None:
     import pytest
     from pydantic import ValidationError
 
-    with pytest.raises(ValidationError, match="POSITIONING_OFFERS_TOMBSTONE_RETENTION=900 is "
+    with pytest.raises(ValidationError, match="POSITIONING_OFFERS_TOMBSTONE_RETENTION_S=900 is "
                                               "below the ticket lifetime"):
         Settings(offers_tombstone_retention_s=900, ticket_ttl_s=900)
     assert Settings(offers_tombstone_retention_s=906, ticket_ttl_s=900).ticket_ttl_s == 900

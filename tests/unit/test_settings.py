@@ -52,7 +52,7 @@ def test_cluster_ids_never_look_like_options() -> None:
 def test_settings_read_os_environ_and_keywords_win(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("POSITIONING_PARTITIONS", "9")
     monkeypatch.setenv("KAFKA_HOME", "/opt/kafka")
-    monkeypatch.setenv("POSITIONING_TICKET_TTL", "60")
+    monkeypatch.setenv("POSITIONING_TICKET_TTL_S", "60")
     monkeypatch.setenv("POSITIONING_EDGES", "")  # empty: the default
     settings = Settings(home=Path("/tmp/y"), ticket_ttl_s=30)
     assert settings.partitions == 9
@@ -96,3 +96,22 @@ def test_only_the_documented_variable_names_configure_anything() -> None:
                                   "POSITIONING_PARTITIONS": "5"})
     assert settings.home == Settings.from_env({}).home
     assert settings.partitions == 5
+
+
+def test_a_renamed_variable_is_read_for_a_release_with_a_warning() -> None:
+    with pytest.warns(FutureWarning, match="POSITIONING_TICKET_TTL is renamed "
+                                           "POSITIONING_TICKET_TTL_S"):
+        assert Settings.from_env({"POSITIONING_TICKET_TTL": "120"}).ticket_ttl_s == 120
+    # The new name wins when both are set.
+    both = {"POSITIONING_TICKET_TTL": "120", "POSITIONING_TICKET_TTL_S": "240"}
+    assert Settings.from_env(both).ticket_ttl_s == 240
+
+
+def test_every_variable_is_the_prefix_and_the_field_name_with_its_unit() -> None:
+    from runtime.settings import ENV_PREFIX, RENAMED_VARIABLES, env_var
+
+    ecosystem = {"kafka_bootstrap_servers": "KAFKA_BOOTSTRAP_SERVERS", "kafka_home": "KAFKA_HOME"}
+    for name in Settings.model_fields:
+        assert env_var(name) == ecosystem.get(name, ENV_PREFIX + name.upper())
+    assert all(field in Settings.model_fields and env_var(field) != old
+               for old, field in RENAMED_VARIABLES.items())
