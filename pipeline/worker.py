@@ -828,9 +828,10 @@ def create_app(settings: Settings,
         web_host=WEB_HOST,
         # Frequent commits keep the replay after a crash short.
         broker_commit_interval=0.2,
-        # A crashed worker's partitions move on after 10 s, not a minute.
-        broker_session_timeout=10.0,
-        broker_heartbeat_interval=1.0,
+        # A crashed worker's partitions move on after seconds, not a minute; a
+        # heartbeat every tenth of that (at most 1 s) keeps a live one in the group.
+        broker_session_timeout=settings.worker_session_timeout_s,
+        broker_heartbeat_interval=min(1.0, settings.worker_session_timeout_s / 10),
         # A couple of milliseconds lets concurrent offers share a produce request.
         producer_linger=0.002,
         producer_max_batch_size=256 * 1024,

@@ -329,6 +329,11 @@ class Settings(BaseSettings):
                     "repair a ticket whose last record an edge would not keep")
     worker_concurrency: PositiveInt = Field(
         default=64, description="logins in flight in the worker (model calls overlap)")
+    worker_session_timeout_s: float = Field(
+        default=10.0, ge=6.0, le=300.0,
+        description="seconds without a heartbeat after which the group gives a worker's "
+                    "partitions to the others (Kafka's `session.timeout.ms`; the brokers "
+                    "accept 6-300 s by default)")
     worker_stuck_after_s: NonNegativeFloat = Field(
         default=10.0,
         description="seconds a record may wait for the broker's ack before the worker "

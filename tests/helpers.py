@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import httpx
 from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from devstack.ports import free_port
 from loadtest.produce import ProduceSummary, produce
@@ -121,6 +122,17 @@ def start_worker(settings: Settings, log_dir: Path, name: str = "worker",
     if wait_ready:
         worker.wait_http_ok(worker.ready_url, timeout)
     return worker
+
+
+async def committed_offsets(settings: Settings, group: str) -> dict[Any, int]:
+    """The consumer group's committed offset per partition, asked as the admin role."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
+                                **client_options(settings, Role.ADMIN))
+    await admin.start()
+    try:
+        return {tp: o.offset for tp, o in (await admin.list_consumer_group_offsets(group)).items()}
+    finally:
+        await admin.close()
 
 
 class OfferReader:

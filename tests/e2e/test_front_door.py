@@ -1,8 +1,10 @@
 """The front door (HAProxy) of `positioning up`: routing, failover, limits, forwarded headers.
 
 One stack for the module, with a fast health check (every 0.5 s, fall 2,
-rise 2), a 1.5 s request timeout and a login limit of 10 per 10 s. The
-edge-kill test runs last: it restarts the edge it killed with `up`.
+rise 2), a 1.5 s request timeout and a login limit of 10 per 10 s. No test
+depends on another's order: the edge-kill test brings its edge back with `up`
+and waits until the front door routes to it again, and the rate-limit test
+logs in from a loopback address of its own.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import pytest
 from devstack.front_door import READY_PATH, client_ca, public_url
 from devstack.ports import free_edge_port, free_port, port_in_use
 from tests.conftest import unique_settings
-from tests.e2e.test_stack import LocalStack
+from tests.e2e.local_stack import LocalStack
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.e2e

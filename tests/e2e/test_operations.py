@@ -24,7 +24,7 @@ from ops.components import metrics_url, running_url
 from runtime.kafka_security import Role, client_options
 from tests.conftest import unique_settings
 from tests.dashboard import exposed, load_dashboard, queries, scrape_jobs, selectors
-from tests.e2e.test_stack import LocalStack
+from tests.e2e.local_stack import LocalStack, running
 from tests.helpers import ticket_signer, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -39,13 +39,8 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     home = tmp_path_factory.mktemp("ops-stack")
     settings = unique_settings(kafka_bootstrap, home, origin_port=free_port(),
                                edges=(f"eu={free_edge_port()}", f"us={free_edge_port()}"))
-    local = LocalStack(settings)
-    up = local.cli("up")
-    assert up.returncode == 0, up.stdout + up.stderr
-    try:
+    with running(LocalStack(settings)) as local:
         yield local
-    finally:
-        local.cli("down")
 
 
 def metrics_urls(local: LocalStack) -> dict[str, str]:

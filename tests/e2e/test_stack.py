@@ -16,11 +16,10 @@ import httpx
 import pytest
 
 from devstack.ports import free_edge_port, free_port, port_in_use
-from devstack.processes import read_pid_record
 from loadtest.story import Story, StoryConfig
-from runtime.settings import Settings
 from runtime.state_owner import CLUSTER_FILE
 from tests.conftest import unique_settings
+from tests.e2e.local_stack import LocalStack, running
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -29,41 +28,14 @@ REPO = Path(__file__).resolve().parents[2]
 MODEL_LATENCY_MS = 300.0
 
 
-class LocalStack:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.env = {**os.environ, **settings.to_env()}
-
-    def cli(self, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "cli.main", *args], env=self.env,
-                              capture_output=True, text=True, timeout=timeout)
-
-    def pids(self) -> dict[str, int]:
-        run = self.settings.home / "run"
-        return {p.stem: record.pid for p in run.glob("*.pid")
-                if (record := read_pid_record(p)) is not None}
-
-    @property
-    def origin(self) -> str:
-        return f"http://127.0.0.1:{self.settings.origin_port}"
-
-    def edge(self, region: str) -> str:
-        return f"http://127.0.0.1:{self.settings.edge_ports[region]}"
-
-
 @pytest.fixture(scope="module")
 def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     home = tmp_path_factory.mktemp("stack")
     settings = unique_settings(
         kafka_bootstrap, home, origin_port=free_port(), model_latency_ms=MODEL_LATENCY_MS,
         edges=(f"eu={free_edge_port()}", f"us={free_edge_port()}"))
-    local = LocalStack(settings)
-    up = local.cli("up")
-    assert up.returncode == 0, up.stdout + up.stderr
-    try:
+    with running(LocalStack(settings)) as local:
         yield local
-    finally:
-        local.cli("down")
 
 
 def _login(stack: LocalStack, user: str, ip: str) -> dict:

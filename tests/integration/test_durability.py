@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from tests.conftest import register_cluster, unique_settings
 from tests.helpers import (
     Component,
     OfferReader,
+    committed_offsets,
     start_worker,
     ticket_signer,
     wait_until,
@@ -203,18 +205,28 @@ async def test_a_restart_around_the_session_timeout_loses_nothing(kafka_bootstra
                                                                   tmp_path: Path) -> None:
     """The timing in docs/decisions/0001-own-the-commit.md: a worker behind on a backlog
     is SIGKILLed while logins flow, and its replacement joins as the dead member's
-    session (10 s) expires, so it starts while a second rebalance is coming."""
+    session expires, so it starts while a second rebalance is coming."""
     settings = unique_settings(kafka_bootstrap, tmp_path, model_latency_ms=300.0,
-                               partitions=6, worker_concurrency=32)
+                               partitions=6, worker_concurrency=32,
+                               worker_session_timeout_s=10.0)
     await ensure_topics(settings)
     worker = start_worker(settings, tmp_path / "logs")
     count = 1500
     try:
         sending = asyncio.create_task(produce(settings, count=count, rate=150, users=150,
                                               progress=False, keep_tickets=True))
-        await asyncio.sleep(4)
+
+        async def mid_backlog() -> bool:
+            done = await committed_offsets(settings, settings.worker_id)
+            return sum(done.values()) >= 200
+
+        await wait_until_async(mid_backlog, 60, "the worker to commit 200 logins")
         worker.kill()
-        await asyncio.sleep(9.5)
+        killed_at = time.monotonic()
+        # The fault's schedule, not a synchronisation: the replacement joins half a
+        # second before the dead member's session expires.
+        joins_at = killed_at + settings.worker_session_timeout_s - 0.5
+        await asyncio.sleep(max(0.0, joins_at - time.monotonic()))
         worker = Component("worker-restarted", ["worker"], settings, tmp_path / "logs").start()
         summary = await sending
         assert summary.failed == 0
