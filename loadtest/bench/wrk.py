@@ -65,7 +65,7 @@ def run(url: str, script: str, work_dir: Path, seconds: float, connections: int 
         threads: int = 1, env: dict[str, str] | None = None) -> WrkResult:
     wrk = shutil.which("wrk")
     if wrk is None:
-        raise WrkMissing("wrk is not installed: apt-get install wrk")
+        raise WrkMissing("wrk is not installed: `./run bench` installs it, or apt-get install wrk")
     script_path = work_dir / "bench.lua"
     script_path.write_text(script)
     result = subprocess.run(
