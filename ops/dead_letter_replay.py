@@ -2,24 +2,25 @@
 
 Each goes with its original key and value and the provenance headers
 ``replayed_from`` (``<dead-letter topic>:<partition>:<offset>``) and
-``replayed_at``, through an idempotent producer with ``acks=all``; then the
-replay group (``replay_group``; the format is in ops/replay_progress.py)
-records them, so a second replay of the same selection replays nothing. A
+``replayed_at``. A replay is one Kafka transaction (KIP-98): the records and
+the replay group's new progress (``replay_group``; the format is in
+ops/replay_progress.py) are committed together, so a second replay of the
+same selection replays nothing, a crash leaves nothing half done, and two
+replays at once are fenced by the transactional id they share. The worker
+reads ``logins`` read_committed, so an aborted replay is never processed. A
 replay that fails again is a new dead letter carrying ``replayed_from``; it
-is replayed again only when selected by its offsets. A replayed login keeps
-its ticket id, so even a record replayed twice (a crash between producing
-and recording) is counted once by the worker while the user has had fewer
-than 32 other logins since (engine/state.py). The choices and their limits
-are in docs/decisions/0012-dead-letter-replay.md.
+is replayed again only when selected by its offsets. The choices and their
+limits are in docs/decisions/0012-dead-letter-replay.md.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError, ProducerFenced
 
 from ops.dead_letter_selection import Selection
 from ops.dead_letters import (
@@ -30,7 +31,6 @@ from ops.dead_letters import (
     Snapshot,
     admin_client,
     read_dead_letters,
-    recorded_progress,
     replay_group,
     topic_partitions,
 )
@@ -82,64 +82,101 @@ async def replay_dead_letters(settings: Settings, selection: Selection, *, dry_r
     Failed replays (a ``replayed_from`` header) are left out unless
     ``selection`` names offsets (``ReplayReport.failed_again``).
 
-    Each goes with its original key and value and the provenance headers,
-    through an idempotent producer with ``acks=all``; once every one is
-    acknowledged, the replay group (``group``, default ``replay_group``)
-    records them (merged with whatever another replay recorded meanwhile).
-    With ``dry_run``, nothing is produced or recorded.
+    The records and the replay group's new progress (``group``, default
+    ``replay_group``) go in one Kafka transaction whose transactional id is
+    the group's name (KIP-98): all of them are replayed and recorded, or
+    none is. Starting the producer fences every earlier replay of the same
+    group (its open transaction is aborted), and the progress is read only
+    after that, so two replays at once never put a dead letter back twice:
+    whichever starts last wins, and the other fails with nothing replayed.
+    With ``dry_run``, nothing is produced or recorded and nothing is fenced.
 
     Raises:
         DeadLetterError: a topic does not exist, reading took over ``timeout_s``,
-            or not every replayed record was acknowledged (those that were are
-            recorded; run the replay again for the rest).
+            another replay of the group fenced this one, or the transaction
+            failed (nothing of this run was replayed: run it again).
         ProgressFull: recording the selection would not fit in the group's
             commit (nothing was produced).
         ProgressUnreadable: the group holds a commit this version cannot read.
         aiokafka.errors.KafkaError: the cluster did not answer.
     """
     group = group or replay_group(settings)
-    snapshot = await read_dead_letters(settings, timeout_s, group=group)
+    if dry_run:
+        snapshot = await read_dead_letters(settings, timeout_s, group=group)
+        return _plan(settings, snapshot, selection, group, dry_run=True)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers,
+                                **client_options(settings, Role.OPS), acks="all",
+                                enable_idempotence=True, transactional_id=group,
+                                request_timeout_ms=int(timeout_s * 1000))
+    await producer.start()   # InitProducerId: fences any other replay of this group
+    try:
+        snapshot = await read_dead_letters(settings, timeout_s, group=group)
+        report = _plan(settings, snapshot, selection, group, dry_run=False)
+        todo = report.replayed
+        # With nothing to replay the progress is committed again as it is, so the group's
+        # offsets (kept `offsets.retention.minutes` after the last commit) live as long as
+        # someone replays: decision 0012.
+        after = _recorded(snapshot, todo) if todo else {
+            p: progress for p, progress in snapshot.progress.items()
+            if progress.mark or progress.above}
+        if todo:
+            admin = admin_client(settings, timeout_s)
+            try:
+                await admin.start()
+                await topic_partitions(admin, settings.logins_topic)
+            finally:
+                await admin.close()
+        if not todo and not after:
+            return report
+        at = now_us()
+        deliveries: list[asyncio.Future[Any]] = []
+        try:
+            async with asyncio.timeout(timeout_s), producer.transaction():
+                for letter in todo:
+                    deliveries.append(await producer.send(
+                        settings.logins_topic, letter.value, key=letter.key,
+                        headers=letter.replay_headers(at)))
+                # Every record acknowledged before the progress joins the transaction.
+                for outcome in await asyncio.gather(*deliveries, return_exceptions=True):
+                    if isinstance(outcome, BaseException):
+                        raise outcome
+                await producer.send_offsets_to_transaction(
+                    {TopicPartition(snapshot.topic, p): (m.mark, m.metadata())
+                     for p, m in after.items()}, group)
+        except ProducerFenced as exc:
+            raise DeadLetterError(
+                f"another `dlq replay` of the group {group} started meanwhile and fenced this "
+                f"one: nothing of this run was replayed (the other replays what is "
+                f"pending)") from exc
+        except (TimeoutError, KafkaError) as exc:
+            raise DeadLetterError(
+                f"the replay of {len(todo)} dead letters onto {settings.logins_topic} was "
+                f"aborted ({type(exc).__name__}: {exc}): nothing of it was replayed or "
+                "recorded; run the replay again") from exc
+        finally:
+            # A fenced or aborted transaction fails its records' deliveries too: they are
+            # reported by the error above, so each is marked seen, not left to the loop.
+            for delivery in deliveries:
+                if delivery.done() and not delivery.cancelled():
+                    delivery.exception()
+        return report
+    finally:
+        await producer.stop()
+
+
+def _plan(settings: Settings, snapshot: Snapshot, selection: Selection, group: str, *,
+          dry_run: bool) -> ReplayReport:
+    """What a replay of ``selection`` does, given what ``snapshot`` holds: the pending
+    dead letters to replay, those replayed before, and failed replays left out (they go
+    again only when named by their offsets: --all after a fix must not loop the logins
+    that fix did not help)."""
     selected = [r for r in snapshot.records if r.matches(selection)]
     already = [r for r in selected if snapshot.replayed(r)]
     pending = [r for r in selected if not snapshot.replayed(r)]
-    # A failed replay goes again only when named by its offsets: --all after a fix must not
-    # loop the logins that fix did not help.
     failed_again = [r for r in pending if r.replayed_from and not selection.ranges]
     todo = [r for r in pending if not (r.replayed_from and not selection.ranges)]
-    at = now_us()
-    report = ReplayReport(snapshot.topic, settings.logins_topic, group, dry_run, todo, already,
-                          failed_again, sum(1 for r in todo if _expired(r, at)))
-    if dry_run:
-        return report
-    if not todo:
-        # Committed again, so the group's offsets (kept `offsets.retention.minutes` after the
-        # last commit) live as long as someone replays: decision 0012.
-        await _record(settings, snapshot, group, [], timeout_s)
-        return report
-    _recorded(snapshot, todo)  # refuses a selection too scattered to record, before producing
-    admin = admin_client(settings, timeout_s)
-    try:
-        await admin.start()
-        await topic_partitions(admin, settings.logins_topic)
-    finally:
-        await admin.close()
-    acked = await _produce(settings, todo, at, timeout_s)
-    try:
-        async with asyncio.timeout(timeout_s):
-            await _record(settings, snapshot, group, acked, timeout_s)
-    except (TimeoutError, KafkaError) as exc:
-        produced = ", ".join(letter.where for letter in acked[:20])
-        more = f" and {len(acked) - 20} more" if len(acked) > 20 else ""
-        raise DeadLetterError(
-            f"{len(acked)} records were replayed onto {settings.logins_topic} but could not be "
-            f"recorded in the group {group} ({type(exc).__name__}: {exc}): {produced}{more}. "
-            "A replay run again puts them back once more; the worker counts a login once "
-            "by its ticket id (docs/operations.md)") from exc
-    if len(acked) < len(todo):
-        raise DeadLetterError(
-            f"only {len(acked)} of {len(todo)} replayed records were acknowledged by Kafka; "
-            "those are recorded as replayed, run the replay again for the rest")
-    return report
+    return ReplayReport(snapshot.topic, settings.logins_topic, group, dry_run, todo, already,
+                        failed_again, sum(1 for r in todo if _expired(r, now_us())))
 
 
 def _recorded(snapshot: Snapshot, letters: list[DeadLetter]) -> dict[int, PartitionProgress]:
@@ -157,63 +194,3 @@ def _recorded(snapshot: Snapshot, letters: list[DeadLetter]) -> dict[int, Partit
             replayed, snapshot.log_start.get(p, 0))
         after[p].metadata()
     return after
-
-
-async def _produce(settings: Settings, letters: list[DeadLetter], at_us: int,
-                   timeout_s: float) -> list[DeadLetter]:
-    """Produce each letter's replay to ``logins``; the letters Kafka acknowledged."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers,
-        **client_options(settings, Role.OPS), acks="all",
-                                enable_idempotence=True,
-                                request_timeout_ms=int(timeout_s * 1000))
-    await producer.start()
-    acked: list[DeadLetter] = []
-    failures: list[BaseException] = []
-    try:
-        deliveries = [(letter, await producer.send(settings.logins_topic, letter.value,
-                                                   key=letter.key,
-                                                   headers=letter.replay_headers(at_us)))
-                      for letter in letters]
-        for letter, delivery in deliveries:
-            try:
-                await delivery
-            except Exception as exc:  # counted and reported below: the caller raises
-                failures.append(exc)
-            else:
-                acked.append(letter)
-    finally:
-        await producer.stop()
-    if failures and not acked:
-        raise DeadLetterError(f"Kafka acknowledged none of {len(letters)} replayed records: "
-                              f"{failures[0]!r}")
-    return acked
-
-
-async def _record(settings: Settings, snapshot: Snapshot, group: str, letters: list[DeadLetter],
-                  timeout_s: float) -> None:
-    """Commit the replay group's progress with ``letters`` replayed, merged with the group's
-    latest commit (another replay may have recorded more meanwhile). With no letters, the
-    progress read at the start is committed again as it is, which keeps it from expiring."""
-    after = (_recorded(snapshot, letters) if letters else
-             {p: progress for p, progress in snapshot.progress.items()
-              if progress.mark or progress.above})
-    if not after:
-        return
-    admin = admin_client(settings, timeout_s)
-    try:
-        await admin.start()
-        latest = await recorded_progress(admin, group, snapshot.topic, sorted(after))
-    finally:
-        await admin.close()
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers,
-        **client_options(settings, Role.OPS), group_id=group,
-                                enable_auto_commit=False,
-                                request_timeout_ms=int(timeout_s * 1000))
-    try:
-        await consumer.start()
-        tps = {p: TopicPartition(snapshot.topic, p) for p in after}
-        consumer.assign(list(tps.values()))
-        merged = {p: progress.merged(latest[p]) for p, progress in after.items()}
-        await consumer.commit({tps[p]: (m.mark, m.metadata()) for p, m in merged.items()})
-    finally:
-        await consumer.stop()

@@ -44,8 +44,10 @@ async def read_range(bootstrap_servers: str, topic: str, partition: int, start: 
     Raises GapUnreadable if any of them cannot be read within ``timeout_s``.
     """
     options = access.aiokafka_options()
+    # read_committed as the worker's own consumer: a replay's aborted records are no logins.
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None,
-                                enable_auto_commit=False, auto_offset_reset="none", **options)
+                                enable_auto_commit=False, auto_offset_reset="none",
+                                isolation_level="read_committed", **options)
     tp = TopicPartition(topic, partition)
     records: list[SourceRecord] = []
     try:
@@ -75,7 +77,7 @@ async def read_offsets(bootstrap_servers: str, topic: str, partition: int,
     options = access.aiokafka_options()
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest",
-                                **options)
+                                isolation_level="read_committed", **options)
     tp = TopicPartition(topic, partition)
     found: dict[int, SourceRecord] = {}
     try:

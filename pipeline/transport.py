@@ -38,7 +38,7 @@ from faust.types import TP
 
 from pipeline.offset_ledger import OffsetLedger
 from runtime.compat import faust as faust_compat
-from runtime.compat.aiokafka import set_fetch_limits
+from runtime.compat.aiokafka import read_committed, set_fetch_limits
 from runtime.fetch_tuning import FetchTuning, adapt_to_traffic
 
 
@@ -60,6 +60,8 @@ class BatchedFetchConsumerThread(faust_compat.ConsumerThread):
         # aiokafka reads these when the consumer starts (it builds its Fetcher then).
         tuning = self.tuning()
         set_fetch_limits(consumer, tuning.wait_ms, tuning.min_bytes)
+        # A `dlq replay` writes logins in a transaction; an aborted one is never a login.
+        read_committed(consumer)
 
     def on_consumer_started(self, consumer: Any) -> None:
         adapt_to_traffic(consumer, self.tuning(), taken=taken_by_worker)

@@ -64,6 +64,7 @@ OPERATIONS_FIX = "docs/operations.md, 'Principals and ACLs'"
 
 Op = AclOperation
 TOPIC, GROUP, CLUSTER = ResourceType.TOPIC, ResourceType.GROUP, ResourceType.BROKER
+TRANSACTIONAL_ID = ResourceType.TRANSACTIONAL_ID
 LITERAL, PREFIXED = ResourcePatternType.LITERAL, ResourcePatternType.PREFIXED
 CLUSTER_NAME = "kafka-cluster"
 
@@ -78,6 +79,7 @@ _ALL_TOPIC_OPS = {Op.READ, Op.WRITE, Op.CREATE, Op.DELETE, Op.ALTER, Op.DESCRIBE
 _ALL_OPS = {
     ResourceType.TOPIC: _ALL_TOPIC_OPS,
     ResourceType.GROUP: {Op.READ, Op.DESCRIBE, Op.DELETE},
+    ResourceType.TRANSACTIONAL_ID: {Op.WRITE, Op.DESCRIBE},
     ResourceType.BROKER: {Op.CREATE, Op.CLUSTER_ACTION, Op.DESCRIBE_CONFIGS, Op.ALTER_CONFIGS,
                           Op.IDEMPOTENT_WRITE, Op.ALTER, Op.DESCRIBE},
 }
@@ -103,7 +105,8 @@ class Grant:
     operations: frozenset[AclOperation]
 
     def describe(self) -> str:
-        kind = {TOPIC: "topic", GROUP: "group", CLUSTER: "cluster"}[self.resource]
+        kind = {TOPIC: "topic", GROUP: "group", CLUSTER: "cluster",
+                TRANSACTIONAL_ID: "transactional id"}[self.resource]
         where = f"{kind} {self.name!r}" + (" (prefix)" if self.pattern == PREFIXED else "")
         return f"{', '.join(sorted(o.name for o in self.operations))} on {where}"
 
@@ -126,7 +129,10 @@ def role_grants(settings: Settings, role: Role) -> list[Grant]:
                 _grant(TOPIC, dlq, *describe, Op.READ), _grant(GROUP, app, Op.DESCRIBE),
                 # `dlq replay`'s progress group, and any other replay group an operator
                 # names under it.
-                _grant(GROUP, f"{app}.dlq-replay", Op.READ, pattern=PREFIXED)]
+                _grant(GROUP, f"{app}.dlq-replay", Op.READ, pattern=PREFIXED),
+                # A replay is one transaction, its id the replay group's name (it fences
+                # a replay of the same group running at the same time).
+                _grant(TRANSACTIONAL_ID, f"{app}.dlq-replay", Op.WRITE, pattern=PREFIXED)]
     if role is Role.ORIGIN:
         return [_grant(TOPIC, logins, Op.WRITE, Op.DESCRIBE)]
     if role is Role.WORKER:
@@ -228,6 +234,7 @@ def _beyond(settings: Settings, grants: list[Grant], acls: Iterable[AclBinding])
     names = {TOPIC: [settings.logins_topic, settings.offers_topic, settings.dlq_topic,
                      changelog_topic(app)],
              GROUP: [app, f"{app}-expiry", f"{app}.dlq-replay"],
+             TRANSACTIONAL_ID: [f"{app}.dlq-replay"],
              CLUSTER: [CLUSTER_NAME]}
     out = []
     for acl in acls:

@@ -40,7 +40,8 @@ from aiokafka.protocol.fetch import FetchRequest
 from runtime.compat import MissingInternal, Version, require_version
 
 PRIVATE_NAMES: dict[type, tuple[str, ...]] = {
-    AIOKafkaConsumer: ("_fetcher", "_fetch_max_wait_ms", "_fetch_min_bytes"),
+    AIOKafkaConsumer: ("_fetcher", "_fetch_max_wait_ms", "_fetch_min_bytes",
+                       "_isolation_level"),
     Fetcher: ("_proc_fetch_request", "_get_actions_per_node", "_records", "_fetch_max_wait_ms",
               "_fetch_min_bytes"),
     FetchRequest: ("_max_wait_ms", "_min_bytes"),
@@ -103,6 +104,21 @@ def set_fetch_limits(consumer: AIOKafkaConsumer, wait_ms: int, min_bytes: int) -
         fetcher._fetch_min_bytes = min_bytes
     consumer._fetch_max_wait_ms = wait_ms
     consumer._fetch_min_bytes = min_bytes
+
+
+def read_committed(consumer: AIOKafkaConsumer) -> None:
+    """Make a consumer not started yet read only committed records (``isolation_level``
+    ``read_committed``): records of an aborted transaction are skipped.
+
+    Faust builds the worker's consumer itself and asks ``read_committed`` only
+    with its own exactly-once mode. Raises ``MissingInternal`` if the
+    attribute is not there, and ``RuntimeError`` if the consumer has started
+    (its Fetcher was built with the old level).
+    """
+    _require(consumer, ("_isolation_level",), "consumer")
+    if _fetcher(consumer) is not None:
+        raise RuntimeError("the consumer has started: its isolation level is fixed")
+    consumer._isolation_level = "read_committed"
 
 
 def fetch_limits(consumer: AIOKafkaConsumer) -> tuple[int, int]:

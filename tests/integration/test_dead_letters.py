@@ -74,10 +74,11 @@ async def produce(settings: Settings, topic: str, records: list[Record]) -> list
 
 
 async def read_all(settings: Settings, topic: str) -> list[Any]:
-    """Every record of ``topic`` up to its current end."""
+    """Every committed record of ``topic`` up to its current end (read_committed, as the
+    worker reads: an aborted replay is not there)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers,
         **client_options(settings, Role.ADMIN), group_id=None,
-                                enable_auto_commit=False)
+                                enable_auto_commit=False, isolation_level="read_committed")
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
@@ -92,6 +93,16 @@ async def read_all(settings: Settings, topic: str) -> list[Any]:
         return out
     finally:
         await consumer.stop()
+
+
+def visible_replays(settings: Settings, wheres: set[str]) -> dict[str, Any] | None:
+    """The replays on ``logins`` by their ``replayed_from``, once every one of ``wheres`` is
+    visible to a read_committed reader (a transaction's markers land just after its
+    commit returns); None until then."""
+    replays = {dict(r.headers)["replayed_from"].decode(): r
+               for r in asyncio.run(read_all(settings, settings.logins_topic))
+               if "replayed_from" in dict(r.headers)}
+    return replays if wheres <= set(replays) else None
 
 
 async def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
@@ -242,10 +253,8 @@ def test_a_replayed_login_yields_its_offer_once_and_a_second_replay_adds_nothing
 
     first = dlq(settings, "replay", "--all").stdout
     assert " replayed onto " in first and not first.startswith("0 ")
-    replays = {dict(r.headers)["replayed_from"].decode(): r
-               for r in asyncio.run(read_all(settings, settings.logins_topic))
-               if "replayed_from" in dict(r.headers)}
-    assert fixed_where in replays and failing_where in replays
+    replays = wait_until(lambda: visible_replays(settings, {fixed_where, failing_where}), 30,
+                         "the replay's transaction to be visible")
     replay = replays[fixed_where]
     assert (replay.key, replay.value) == (b"replay-user", login_codec().encode(fixed))
     assert int(dict(replay.headers)["replayed_at"]) > 0
@@ -273,9 +282,9 @@ def test_a_replayed_login_yields_its_offer_once_and_a_second_replay_adds_nothing
 
 def test_a_login_replayed_twice_counts_one_visit_and_keeps_its_offer(
         settings: Settings) -> None:
-    """Replay records what it replayed only after Kafka acknowledged the records, so a crash
-    in between replays them again: here a second replay group stands in for that crash. The
-    worker knows the replayed login by its ticket id and counts it once."""
+    """Two replay groups each hold their own progress (an operator's second group, or a
+    group's offsets expired), so both replay the same dead letter. The worker knows the
+    replayed login by its ticket id and counts it once."""
     event = login(settings, "twice-user")
     (letter,) = asyncio.run(produce(settings, settings.dlq_topic, [
         as_an_older_worker_dead_lettered(settings, event, source_offset=23)]))
@@ -298,6 +307,41 @@ def test_a_login_replayed_twice_counts_one_visit_and_keeps_its_offer(
     (next_offer,) = wait_until(lambda: offers_of(settings, later["ticket_id"]), 60,
                                "the user's next offer", interval=0.5)
     assert offer_codec().decode(next_offer)["visit"] == 2  # one visit counted for the replays
+
+
+def test_replays_at_once_put_each_dead_letter_back_once(settings: Settings) -> None:
+    """Three replays of the same selection race: they share one transactional id, so each
+    one that starts fences those before it, and a fenced one replays nothing."""
+    events = [login(settings, f"race-user-{i}") for i in range(20)]
+    letters = asyncio.run(produce(settings, settings.dlq_topic, [
+        as_an_older_worker_dead_lettered(settings, event, source_offset=1000 + i)
+        for i, event in enumerate(events)]))
+    selection = Selection.of(ranges=[OffsetRange(m.partition, m.offset, m.offset)
+                                     for m in letters])
+
+    async def race() -> list[Any]:
+        return await asyncio.gather(*(replay_dead_letters(settings, selection)
+                                      for _ in range(3)), return_exceptions=True)
+
+    results = asyncio.run(race())
+    done = [r for r in results if not isinstance(r, BaseException)]
+    fenced = [r for r in results if isinstance(r, BaseException)]
+    assert done, results
+    assert all(isinstance(e, DeadLetterError) and "fenced" in str(e) for e in fenced), fenced
+    assert sum(len(r.replayed) for r in done) == len(letters)
+    wheres = {f"{settings.dlq_topic}:{m.partition}:{m.offset}" for m in letters}
+    wait_until(lambda: visible_replays(settings, wheres), 30,
+               "the replay's transaction to be visible")
+    replayed = [dict(r.headers)["replayed_from"].decode()
+                for r in asyncio.run(read_all(settings, settings.logins_topic))
+                if "replayed_from" in dict(r.headers)]
+    assert sorted(w for w in replayed if w in wheres) == sorted(wheres)   # each exactly once
+    again = asyncio.run(replay_dead_letters(settings, selection))
+    assert not again.replayed and len(again.already) == len(letters)
+    # The worker reads what the committed replay wrote: every login has its offer.
+    for event in events:
+        wait_until(lambda event=event: offers_of(settings, event["ticket_id"]), 60,
+                   f"the offer of {event['user_id']}", interval=0.5)
 
 
 def test_count_by_error_type_counts_the_whole_topic(kafka_bootstrap: str,
