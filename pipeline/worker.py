@@ -1,49 +1,17 @@
 """The offer worker: a faust-streaming app that turns logins into offers.
 
-One agent reads ``logins`` (keyed by user id) and hands the events to the
-``LoginProcessor`` in natural batches (pipeline/batching.py): the events
-the stream has ready, handed over as soon as it has no more, so a batch is
-one login at low rates and adds no latency, and grows with the backlog.
-The processor begins each login of a batch in offset order without
-awaiting (decode, count the login in the user's state, compute and encode
-the offer), so a user's logins update the state in order; the batch writes
-each user's state to the RocksDB-backed table once. The slow half of a
-batch (the simulated model calls, together; producing its records in one
-go, after the batch before's; awaiting their acks once; finishing each
-login in order) runs in a task of its own, several batches in flight, at
-most ``worker_concurrency`` logins begun and not finished, so model
-latency does not serialise throughput (docs/decisions/0013-batch-worker.md).
-
-Delivery is at-least-once with idempotent effects, which we chose over
-Faust's ``exactly_once`` (Kafka transactions; docs/decisions/):
-
-- acks are manual (``stream.noack()``); an event is finished only after its
-  offer (or its dead letter) is acknowledged by the broker, however long
-  that takes, and a batch's logins only once every record of the batch is;
-  sends are retried without end and the worker reports itself stuck
-  meanwhile (``/status/`` on its web port, ``/metrics/``);
-- what is committed is decided by the worker's ``OffsetLedger``, not by
-  Faust: only offsets below the oldest unfinished event (pipeline/offset_ledger.py);
-- the user state remembers the offset of the last counted login (a user's
-  logins share one partition), so a replayed login is never counted twice,
-  and every live ticket, so a retried login (same ticket id, from the
-  ``Idempotency-Key``) is not counted twice either;
-- the offer is keyed by ticket on a compacted topic, so a replay overwrites
-  it with the same offer.
-
-Poison messages (undecodable bytes, an unknown schema, a login the engine
-refuses or fails on) go to ``logins.dlq`` with the error in headers, in
-their place among the batch's records, and the stream goes on, unless
-``breaker_dead_letters`` of one error type come in a row (counted in offset
-order as logins are begun): that is a systematic fault, and the circuit
-breaker (pipeline/breaker.py) stops consumption and reports the worker
-unhealthy instead; nothing after the tripping login is begun. Expired offers
-get tombstones on ``offers``, found by reading ``offers`` itself
-(pipeline/expiry.py), so a restart or a partition move loses none.
+One agent reads ``logins`` and hands ``LoginProcessor`` the events the
+stream has ready, as a batch (pipeline/batching.py). Each login is decoded,
+counted in its user's state and turned into a signed offer on ``offers``;
+a poison message becomes a dead letter on ``logins.dlq``. Delivery is
+at-least-once with idempotent effects: a login is finished only once its
+offer or dead letter is acknowledged, and only what is finished is
+committed (pipeline/offset_ledger.py). How a batch travels, the guarantees
+and their tests: docs/architecture.md ("The worker's guarantees") and
+docs/decisions/0001, 0003 and 0013.
 
 The web server (``worker_web_port``; 0 turns it off) serves ``/status/``,
-``/metrics/`` and the readiness page ``/ready/`` (pipeline/readiness.py says
-what it answers and how launchers know its port).
+``/metrics/`` and ``/ready/`` (pipeline/readiness.py).
 """
 
 from __future__ import annotations
