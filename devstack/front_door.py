@@ -346,6 +346,17 @@ def render_config(settings: Settings) -> str:
         "    http-request return status 404 content-type application/json "
         "string '{\"error\": \"not found\"}' if { path,url_dec /metrics }",
     ]
+    metrics_host, metrics_port = settings.front_door_metrics_host_port
+    metrics = [
+        "",
+        # For operators only, on an address of its own: HAProxy's Prometheus exporter.
+        "frontend metrics",
+        f"    bind {_hostport(_checked_host(metrics_host, 'front_door_metrics_listen'), metrics_port)}",
+        "    no log",
+        "    http-request use-service prometheus-exporter if { path /metrics }",
+        "    http-request return status 404 content-type application/json "
+        "string '{\"error\": \"not found\"}'",
+    ]
     for region in regions:
         lines.append(f"    use_backend edge_{region} if is_offer !is_sync "
                      f"{{ req.cook({REGION_COOKIE}) -m str {region} }}")
@@ -372,7 +383,7 @@ def render_config(settings: Settings) -> str:
             backup = " backup" if i else ""
             lines.append(f"    server {server} {_hostport(edge_host, ports[server])} "
                          f"check {check}{backup} {PASSIVE_CHECK}")
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, *metrics]) + "\n"
 
 
 def _binds(settings: Settings, host: str, port: int) -> list[str]:

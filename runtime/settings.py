@@ -434,6 +434,11 @@ class Settings(BaseSettings):
         default="127.0.0.1:8080",
         description="`host:port` where the front door answers plain HTTP with a redirect "
                     "to HTTPS (308), when `front_door_tls` is on")
+    front_door_metrics_listen: str = Field(
+        default="127.0.0.1:8404",
+        description="`host:port` of the front door's listener for operators: HAProxy's "
+                    "own Prometheus exporter on `/metrics` (requests, responses by class "
+                    "and backend, each server's state); 404 on the public ports")
     front_door_cert_file: Path | None = Field(
         default=None,
         description="PEM with the front door's certificate chain and private key (mode "
@@ -653,6 +658,11 @@ class Settings(BaseSettings):
         if self.edge_metrics_port_offset == 0:
             return f"http://{self.edge_host}:{port}/metrics"
         return f"http://{self.edge_metrics_host}:{port + self.edge_metrics_port_offset}/metrics"
+
+    @property
+    def front_door_metrics_host_port(self) -> tuple[str, int]:
+        """The front door's metrics listener as (host, port); the port defaults to 8404."""
+        return _split_hostport(self.front_door_metrics_listen, 8404)
 
     @property
     def front_door_http_host_port(self) -> tuple[str, int]:

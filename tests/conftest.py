@@ -158,6 +158,7 @@ def unique_settings(kafka_bootstrap: str, home: Path, **changes: object) -> Sett
         expiry_sweep_s=1.0,
         front_door_listen=f"127.0.0.1:{free_port()}",
         front_door_http_listen=f"127.0.0.1:{free_port()}",
+        front_door_metrics_listen=f"127.0.0.1:{free_port()}",
         # The tests play users of several countries from this machine, as the story does.
         login_ip_from_body="local",
     )

@@ -17,6 +17,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from devstack.front_door import client_ca, public_url
 from devstack.ports import free_edge_port, free_port, port_in_use
 from devstack.processes import kill
 from devstack.stack import Stack, components
@@ -57,6 +58,10 @@ def metrics_urls(local: LocalStack) -> dict[str, str]:
         assert ready is not None, component.name
         if kind == "edge":  # its operators' listener
             out[component.name] = metrics_url(ready, local.settings)
+            continue
+        if kind == "front-door":  # HAProxy's exporter, on a listener of its own
+            out[component.name] = (f"http://{local.settings.front_door_metrics_listen}"
+                                   f"{paths[kind]}")
             continue
         origin = ready.split("/", 3)[:3]
         out[component.name] = "/".join(origin) + paths[kind]
@@ -144,11 +149,17 @@ def test_the_scrape_config_paths_answer_on_the_stack(stack: LocalStack) -> None:
     jobs = {job.name for job in scrape_jobs()}
     kinds = {c.args[0] for c in components(stack.settings)}
     assert jobs <= kinds, "every scrape job is a kind of component the stack runs"
-    assert {name.split("-")[0] for name in urls} == jobs
+    kind_of = {c.name: c.args[0] for c in components(stack.settings)}
+    assert {kind_of[name] for name in urls} == jobs
     pages = scrape(urls)
     assert "origin_logins_total" in pages["origin"]
     assert "worker_logins_total" in pages["worker"]
     assert all("edge_offers_stored" in pages[f"edge-{r}"] for r in ("eu", "us"))
+    assert "haproxy_server_status" in pages["front-door"]
+    # Only the operators' listener has the exporter: the public port answers 404.
+    door = httpx.get(f"{public_url(stack.settings)}/metrics", timeout=5,
+                     verify=str(client_ca(stack.settings)))
+    assert door.status_code == 404
 
 
 def status(local: LocalStack, *args: str) -> tuple[int, str, float]:

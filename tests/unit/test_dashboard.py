@@ -77,14 +77,17 @@ def test_the_scrape_targets_are_the_default_stacks_addresses() -> None:
     settings = Settings()
     stack = Stack(settings, say=lambda _: None)
     jobs = {job.name: job for job in scrape_jobs()}
-    assert set(jobs) == {"origin", "worker", "edge"}
+    assert set(jobs) == {"origin", "worker", "edge", "front-door"}
     assert jobs["worker"].metrics_path == "/metrics/"
     assert jobs["origin"].metrics_path == jobs["edge"].metrics_path == "/metrics"
+    assert jobs["front-door"].metrics_path == "/metrics"
     addresses: dict[str, set[str]] = {}
     for component in components(settings):
         address = f"{stack.host_of(component)}:{component.port}"
         if component.args[0] == "edge":  # scraped on the operators' listener
             address = settings.edge_metrics_url(component.port or 0).split("/")[2]
+        if component.args[0] == "front-door":  # HAProxy's exporter, a listener of its own
+            address = settings.front_door_metrics_listen
         addresses.setdefault(component.args[0], set()).add(address)
     for name, job in jobs.items():
         assert set(job.targets) == addresses[name], name

@@ -200,3 +200,12 @@ def test_the_pinned_source_is_what_a_connection_really_leaves_from(tmp_path: Pat
     assert source_address(settings.replace(front_door_source="10.1.2.3")) == "10.1.2.3"
     with pytest.raises(FrontDoorError, match="not an IP address"):
         source_address(settings.replace(front_door_source="gateway"))
+
+
+def test_the_exporter_answers_on_the_operators_listener_only(tmp_path: Path) -> None:
+    config = render_config(_settings(tmp_path, front_door_metrics_listen="127.0.0.1:9404"))
+    public, metrics = config.split("frontend metrics")
+    assert "bind 127.0.0.1:9404" in metrics
+    assert "use-service prometheus-exporter if { path /metrics }" in metrics
+    assert "prometheus-exporter" not in public
+    assert "http-request return status 404" in public.split("frontend public")[1]  # /metrics
