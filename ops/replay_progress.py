@@ -57,10 +57,6 @@ class PartitionProgress:
         ranges = [*self.above, *((o, o) for o in offsets)]
         return _normalised(max(self.mark, log_start), ranges)
 
-    def merged(self, other: PartitionProgress) -> PartitionProgress:
-        """Both progresses together: what either replay recorded counts as replayed."""
-        return _normalised(max(self.mark, other.mark), [*self.above, *other.above])
-
     @property
     def replayed_above_mark(self) -> int:
         return sum(b - a + 1 for a, b in self.above)

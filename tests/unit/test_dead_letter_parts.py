@@ -107,12 +107,6 @@ def test_progress_round_trips_through_a_commit() -> None:
     assert PartitionProgress.from_commit(None, None) == PartitionProgress()
 
 
-def test_two_replays_recorded_at_once_are_merged() -> None:
-    one = PartitionProgress().with_replayed([0, 1, 5])
-    other = PartitionProgress().with_replayed([2, 3, 8])
-    assert one.merged(other) == PartitionProgress(4, ((5, 5), (8, 8)))
-
-
 @pytest.mark.parametrize("metadata", ["ranges:1-2", "r1:x", "r1:1-y"])
 def test_metadata_of_another_kind_is_refused(metadata: str) -> None:
     with pytest.raises(ProgressUnreadable):
