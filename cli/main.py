@@ -560,7 +560,8 @@ def story(users: int, gap: float, origin_delay: float, edge_delay: float, region
 @positioning.command(help="the benchmarks; JSON results in <home>/bench/")
 @click.option("--quick", is_flag=True, help="a run of a few minutes, smaller data")
 def bench(quick: bool) -> int:
-    from loadtest.bench.runner import Bench, render_table, write
+    from loadtest.bench.figures import render_table
+    from loadtest.bench.runner import Bench, write
 
     settings = _settings()
     report = Bench(settings, quick=quick).run()
@@ -669,6 +670,7 @@ def _expected_failures() -> dict[type[Exception], int]:
     from devstack.front_door import FrontDoorError
     from devstack.processes import Unkillable
     from devstack.stack import StackError
+    from loadtest.bench.wrk import WrkMissing
     from ops.dead_letters import DeadLetterError
     from ops.replay_progress import ProgressFull, ProgressUnreadable
     from pipeline.state_migration import MigrationRefused
@@ -681,6 +683,7 @@ def _expected_failures() -> dict[type[Exception], int]:
         TopicMismatch, MigrationRefused, StateOfAnotherCluster,                # topics and state
         KafkaAccessError, OfferKeyError, SecretFileError,                      # rights and keys
         DeadLetterError, ProgressFull, ProgressUnreadable,                     # dead letters
+        WrkMissing,                                                            # benchmarks
     )
     return dict.fromkeys(failures, EXIT_FAILED)
 

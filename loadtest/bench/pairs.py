@@ -30,7 +30,8 @@ import statistics
 import time
 from typing import Any
 
-from loadtest.bench.runner import Bench, cpu_ms_per_login
+from loadtest.bench.figures import cpu_ms_per_login
+from loadtest.bench.runner import Bench
 from runtime.settings import Settings
 
 FIGURES = ("broker_cores", "stack_cores", "stack_cpu_ms_per_login", "p50_ms", "p99_ms")

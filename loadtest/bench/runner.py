@@ -35,6 +35,7 @@ from engine.state import new_user_view
 from loadtest.bench import wrk
 from loadtest.bench.compare import Comparison, compare
 from loadtest.bench.cpu import CpuShares
+from loadtest.bench.figures import LOAD_GENERATOR, Parts, judge, median_known, summarize
 from loadtest.produce import produce
 from loadtest.stats import latency_summary
 from pipeline.offer_signing import BatchSigning
@@ -49,35 +50,6 @@ from runtime.waiting import wait_until, wait_until_async
 from schemas.codec import offer_codec
 from schemas.events import login_event, offer_headers
 from schemas.tickets import TicketSigner
-
-# Issue 18's goals: CPU per login, and figures against a baseline of the same run.
-GOALS = {
-    "worker_ratio_to_floor": (">=", 1.0),
-    "broker_cpu_core_at_100": ("<=", 0.10),
-    "positioning_p50_ms_at_100": ("<=", 12.0),
-    "positioning_p99_ms_at_100": ("<=", 15.0),
-    "stack_cpu_ms_per_login": ("<=", 1.0),
-    "positioning_p99_ms": ("<=", 50.0),
-    "edge_lookup_ratio": (">=", 0.7),
-    "bootstrap_offers_per_s": (">=", 100_000.0),
-    "bootstrap_verified_ratio": (">=", 0.8),
-    "restart_ready_s": ("<=", 0.5),
-    # Replicated latency: 3 nodes (RF 3, acks=all) within 2x of one node.
-    "positioning_p50_ratio_3_to_1_node_at_100": ("<=", 2.0),
-    "positioning_p99_ms_at_100_3_nodes": ("<=", 50.0),
-    "positioning_p50_ms_at_1_3_nodes": ("<=", 20.0),
-    "positioning_p99_ms_at_1_3_nodes": ("<=", 50.0),
-}
-
-# A throughput comparison in which requests failed does not measure its path.
-FAILED_REQUESTS = {
-    "edge_lookup_rps": "edge_lookup_failed_requests",
-    "edge_lookup_ratio": "edge_lookup_failed_requests",
-    "origin_login_rps": "origin_login_failed_requests",
-    "origin_login_ratio": "origin_login_failed_requests",
-}
-
-
 
 
 class Bench:
@@ -377,36 +349,38 @@ class Bench:
             for rate in rates:
                 self.say(f"pipeline: {rate} logins/s for {seconds}s through origin, worker, 2 edges"
                          " (after a 2 s warm-up at that rate)")
-                self._login_load(settings, rate, 2, self.root / f"warmup-{rate}.tsv")
-                out = self.root / f"logins-{rate}.tsv"
-                cpu = CpuShares(self._stack_pids(stack), children="load generator")
-                sent = self._login_load(settings, rate, seconds, out)
-                cpu_share = cpu.stop()
-                logins = [(t, int(a)) for t, a in
-                          (line.split("\t") for line in out.read_text().splitlines())]
-                lags = asyncio.run(self._applied_times(settings, logins))
-                results["positioning"][str(rate)] = {
-                    "load": sent,
-                    "edges": {r: latency_summary(v) for r, v in lags.items()},
-                    "all": latency_summary([x for v in lags.values() for x in v]),
-                    "cpu_share_of_one_core": cpu_share,
-                }
+                results["positioning"][str(rate)] = self._round(
+                    settings, rate, seconds, str(rate), cpu_of=self._stack_pids(stack))
         finally:
             stack.down()
         return results
 
-    def _positioning_at(self, settings: Settings, rate: int, seconds: float,
-                        name: str) -> dict[str, Any]:
-        """One round: a 2 s warm-up, then ``rate`` logins/s for ``seconds``; the lag summary."""
+    def _round(self, settings: Settings, rate: int, seconds: float, name: str,
+               cpu_of: dict[str, int | None] | None = None) -> dict[str, Any]:
+        """One round of positioning latency: a 2 s warm-up, then ``rate`` logins/s for
+        ``seconds``.
+
+        Returns the load generator's summary (``load``), the lag per edge region and
+        over all (``edges``, ``all``), its two halves (``hops``), and, when ``cpu_of``
+        names the processes (name -> pid), each one's share of one core during the
+        measured seconds (``cpu_share_of_one_core``).
+        """
         self._login_load(settings, rate, 2, self.root / f"warmup-{name}.tsv")
         out = self.root / f"logins-{name}.tsv"
-        self._login_load(settings, rate, seconds, out)
+        cpu = CpuShares(cpu_of, children=LOAD_GENERATOR) if cpu_of is not None else None
+        sent = self._login_load(settings, rate, seconds, out)
+        shares = cpu.stop() if cpu is not None else None
         logins = [(t, int(a)) for t, a in
                   (line.split("\t") for line in out.read_text().splitlines())]
         hops: dict[str, list[int]] = {"origin_to_worker": [], "worker_to_edge": []}
         lags = asyncio.run(self._applied_times(settings, logins, hops))
-        return {**latency_summary([x for v in lags.values() for x in v]),
-                "hops": {hop: latency_summary(v) for hop, v in hops.items()}}
+        result: dict[str, Any] = {
+            "load": sent, "edges": {r: latency_summary(v) for r, v in lags.items()},
+            "all": latency_summary([x for v in lags.values() for x in v]),
+            "hops": {hop: latency_summary(v) for hop, v in hops.items()}}
+        if shares is not None:
+            result["cpu_share_of_one_core"] = shares
+        return result
 
     def bench_cluster(self) -> dict[str, Any]:
         """Positioning latency with the topics on three nodes (RF 3, min ISR 2, acks=all
@@ -446,7 +420,7 @@ class Bench:
                         for rate, (per_s, secs) in rates.items():
                             self.say(f"cluster: round {i + 1}/{rounds}, {per_s} logins/s for "
                                      f"{secs}s, {name}")
-                            rounds_by[rate][name].append(self._positioning_at(
+                            rounds_by[rate][name].append(self._round(
                                 configs[name], per_s, secs,
                                 f"{name.replace(' ', '-')}-{rate}-{i}"))
                     finally:
@@ -455,8 +429,7 @@ class Bench:
             cluster.stop()
 
         def median(rate: str, name: str, key: str) -> float | None:
-            values = [r[key] for r in rounds_by[rate][name] if r.get(key) is not None]
-            return statistics.median(values) if values else None
+            return median_known(r["all"].get(key) for r in rounds_by[rate][name])
 
         return {"rounds": rounds_by["100"], "quiet_rounds": rounds_by["1"],
                 **{f"{key}_{name.replace(' ', '_')}": median("100", name, key)
@@ -523,15 +496,11 @@ class Bench:
                             "ratio_to_floor": rate / floor["events_per_s"]
                             if rate and floor["events_per_s"] else None})
 
-        def median(values: list[float | None]) -> float | None:
-            known = [v for v in values if v is not None]
-            return statistics.median(known) if known else None
-
         return {"logins": count, "rounds": results,
-                "logins_per_s": median([r["logins_per_s"] for r in results]),
-                "faust_floor": {"events_per_s": median(
-                    [r["faust_floor"]["events_per_s"] for r in results])},
-                "ratio_to_floor": median([r["ratio_to_floor"] for r in results])}
+                "logins_per_s": median_known(r["logins_per_s"] for r in results),
+                "faust_floor": {"events_per_s": median_known(
+                    r["faust_floor"]["events_per_s"] for r in results)},
+                "ratio_to_floor": median_known(r["ratio_to_floor"] for r in results)}
 
     def worker_alone(self, settings: Settings, count: int) -> dict[str, Any]:
         """One worker on ``count`` logins already on the topic: its rate from first to last offer."""
@@ -564,6 +533,12 @@ class Bench:
 
     # -- all of it ---------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
+        """Every part in turn, then the report: ``summary``, ``goals`` and each part's results.
+
+        Raises:
+            WrkMissing: wrk is not installed (checked before anything starts).
+        """
+        wrk.require()
         self.start_broker()
         try:
             edge = self.bench_edge()
@@ -574,47 +549,8 @@ class Bench:
             cluster = self.bench_cluster()
         finally:
             self.stop_broker()
-        by_rate = pipeline["positioning"]
-        at_1000 = by_rate["1000"]
-        summary = {
-            "positioning_p99_ms": at_1000["all"].get("p99_ms"),
-            "positioning_p99_ms_at_100": by_rate["100"]["all"].get("p99_ms"),
-            "positioning_p50_ms_at_100": by_rate["100"]["all"].get("p50_ms"),
-            "broker_cpu_core_at_100": by_rate["100"]["cpu_share_of_one_core"].get("broker")
-            if self.broker is not None else None,
-            "positioning_p99_ms_at_500": by_rate["500"]["all"].get("p99_ms")
-            if "500" in by_rate else None,
-            "stack_cpu_ms_per_login": cpu_ms_per_login(at_1000["cpu_share_of_one_core"], 1000)
-            if self.broker is not None else None,
-            "edge_lookup_rps": edge["lookup"]["requests_per_s"],
-            "edge_lookup_ratio": edge["lookup"]["ratio"],
-            "edge_lookup_ratio_low": edge["lookup"]["ratio_low"],
-            "edge_lookup_ratio_high": edge["lookup"]["ratio_high"],
-            "edge_lookup_p99_ms": edge["lookup"]["p99_ms"],
-            "edge_lookup_failed_requests": edge["lookup"]["failed_requests"],
-            "origin_login_rps": origin["requests_per_s"],
-            "origin_login_ratio": origin["ratio"],
-            "origin_login_ratio_low": origin["ratio_low"],
-            "origin_login_ratio_high": origin["ratio_high"],
-            "origin_login_failed_requests": origin["failed_requests"],
-            "pipeline_offers_per_s": pipeline["throughput"]["offers_per_s"],
-            "worker_logins_per_s": worker["logins_per_s"],
-            "worker_faust_floor_per_s": worker["faust_floor"]["events_per_s"],
-            "worker_ratio_to_floor": worker["ratio_to_floor"],
-            "bootstrap_offers_per_s": edge["bootstrap_offers_per_s"],
-            "bootstrap_verified_ratio": (edge["verification"] or {}).get("ratio"),
-            "restart_ready_s": edge["restart_ready_s"],
-            "positioning_p50_ms_at_100_1_node": cluster["p50_ms_1_node"],
-            "positioning_p50_ms_at_100_3_nodes": cluster["p50_ms_3_nodes"],
-            "positioning_p99_ms_at_100_1_node": cluster["p99_ms_1_node"],
-            "positioning_p99_ms_at_100_3_nodes": cluster["p99_ms_3_nodes"],
-            "positioning_p50_ratio_3_to_1_node_at_100": _ratio(cluster["p50_ms_3_nodes"],
-                                                                cluster["p50_ms_1_node"]),
-            "positioning_p50_ms_at_1_1_node": cluster["quiet_p50_ms_1_node"],
-            "positioning_p50_ms_at_1_3_nodes": cluster["quiet_p50_ms_3_nodes"],
-            "positioning_p99_ms_at_1_1_node": cluster["quiet_p99_ms_1_node"],
-            "positioning_p99_ms_at_1_3_nodes": cluster["quiet_p99_ms_3_nodes"],
-        }
+        summary = summarize(Parts(edge=edge, origin=origin, worker=worker, pipeline=pipeline,
+                                  cluster=cluster, local_broker=self.broker is not None))
         return {
             "summary": summary,
             "goals": judge(summary),
@@ -666,36 +602,6 @@ async def _time_offers(settings: Settings, count: int, timeout_s: float) -> tupl
         await consumer.stop()
 
 
-def cpu_ms_per_login(shares: dict[str, float | None], rate: float) -> float:
-    """CPU milliseconds the stack (every process but the load generator) spent per login."""
-    return 1000 * sum(share or 0.0 for name, share in shares.items()
-                      if name != "load generator") / rate
-
-
-def judge(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Each goal, met or not; None when the figure is missing or its requests failed."""
-    goals: dict[str, dict[str, Any]] = {}
-    for key, (op, value) in GOALS.items():
-        failed = summary.get(FAILED_REQUESTS.get(key, ""))
-        goals[key] = {"goal": f"{op} {value:g}", "met": _met(summary[key], op, value)}
-        if failed:
-            goals[key].update(met=None, invalid=f"{failed} requests failed")
-    return goals
-
-
-def _ratio(numerator: float | None, denominator: float | None) -> float | None:
-    """``numerator / denominator``, None when either is missing or the denominator is 0."""
-    if numerator is None or not denominator:
-        return None
-    return round(numerator / denominator, 2)
-
-
-def _met(value: float | None, op: str, goal: float) -> bool | None:
-    if value is None:
-        return None
-    return value <= goal if op == "<=" else value >= goal
-
-
 def _cpus() -> int:
     import os
 
@@ -718,53 +624,6 @@ def _wait_http(url: str, timeout: float = 30) -> None:
             return False
 
     wait_until(answers, timeout, f"{url} to answer 200")
-
-
-def render_table(report: dict[str, Any]) -> str:
-    s, goals = report["summary"], report["goals"]
-    rows = [("worker_ratio_to_floor", "worker alone / Faust floor (median round)"),
-            ("broker_cpu_core_at_100", "broker CPU at 100 logins/s (cores)"),
-            ("positioning_p50_ms_at_100", "positioning latency p50 at 100 logins/s (ms)"),
-            ("positioning_p99_ms_at_100", "positioning latency p99 at 100 logins/s (ms)"),
-            ("positioning_p99_ms_at_500", "positioning latency p99 at 500 logins/s (ms)"),
-            ("positioning_p99_ms", "positioning latency p99 at 1,000 logins/s (ms)"),
-            ("stack_cpu_ms_per_login", "CPU ms per login, whole stack, at 1,000/s"),
-            ("edge_lookup_rps", "edge lookups/s (1 process)"),
-            ("edge_lookup_ratio", "edge lookups / bare Starlette (median round)"),
-            ("edge_lookup_ratio_low", "edge lookups / bare, lowest round"),
-            ("edge_lookup_ratio_high", "edge lookups / bare, highest round"),
-            ("edge_lookup_p99_ms", "edge lookup p99 (ms)"),
-            ("edge_lookup_failed_requests", "edge lookups failed (non-2xx, socket errors)"),
-            ("origin_login_rps", "origin logins/s (1 process)"),
-            ("origin_login_ratio", "origin logins / bare Starlette (median round)"),
-            ("origin_login_ratio_low", "origin logins / bare, lowest round"),
-            ("origin_login_ratio_high", "origin logins / bare, highest round"),
-            ("origin_login_failed_requests", "origin logins failed (non-2xx, socket errors)"),
-            ("pipeline_offers_per_s", "pipeline offers/s reaching an edge"),
-            ("worker_logins_per_s", "worker logins/s, worker alone"),
-            ("worker_faust_floor_per_s", "Faust floor events/s (table row + record)"),
-            ("bootstrap_offers_per_s", "edge bootstrap offers/s"),
-            ("bootstrap_verified_ratio", "edge bootstrap verifying / trusting signatures"),
-            ("restart_ready_s", "edge restart to ready (s)"),
-            ("positioning_p50_ms_at_100_1_node", "positioning p50 at 100/s, 1 node (ms)"),
-            ("positioning_p50_ms_at_100_3_nodes", "positioning p50 at 100/s, 3 nodes (ms)"),
-            ("positioning_p99_ms_at_100_1_node", "positioning p99 at 100/s, 1 node (ms)"),
-            ("positioning_p99_ms_at_100_3_nodes", "positioning p99 at 100/s, 3 nodes (ms)"),
-            ("positioning_p50_ratio_3_to_1_node_at_100", "positioning p50 at 100/s, 3 nodes / 1"),
-            ("positioning_p50_ms_at_1_1_node", "positioning p50 at 1/s, 1 node (ms)"),
-            ("positioning_p50_ms_at_1_3_nodes", "positioning p50 at 1/s, 3 nodes (ms)"),
-            ("positioning_p99_ms_at_1_1_node", "positioning p99 at 1/s, 1 node (ms)"),
-            ("positioning_p99_ms_at_1_3_nodes", "positioning p99 at 1/s, 3 nodes (ms)")]
-    lines = [f"{'figure':<50}{'value':>12}  goal"]
-    for key, label in rows:
-        value = s[key]
-        goal = goals.get(key)
-        verdict = "" if goal is None else (
-            f"INVALID: {goal['invalid']}" if goal.get("invalid") else "met" if goal["met"] else "MISSED")
-        mark = "" if goal is None else f"{goal['goal']:<10} {verdict}"
-        lines.append(f"{label:<50}{value:>12,.2f}  {mark}" if value is not None
-                     else f"{label:<50}{'-':>12}  {mark}")
-    return "\n".join(lines)
 
 
 def write(report: dict[str, Any], home: Path) -> Path:

@@ -29,7 +29,19 @@ end
 
 
 class WrkMissing(RuntimeError):
-    pass
+    """wrk is not on the PATH."""
+
+
+def require() -> str:
+    """The path of wrk.
+
+    Raises:
+        WrkMissing: it is not installed.
+    """
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise WrkMissing("wrk is not installed: `./run bench` installs it, or apt-get install wrk")
+    return wrk
 
 
 @dataclass(frozen=True)
@@ -63,9 +75,7 @@ def parse(output: str) -> WrkResult:
 
 def run(url: str, script: str, work_dir: Path, seconds: float, connections: int = 32,
         threads: int = 1, env: dict[str, str] | None = None) -> WrkResult:
-    wrk = shutil.which("wrk")
-    if wrk is None:
-        raise WrkMissing("wrk is not installed: `./run bench` installs it, or apt-get install wrk")
+    wrk = require()
     script_path = work_dir / "bench.lua"
     script_path.write_text(script)
     result = subprocess.run(

@@ -166,6 +166,20 @@ def test_stack_errors_are_an_error_line(env: dict[str, str], monkeypatch: pytest
     assert result.output == "error: origin: port 8000 is already in use by another program\n"
 
 
+def test_a_bench_without_wrk_stops_before_it_starts_anything(
+        env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from loadtest.bench.runner import Bench
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setattr(Bench, "start_broker", lambda self: pytest.fail("a broker was started"))
+    result = run(env, "bench", "--quick")
+    assert result.exit_code == 1
+    assert result.output == ("error: wrk is not installed: `./run bench` installs it, "
+                             "or apt-get install wrk\n")
+
+
 def test_a_chaos_run_that_cannot_be_configured_exits_2(env: dict[str, str]) -> None:
     result = run(env, "chaos", "--kill", "database")
     assert result.exit_code == 2
