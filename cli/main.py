@@ -165,7 +165,7 @@ def fetch() -> int:
     from devstack.broker import jars
 
     classpath = jars.classpath(_settings().kafka_home)
-    click.echo(f"kafka {jars.KAFKA_VERSION}: {len(classpath.split(':'))} jars ready")
+    click.echo(f"kafka {jars.kafka_version()}: {len(classpath.split(':'))} jars ready")
     return 0
 
 

@@ -20,8 +20,11 @@ import subprocess
 import tempfile
 from importlib import resources
 from pathlib import Path
+from xml.etree import ElementTree
 
-KAFKA_VERSION = "4.0.1"
+
+
+_POM = {"m": "http://maven.apache.org/POM/4.0.0"}
 
 
 class JarsUnavailable(RuntimeError):
@@ -39,13 +42,22 @@ def cache_root() -> Path:
     return Path(base) / "content-positioning"
 
 
+def kafka_version() -> str:
+    """The Kafka version the pom pins (its ``kafka.version`` property), declared there only."""
+    root = ElementTree.parse(packaged_file("pom.xml")).getroot()
+    version = root.findtext("m:properties/m:kafka.version", namespaces=_POM)
+    if not version:
+        raise JarsUnavailable("devstack/broker/pom.xml has no kafka.version property")
+    return version.strip()
+
+
 def _pom_digest(pom: Path) -> str:
     return hashlib.sha256(pom.read_bytes()).hexdigest()[:12]
 
 
 def maven_libs_dir() -> Path:
     pom = packaged_file("pom.xml")
-    return cache_root() / f"kafka-{KAFKA_VERSION}-{_pom_digest(pom)}"
+    return cache_root() / f"kafka-{kafka_version()}-{_pom_digest(pom)}"
 
 
 def download_with_maven(target: Path) -> None:
