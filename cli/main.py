@@ -420,7 +420,7 @@ def worker(crashes: int) -> int:
         # The state on disk holds offsets of one cluster's changelog (runtime/state_owner.py).
         claim(settings.worker_state_dir, report.cluster_id, "the worker's state")
         # uvloop, as `faust -L uvloop` would: the worker's main thread is busy, and
-        # asyncio's pure-Python loop is the slower of the two (docs/performance.md).
+        # asyncio's pure-Python loop is the slower of the two (docs/performance.md, "The worker").
         mode.loop.use("uvloop")
         app = create_app(settings, on_wedged=lambda reason: _restart_after_crash(
             crashes, reason, time.monotonic() - started))
@@ -560,9 +560,11 @@ def story(users: int, gap: float, origin_delay: float, edge_delay: float, region
 @positioning.command(help="the benchmarks; JSON results in <home>/bench/")
 @click.option("--quick", is_flag=True, help="a run of a few minutes, smaller data")
 def bench(quick: bool) -> int:
+    from loadtest.bench import wrk
     from loadtest.bench.figures import render_table
     from loadtest.bench.runner import Bench, write
 
+    wrk.require()  # before the run's folder is made
     settings = _settings()
     report = Bench(settings, quick=quick).run()
     path = write(report, settings.home)

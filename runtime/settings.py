@@ -284,7 +284,7 @@ class Settings(BaseSettings):
         default=1,
         description="ms the login producer waits for other logins to share a produce "
                     "request; each login's `202` comes up to that much later "
-                    "(docs/performance.md)")
+                    "(docs/decisions/0019-cpu-per-login.md)")
 
     # -- offer engine ---------------------------------------------------------
     model_latency_ms: NonNegativeFloat = Field(

@@ -113,7 +113,7 @@ def server_properties(node: Node, cluster: Sequence[Node],
         "controller.quorum.election.backoff.max.ms": "500",
         # One network thread and two request handlers instead of 3 and 8: a local node
         # shares a few cores with everything else, and fewer threads cost it less CPU
-        # for the same requests (measured: docs/performance.md, "What limits each figure").
+        # for the same requests (measured: docs/decisions/0019-cpu-per-login.md).
         "num.network.threads": "1",
         "num.io.threads": "2",
         # Compaction that is visible in a development session.

@@ -22,8 +22,6 @@ from importlib import resources
 from pathlib import Path
 from xml.etree import ElementTree
 
-
-
 _POM = {"m": "http://maven.apache.org/POM/4.0.0"}
 
 

@@ -173,7 +173,7 @@ def test_a_bench_without_wrk_stops_before_it_starts_anything(
     from loadtest.bench.runner import Bench
 
     monkeypatch.setattr(shutil, "which", lambda name: None)
-    monkeypatch.setattr(Bench, "start_broker", lambda self: pytest.fail("a broker was started"))
+    monkeypatch.setattr(Bench, "__init__", lambda *a, **k: pytest.fail("a bench was made"))
     result = run(env, "bench", "--quick")
     assert result.exit_code == 1
     assert result.output == ("error: wrk is not installed: `./run bench` installs it, "
