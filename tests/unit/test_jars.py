@@ -29,3 +29,10 @@ def test_a_pom_without_the_version_is_refused(tmp_path: Path,
     monkeypatch.setattr(jars, "packaged_file", lambda name: pom)
     with pytest.raises(jars.JarsUnavailable, match="kafka.version"):
         jars.kafka_version()
+
+
+@pytest.mark.parametrize("compose", ["docker-compose.kafka.yml", "docker-compose.kafka-3.yml"])
+def test_the_compose_files_run_the_pinned_version(compose: str) -> None:
+    images = [line.split("image:")[1].strip() for line in (ROOT / compose).read_text().splitlines()
+              if "image:" in line and "kafka" in line]
+    assert images and set(images) == {f"apache/kafka:{jars.kafka_version()}"}
